@@ -1,0 +1,223 @@
+package policy
+
+import (
+	"math"
+	"math/big"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Values of a parsed document. A value is one of:
+//
+//	nil, bool, int64, *big.Int, float64, string, yamlDate  scalars
+//	*object                                                a tagged node
+//	*hashValue                                             an annotations mapping
+//	*seq                                                   a sequence
+//
+// Objects and sequences are pointers because YAML aliases share them: an
+// alias names the very record its anchor marked, as in Conjur.
+
+// object is a record (!user …), a statement (!grant …) or a !member.
+type object struct {
+	spec *typeSpec
+	pos  Position
+	// fields holds attributes by their singular name. A value is a single
+	// item or a *seq, as the text gave it.
+	fields map[string]any
+}
+
+func newObject(spec *typeSpec, pos Position) *object {
+	return &object{spec: spec, pos: pos, fields: map[string]any{}}
+}
+
+func (o *object) str(name string) string {
+	s, _ := o.fields[name].(string)
+	return s
+}
+
+// hashValue is a plain mapping (annotations), in document order.
+type hashValue struct {
+	keys   []string
+	values map[string]any
+}
+
+func (h *hashValue) set(k string, v any) {
+	if h.values == nil {
+		h.values = map[string]any{}
+	}
+	if _, ok := h.values[k]; !ok {
+		h.keys = append(h.keys, k)
+	}
+	h.values[k] = v
+}
+
+// seq is a sequence.
+type seq struct {
+	items []any
+}
+
+// yamlDate is a plain scalar that Conjur's loader reads as a date.
+type yamlDate string
+
+// items returns a value as a list: the items of a sequence, or the value
+// alone.
+func items(v any) []any {
+	switch v := v.(type) {
+	case nil:
+		return nil
+	case *seq:
+		return v.items
+	}
+	return []any{v}
+}
+
+// className is the Ruby class name Conjur's type errors report for a value.
+func className(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "NilClass"
+	case bool:
+		if v {
+			return "TrueClass"
+		}
+		return "FalseClass"
+	case int64, *big.Int:
+		return "Integer"
+	case float64:
+		return "Float"
+	case string:
+		return "String"
+	case yamlDate:
+		return "Date"
+	case *seq:
+		return "Array"
+	case *hashValue:
+		return "Hash"
+	case *object:
+		return v.spec.class
+	}
+	return "Object"
+}
+
+// Conjur's loader guesses the type of an untagged plain scalar (SafeYAML's
+// transforms): integers, floats, null, booleans and dates; everything else is
+// a string. Quoted scalars are always strings.
+var (
+	reDecimal = regexp.MustCompile(`^[-+]?(0|[1-9][0-9_,]*)$`)
+	reOctal   = regexp.MustCompile(`^0[0-7]+$`)
+	reHex     = regexp.MustCompile(`^0x[0-9a-fA-F]+$`)
+	reBinary  = regexp.MustCompile(`^0b[01_]+$`)
+	reFloat   = regexp.MustCompile(`^[-+]?(?:\d[\d_]*)?(?:\.[\d_]*)?(?:[eE][-+]?\d+)?$`)
+	reDate    = regexp.MustCompile(`^\d{4}-\d{1,2}-\d{1,2}$`)
+)
+
+func guessScalar(s string) any {
+	switch {
+	case reDecimal.MatchString(s):
+		return parseInt(strings.NewReplacer("_", "", ",", "").Replace(s), 10)
+	case reOctal.MatchString(s):
+		return parseInt(s[1:], 8)
+	case reHex.MatchString(s):
+		return parseInt(s[2:], 16)
+	case reBinary.MatchString(s):
+		return parseInt(strings.ReplaceAll(s[2:], "_", ""), 2)
+	}
+	if reFloat.MatchString(s) && strings.ContainsAny(s, "0123456789") {
+		if f, err := strconv.ParseFloat(strings.ReplaceAll(s, "_", ""), 64); err == nil {
+			return f
+		}
+	}
+	switch strings.ToLower(s) {
+	case ".inf", "+.inf":
+		return math.Inf(1)
+	case "-.inf":
+		return math.Inf(-1)
+	case ".nan":
+		return math.NaN()
+	case "", "~", "null":
+		return nil
+	case "yes", "on", "true":
+		return true
+	case "no", "off", "false":
+		return false
+	}
+	if reDate.MatchString(s) {
+		return yamlDate(s)
+	}
+	return s
+}
+
+func parseInt(digits string, base int) any {
+	if n, err := strconv.ParseInt(digits, base, 64); err == nil {
+		return n
+	}
+	n, ok := new(big.Int).SetString(digits, base)
+	if !ok {
+		return digits
+	}
+	return n
+}
+
+// scalarText is a scalar's text as Conjur stores it (Ruby's to_s).
+func scalarText(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case bool:
+		return strconv.FormatBool(v)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case *big.Int:
+		return v.String()
+	case float64:
+		return rubyFloat(v)
+	case string:
+		return v
+	case yamlDate:
+		return string(v)
+	case *seq:
+		parts := make([]string, len(v.items))
+		for i, it := range v.items {
+			if s, ok := it.(string); ok {
+				parts[i] = strconv.Quote(s)
+			} else {
+				parts[i] = scalarText(it)
+			}
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	case *object:
+		return v.str("id")
+	}
+	return ""
+}
+
+// rubyFloat formats a float as Ruby's Float#to_s does.
+func rubyFloat(f float64) string {
+	switch {
+	case math.IsInf(f, 1):
+		return "Infinity"
+	case math.IsInf(f, -1):
+		return "-Infinity"
+	case math.IsNaN(f):
+		return "NaN"
+	}
+	if f == math.Trunc(f) && math.Abs(f) < 1e16 {
+		return strconv.FormatFloat(f, 'f', 1, 64)
+	}
+	abs := math.Abs(f)
+	if abs >= 1e16 || abs < 1e-4 {
+		s := strconv.FormatFloat(f, 'e', -1, 64)
+		mant, exp, _ := strings.Cut(s, "e")
+		if !strings.Contains(mant, ".") {
+			mant += ".0"
+		}
+		if exp[0] == '+' {
+			exp = "+" + strings.TrimLeft(exp[1:], "0")
+		} else {
+			exp = "-" + strings.TrimLeft(exp[1:], "0")
+		}
+		return mant + "e" + exp
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}
