@@ -1,0 +1,237 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+)
+
+var (
+	// ErrAddrInUse is returned when an etcd listen address is taken.
+	ErrAddrInUse = errors.New("cluster: address already in use")
+	// ErrEtcdStopped is returned when the member stopped before it became ready.
+	ErrEtcdStopped = errors.New("cluster: etcd stopped before it was ready")
+)
+
+// EtcdConfig is what a node needs to run its etcd member.
+type EtcdConfig struct {
+	// Name is the member name; it must be unique in the cluster.
+	Name string
+	// Dir is etcd's data directory. It is created 0700 if missing.
+	Dir string
+	// ClientAddr and PeerAddr are host:port listen (and advertise) addresses.
+	ClientAddr string
+	PeerAddr   string
+	// InitialCluster is "name=https://host:port,..."; empty means a new
+	// single-member cluster of this node alone.
+	InitialCluster string
+	// Existing joins an existing cluster instead of creating a new one.
+	Existing bool
+	// ClientTLS and PeerTLS, when set, make etcd serve only TLS and require
+	// certificates from the cluster CA on both links. Nil means plaintext,
+	// which only tests of this package use. etcd re-reads the files on every
+	// handshake, so a renewed certificate or CRL takes effect without a
+	// restart.
+	ClientTLS *TLSFiles
+	PeerTLS   *TLSFiles
+	// HeartbeatInterval and ElectionTimeout tune raft. Zero takes etcd's
+	// defaults (100ms, 1s).
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+	// Logger receives etcd's own log lines at Warn and above. Nil discards.
+	Logger *slog.Logger
+}
+
+// TLSFiles names the PEM files of one etcd link.
+type TLSFiles struct {
+	CertFile, KeyFile string
+	// CAFile holds the cluster CA bundle; peers and clients must chain to it.
+	CAFile string
+	// CRLFile, when set, lists revoked certificates; etcd refuses them.
+	CRLFile string
+}
+
+func (f *TLSFiles) info() transport.TLSInfo {
+	return transport.TLSInfo{
+		CertFile:       f.CertFile,
+		KeyFile:        f.KeyFile,
+		ClientCertFile: f.CertFile,
+		ClientKeyFile:  f.KeyFile,
+		TrustedCAFile:  f.CAFile,
+		CRLFile:        f.CRLFile,
+		ClientCertAuth: true,
+		MinVersion:     tls.VersionTLS12,
+	}
+}
+
+// Etcd is a running embedded etcd member.
+type Etcd struct {
+	e      *embed.Etcd
+	client  *clientv3.Client
+	closing *atomic.Bool
+	once    sync.Once
+}
+
+// StartEtcd starts the member and waits until it is ready to serve requests,
+// ctx is done, or etcd fails. On every error path the member is closed.
+func StartEtcd(ctx context.Context, c EtcdConfig) (*Etcd, error) {
+	closing := new(atomic.Bool)
+	cfg, err := c.embedConfig(closing)
+	if err != nil {
+		return nil, err
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%w: etcd cannot listen on %s or %s; pick free ports with --etcd-client-addr and --etcd-peer-addr: %v", ErrAddrInUse, c.ClientAddr, c.PeerAddr, err)
+		}
+		return nil, fmt.Errorf("cluster: start etcd member %q in %s: %w", c.Name, c.Dir, err)
+	}
+	stop := func() { closing.Store(true); e.Close() }
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		stop()
+		return nil, fmt.Errorf("cluster: etcd member %q failed while starting: %w", c.Name, err)
+	case <-e.Server.StopNotify():
+		stop()
+		return nil, ErrEtcdStopped
+	case <-ctx.Done():
+		stop()
+		return nil, fmt.Errorf("cluster: waiting for etcd to become ready: %w", ctx.Err())
+	}
+	return &Etcd{e: e, client: v3client.New(e.Server), closing: closing}, nil
+}
+
+func (c EtcdConfig) embedConfig(closing *atomic.Bool) (*embed.Config, error) {
+	if c.Name == "" || c.Dir == "" {
+		return nil, errors.New("cluster: etcd member needs a name and a data directory")
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = c.Name
+	cfg.Dir = c.Dir
+	scheme := "http"
+	if c.ClientTLS != nil {
+		scheme = "https"
+	}
+	cu, err := hostURL(scheme, c.ClientAddr, "etcd-client-addr")
+	if err != nil {
+		return nil, err
+	}
+	pscheme := "http"
+	if c.PeerTLS != nil {
+		pscheme = "https"
+	}
+	pu, err := hostURL(pscheme, c.PeerAddr, "etcd-peer-addr")
+	if err != nil {
+		return nil, err
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.InitialCluster = c.InitialCluster
+	if cfg.InitialCluster == "" {
+		cfg.InitialCluster = cfg.InitialClusterFromName(c.Name)
+	}
+	if c.Existing {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
+	if c.HeartbeatInterval > 0 {
+		cfg.TickMs = uint(c.HeartbeatInterval / time.Millisecond)
+	}
+	if c.ElectionTimeout > 0 {
+		cfg.ElectionMs = uint(c.ElectionTimeout / time.Millisecond)
+	}
+	if c.ClientTLS != nil {
+		cfg.ClientTLSInfo = c.ClientTLS.info()
+	}
+	if c.PeerTLS != nil {
+		cfg.PeerTLSInfo = c.PeerTLS.info()
+	}
+	// etcd's metrics would otherwise register into the default Prometheus
+	// registry twice in tests that run two members in one process.
+	cfg.Metrics = "basic"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapToSlog(c.Logger, closing))
+	return cfg, nil
+}
+
+func hostURL(scheme, addr, key string) (url.URL, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return url.URL{}, fmt.Errorf("cluster: %s %q must be host:port, for example 127.0.0.1:2379", key, addr)
+	}
+	return url.URL{Scheme: scheme, Host: net.JoinHostPort(host, port)}, nil
+}
+
+// Client returns an in-process client of this member. It stays valid until
+// Close.
+func (e *Etcd) Client() *clientv3.Client { return e.client }
+
+// Err reports a fatal error of the running member (for example a listener
+// that failed). The channel is never closed.
+func (e *Etcd) Err() <-chan error { return e.e.Err() }
+
+// Stopped is closed when the member's server has stopped.
+func (e *Etcd) Stopped() <-chan struct{} { return e.e.Server.StopNotify() }
+
+// Close stops the member, waiting for in-flight requests and the WAL to be
+// flushed. It is safe to call more than once.
+func (e *Etcd) Close() error {
+	e.once.Do(func() {
+		e.closing.Store(true)
+		e.client.Close()
+		e.e.Close()
+	})
+	return nil
+}
+
+// Info is a snapshot of how this member sees the raft group.
+type Info struct {
+	Name      string
+	MemberID  uint64
+	ClusterID uint64
+	LeaderID  uint64
+	IsLearner bool
+	RaftIndex uint64
+	RaftTerm  uint64
+}
+
+// IsLeader reports whether this member is the raft leader.
+func (i Info) IsLeader() bool { return i.LeaderID != 0 && i.LeaderID == i.MemberID }
+
+// Info returns the member's current view of the cluster.
+func (e *Etcd) Info() Info {
+	s := e.e.Server
+	return Info{
+		Name:      e.e.Config().Name,
+		MemberID:  uint64(s.MemberID()),
+		ClusterID: uint64(s.Cluster().ID()),
+		LeaderID:  uint64(s.Leader()),
+		IsLearner: s.IsLearner(),
+		RaftIndex: s.AppliedIndex(),
+		RaftTerm:  s.Term(),
+	}
+}
+
+// MemberName returns the name of the member with the given id, or "" when
+// it is unknown.
+func (e *Etcd) MemberName(id uint64) string {
+	for _, m := range e.e.Server.Cluster().Members() {
+		if uint64(m.ID) == id {
+			return m.Name
+		}
+	}
+	return ""
+}
