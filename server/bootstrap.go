@@ -1,0 +1,92 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Keys of the cluster's identity in etcd. Every sower key lives under
+// /sower/; docs/architecture.md lists the whole layout.
+const keyClusterMeta = "/sower/meta/cluster"
+
+// clusterMeta is the identity a cluster keeps for its whole life.
+type clusterMeta struct {
+	ID        string    `json:"id"`
+	Account   string    `json:"account"`
+	CreatedAt time.Time `json:"created_at"`
+	// CreatedBy is the name of the node that bootstrapped the cluster.
+	CreatedBy string `json:"created_by"`
+}
+
+// ErrAccountMismatch is returned when a data dir is started with another
+// account than the one it was created for.
+var ErrAccountMismatch = errors.New("server: data dir belongs to another account")
+
+// Bootstrapper creates the first credentials of a new cluster. The authn
+// package provides the real one; it returns the etcd operations that store
+// the credential (only ever a hash of the secret) and the secret itself,
+// which is shown once, through the admin.key file.
+type Bootstrapper interface {
+	AdminCredential(account string) (secret []byte, ops []clientv3.Op, err error)
+}
+
+// loadOrBootstrap returns the cluster identity, creating it on first start.
+//
+// On first start the admin credential is written to adminKeyPath before the
+// identity is committed: if the commit fails the file is removed, and if the
+// process dies in between, the next start finds no identity and bootstraps
+// again, overwriting the orphaned file. A committed cluster is therefore
+// never without its admin.key, and a started cluster never rewrites it.
+func loadOrBootstrap(ctx context.Context, cli *clientv3.Client, c Config, b Bootstrapper, adminKeyPath string) (clusterMeta, bool, error) {
+	resp, err := cli.Get(ctx, keyClusterMeta)
+	if err != nil {
+		return clusterMeta{}, false, fmt.Errorf("server: read cluster identity: %w", err)
+	}
+	if len(resp.Kvs) == 1 {
+		var m clusterMeta
+		if err := json.Unmarshal(resp.Kvs[0].Value, &m); err != nil {
+			return clusterMeta{}, false, fmt.Errorf("server: cluster identity in etcd is corrupt: %w", err)
+		}
+		if m.Account != c.Account {
+			return clusterMeta{}, false, fmt.Errorf("%w: %s was created for account %q, not %q; start it with --account %s or use another --data-dir", ErrAccountMismatch, c.DataDir, m.Account, c.Account, m.Account)
+		}
+		return m, false, nil
+	}
+
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return clusterMeta{}, false, fmt.Errorf("server: cluster id: %w", err)
+	}
+	m := clusterMeta{ID: hex.EncodeToString(id), Account: c.Account, CreatedAt: time.Now().UTC(), CreatedBy: c.Name}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return clusterMeta{}, false, err
+	}
+	secret, ops, err := b.AdminCredential(c.Account)
+	if err != nil {
+		return clusterMeta{}, false, fmt.Errorf("server: create admin credential: %w", err)
+	}
+	if err := writeFileAtomic(adminKeyPath, append(secret, '\n'), 0o600); err != nil {
+		return clusterMeta{}, false, fmt.Errorf("server: write admin credential to %s: %w", adminKeyPath, err)
+	}
+	txn, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(keyClusterMeta), "=", 0)).
+		Then(append(ops, clientv3.OpPut(keyClusterMeta, string(raw)))...).
+		Commit()
+	if err != nil || !txn.Succeeded {
+		os.Remove(adminKeyPath)
+		if err == nil {
+			err = errors.New("another node bootstrapped this cluster concurrently")
+		}
+		return clusterMeta{}, false, fmt.Errorf("server: bootstrap cluster: %w", err)
+	}
+	return m, true, nil
+}

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"time"
+)
+
+// Config is a node's configuration, already parsed from flags, environment
+// and config file by cmd/sower.
+type Config struct {
+	// Name is the node's name and its etcd member name.
+	Name string
+	// Account is the Conjur account the cluster serves (for example "myorg").
+	Account string
+	// DataDir holds etcd's data, the data key and the admin credential.
+	DataDir string
+	// GRPCAddr, HTTPAddr, EtcdClientAddr and EtcdPeerAddr are host:port.
+	GRPCAddr       string
+	HTTPAddr       string
+	EtcdClientAddr string
+	EtcdPeerAddr   string
+	// Version is the build version reported by the status API.
+	Version string
+	// ShutdownTimeout bounds how long in-flight requests may take to finish
+	// once shutdown starts. Zero means 5s.
+	ShutdownTimeout time.Duration
+	// Logger is the structured logger. Nil discards.
+	Logger *slog.Logger
+}
+
+// ErrInvalidConfig is wrapped by every configuration error; the CLI turns it
+// into exit status 2.
+var ErrInvalidConfig = errors.New("server: invalid configuration")
+
+// accountRE is Conjur's account charset: an account appears in every
+// resource id ("account:kind:id"), so it may not contain ':' or '/'.
+var accountRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// nameRE keeps node names safe as etcd member names, DNS labels and file
+// names.
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+
+// Validate checks every field and names the key at fault.
+func (c Config) Validate() error {
+	if !accountRE.MatchString(c.Account) {
+		return fmt.Errorf("%w: account %q: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrInvalidConfig, c.Account)
+	}
+	if !nameRE.MatchString(c.Name) {
+		return fmt.Errorf("%w: name %q: use a DNS label (lower-case letters, digits, '-' and '.', 1-63 characters)", ErrInvalidConfig, c.Name)
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("%w: data-dir is empty: name a directory sower may create and own, for example ./.sower", ErrInvalidConfig)
+	}
+	addrs := []struct{ key, val string }{
+		{"grpc-addr", c.GRPCAddr}, {"http-addr", c.HTTPAddr},
+		{"etcd-client-addr", c.EtcdClientAddr}, {"etcd-peer-addr", c.EtcdPeerAddr},
+	}
+	seen := map[string]string{}
+	for _, a := range addrs {
+		if err := checkAddr(a.val); err != nil {
+			return fmt.Errorf("%w: %s %q: %v", ErrInvalidConfig, a.key, a.val, err)
+		}
+		if prev, dup := seen[a.val]; dup && !hasZeroPort(a.val) {
+			return fmt.Errorf("%w: %s and %s are both %q: give each listener its own port", ErrInvalidConfig, prev, a.key, a.val)
+		}
+		seen[a.val] = a.key
+	}
+	if c.ShutdownTimeout < 0 {
+		return fmt.Errorf("%w: shutdown-timeout %s: must not be negative", ErrInvalidConfig, c.ShutdownTimeout)
+	}
+	return nil
+}
+
+func checkAddr(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("must be host:port, for example 127.0.0.1:7443")
+	}
+	if host == "" {
+		return errors.New("name the host or IP to listen on, for example 127.0.0.1 or 0.0.0.0")
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return errors.New("port must be a number from 0 to 65535")
+	}
+	return nil
+}
+
+func hasZeroPort(s string) bool {
+	_, port, _ := net.SplitHostPort(s)
+	return port == "0"
+}

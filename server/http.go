@@ -1,0 +1,64 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	sowerproto "github.com/sowerproject/sower/proto"
+)
+
+// httpHandler serves the REST gateway and the node's plain endpoints:
+//
+//	/healthz       200 while the process lives
+//	/readyz        200 when etcd is ready and knows the current leader, else 503
+//	/metrics       Prometheus metrics
+//	/openapi.json  the OpenAPI document of the /v1 API
+//
+// Everything else goes to the gateway.
+func (s *Server) httpHandler(gw *runtime.ServeMux, n *node, m *metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.readiness(r.Context(), n); err != "" {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(sowerproto.OpenAPI)
+	})
+	mux.Handle("/", gw)
+	return mux
+}
+
+// readiness returns "" when the node can serve, else why not.
+func (s *Server) readiness(ctx context.Context, n *node) string {
+	info := n.Info()
+	if info.LeaderID == 0 {
+		return "etcd member knows no leader"
+	}
+	// A serializable read proves the local member answers without
+	// waiting for a quorum round-trip.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := n.etcd.Client().Get(ctx, keyClusterMeta, clientv3Serializable()...); err != nil {
+		return "etcd does not answer reads"
+	}
+	return ""
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

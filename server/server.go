@@ -1,0 +1,310 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/sowerproject/sower/cluster"
+	"github.com/sowerproject/sower/server/api/status"
+)
+
+// ErrPortInUse is returned when a listen address is taken.
+var ErrPortInUse = errors.New("server: address already in use")
+
+// Option changes optional behaviour of a Server.
+type Option func(*Server)
+
+// WithBootstrapper replaces how the first admin credential is created.
+func WithBootstrapper(b Bootstrapper) Option { return func(s *Server) { s.boot = b } }
+
+// Server is one sower node. Create it with New, run it with Run.
+type Server struct {
+	c    Config
+	lg   *slog.Logger
+	boot Bootstrapper
+
+	ready     chan struct{}
+	mu        sync.Mutex
+	grpcAddr  net.Addr
+	httpAddr  net.Addr
+	meta      clusterMeta
+	bootstrap bool
+}
+
+// New checks the configuration and returns a Server that has not started.
+func New(c Config, opts ...Option) (*Server, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{c: c, lg: c.Logger, boot: apiKeyBootstrapper{}, ready: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// Ready is closed once the node serves gRPC and HTTP.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addrs returns the bound gRPC and HTTP addresses; valid after Ready.
+func (s *Server) Addrs() (grpcAddr, httpAddr net.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grpcAddr, s.httpAddr
+}
+
+// Bootstrapped reports whether this start created the cluster, and its id;
+// valid after Ready.
+func (s *Server) Bootstrapped() (created bool, clusterID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bootstrap, s.meta.ID
+}
+
+// AdminKeyPath is where the admin credential of a bootstrapped cluster is.
+func (s *Server) AdminKeyPath() string { return s.c.DataDir + "/admin.key" }
+
+// Run starts the node and blocks until ctx is cancelled or a component
+// fails. On return every listener is closed and etcd has stopped; a
+// cancelled ctx yields nil.
+func (s *Server) Run(ctx context.Context) error {
+	dd, err := openDataDir(s.c.DataDir)
+	if err != nil {
+		return err
+	}
+	defer dd.close()
+
+	// Listen before etcd starts, so a port in use fails before anything
+	// in the data dir is touched.
+	grpcLis, err := listen("grpc-addr", s.c.GRPCAddr)
+	if err != nil {
+		return err
+	}
+	defer grpcLis.Close()
+	httpLis, err := listen("http-addr", s.c.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	defer httpLis.Close()
+
+	etcd, err := cluster.StartEtcd(ctx, cluster.EtcdConfig{
+		Name:       s.c.Name,
+		Dir:        dd.join("etcd"),
+		ClientAddr: s.c.EtcdClientAddr,
+		PeerAddr:   s.c.EtcdPeerAddr,
+		Logger:     s.lg,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer func() {
+		etcd.Close()
+		s.lg.Info("sower node stopped", "name", s.c.Name)
+	}()
+
+	meta, created, err := loadOrBootstrap(ctx, etcd.Client(), s.c, s.boot, dd.join("admin.key"))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if created {
+		s.lg.Info("bootstrapped a new cluster", "cluster_id", meta.ID, "account", meta.Account,
+			"admin_credential_file", dd.join("admin.key"))
+	} else {
+		s.lg.Info("rejoined existing cluster", "cluster_id", meta.ID, "account", meta.Account)
+	}
+
+	n := &node{etcd: etcd}
+	m := newMetrics(etcd.Info)
+	gs := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(recoverUnary(s.lg), m.unary),
+		grpc.ChainStreamInterceptor(recoverStream(s.lg), m.stream),
+	)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	statusSvc, err := status.New(status.Config{Node: n, Name: s.c.Name, Account: s.c.Account, Version: s.c.Version, ClusterID: meta.ID})
+	if err != nil {
+		return err
+	}
+	statusSvc.Register(gs)
+
+	// The gateway dials this node's own gRPC listener, so every REST call
+	// runs the same interceptors as a gRPC call.
+	conn, err := grpc.NewClient(dialTarget(grpcLis.Addr()), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("server: gateway connection: %w", err)
+	}
+	defer conn.Close()
+	gw := newGatewayMux()
+	if err := statusSvc.RegisterGateway(ctx, gw, conn); err != nil {
+		return fmt.Errorf("server: register status gateway: %w", err)
+	}
+	hsrv := &http.Server{
+		Handler:           s.httpHandler(gw, n, m),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.lg.Handler(), slog.LevelWarn),
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gs.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("server: gRPC: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := hsrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("server: HTTP: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		select {
+		case err := <-etcd.Err():
+			return fmt.Errorf("server: etcd failed: %w", err)
+		case <-etcd.Stopped():
+			if gctx.Err() == nil {
+				return errors.New("server: etcd stopped unexpectedly")
+			}
+			return nil
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		hs.Shutdown()
+		s.shutdown(hsrv, gs)
+		return nil
+	})
+
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.mu.Lock()
+	s.grpcAddr, s.httpAddr, s.meta, s.bootstrap = grpcLis.Addr(), httpLis.Addr(), meta, created
+	s.mu.Unlock()
+	close(s.ready)
+	s.lg.Info("sower node ready", "name", s.c.Name, "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+
+	return g.Wait()
+}
+
+// shutdown stops accepting, lets in-flight requests finish within the
+// shutdown timeout, then cuts the rest. HTTP goes first: it calls gRPC.
+func (s *Server) shutdown(hsrv *http.Server, gs *grpc.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.c.ShutdownTimeout)
+	defer cancel()
+	if err := hsrv.Shutdown(ctx); err != nil {
+		s.lg.Warn("HTTP requests still running at shutdown deadline; closing them", "err", err)
+		hsrv.Close()
+	}
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.lg.Warn("gRPC calls still running at shutdown deadline; closing them")
+		gs.Stop()
+		<-done
+	}
+}
+
+func listen(key, addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%w: %s %s is taken by another process; stop it or choose another --%s", ErrPortInUse, key, addr, key)
+		}
+		return nil, fmt.Errorf("server: cannot listen on %s %s: %w", key, addr, err)
+	}
+	return l, nil
+}
+
+// dialTarget turns a listener address into a dial target, replacing an
+// unspecified IP (0.0.0.0, ::) with loopback.
+func dialTarget(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	ip := tcp.IP
+	if ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
+}
+
+// node adapts the running etcd member to what the API services read.
+type node struct{ etcd *cluster.Etcd }
+
+func (n *node) Info() cluster.Info          { return n.etcd.Info() }
+func (n *node) MemberName(id uint64) string { return n.etcd.MemberName(id) }
+func (n *node) Role() cluster.Role          { return cluster.RoleOf(n.etcd.Info()) }
+
+// apiKeyBootstrapper makes the admin's first API key: 256 random bits in
+// lower-case base32, stored in etcd only as its SHA-256.
+type apiKeyBootstrapper struct{}
+
+func (apiKeyBootstrapper) AdminCredential(account string) ([]byte, []clientv3.Op, error) {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, nil, err
+	}
+	key := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
+	sum := sha256.Sum256([]byte(key))
+	return []byte(key), []clientv3.Op{
+		clientv3.OpPut("/sower/authn/"+account+"/apikey/"+account+":user:admin", fmt.Sprintf("sha256:%x", sum)),
+	}, nil
+}
+
+// newGatewayMux returns the REST mux. The gateway forwards the
+// Authorization header to gRPC as metadata, which is where authentication
+// happens.
+func newGatewayMux() *runtime.ServeMux {
+	return runtime.NewServeMux(
+		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
+			switch strings.ToLower(h) {
+			case "authorization", "x-request-id":
+				return strings.ToLower(h), true
+			}
+			return runtime.DefaultHeaderMatcher(h)
+		}),
+	)
+}
+
+func clientv3Serializable() []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithSerializable(), clientv3.WithCountOnly()}
+}
