@@ -1,0 +1,230 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"gopkg.in/yaml.v3"
+
+	"github.com/sowerproject/sower/server"
+)
+
+// nodeConfig is the file/env/flag view of a node's configuration. Each field
+// is a flag, a key in the config file and a SOWER_ environment variable
+// (SOWER_DATA_DIR for data-dir).
+type nodeConfig struct {
+	DataDir         string `yaml:"data-dir"`
+	Account         string `yaml:"account"`
+	Name            string `yaml:"name"`
+	GRPCAddr        string `yaml:"grpc-addr"`
+	HTTPAddr        string `yaml:"http-addr"`
+	EtcdClientAddr  string `yaml:"etcd-client-addr"`
+	EtcdPeerAddr    string `yaml:"etcd-peer-addr"`
+	LogFormat       string `yaml:"log-format"`
+	LogLevel        string `yaml:"log-level"`
+	ShutdownTimeout string `yaml:"shutdown-timeout"`
+}
+
+// nodeFlags declares the node flags with defaults that work on a laptop.
+func nodeFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "config file (YAML); keys are the flag names (env SOWER_CONFIG)")
+	fs.String("data-dir", "./.sower", "directory for etcd data, keys and the admin credential")
+	fs.String("account", "default", "Conjur account the cluster serves")
+	fs.String("name", defaultName(), "node name, unique in the cluster (also the etcd member name)")
+	fs.String("grpc-addr", "127.0.0.1:7443", "gRPC listen address")
+	fs.String("http-addr", "127.0.0.1:8443", "REST (gateway) and health/metrics listen address")
+	fs.String("etcd-client-addr", "127.0.0.1:2379", "embedded etcd client listen address")
+	fs.String("etcd-peer-addr", "127.0.0.1:2380", "embedded etcd peer listen address")
+	fs.String("log-format", "text", "log format: text or json")
+	fs.String("log-level", "info", "log level: debug, info, warn or error")
+	fs.String("shutdown-timeout", "5s", "how long in-flight requests may run after SIGTERM")
+}
+
+// configKeys are the keys a config file may hold.
+var configKeys = []string{"data-dir", "account", "name", "grpc-addr", "http-addr", "etcd-client-addr",
+	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout"}
+
+// secretKeys are redacted by `sower config print`. None of today's keys is
+// a secret (credentials live in files under the data dir); the list exists
+// so that a key added later is redacted by naming it here.
+var secretKeys = []string{}
+
+func defaultName() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "sower-1"
+	}
+	h = strings.ToLower(strings.SplitN(h, ".", 2)[0])
+	var b strings.Builder
+	for _, r := range h {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
+			b.WriteRune(r)
+		}
+	}
+	if s := strings.Trim(b.String(), "-"); s != "" {
+		return s
+	}
+	return "sower-1"
+}
+
+// loadNodeConfig merges flags, SOWER_ environment variables and the config
+// file (in that order of precedence) and checks every value.
+func loadNodeConfig(fs *pflag.FlagSet) (nodeConfig, error) {
+	v := viper.New()
+	v.SetEnvPrefix("SOWER")
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	v.AutomaticEnv()
+	if err := v.BindPFlags(fs); err != nil {
+		return nodeConfig{}, err
+	}
+	if path := v.GetString("config"); path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nodeConfig{}, &usageError{fmt.Errorf("config file %s: %w; fix the file or leave out --config", path, unwrapViper(err))}
+		}
+		if err := checkFileKeys(v, path); err != nil {
+			return nodeConfig{}, err
+		}
+	}
+	c := nodeConfig{
+		DataDir: v.GetString("data-dir"), Account: v.GetString("account"), Name: v.GetString("name"),
+		GRPCAddr: v.GetString("grpc-addr"), HTTPAddr: v.GetString("http-addr"),
+		EtcdClientAddr: v.GetString("etcd-client-addr"), EtcdPeerAddr: v.GetString("etcd-peer-addr"),
+		LogFormat: v.GetString("log-format"), LogLevel: v.GetString("log-level"),
+		ShutdownTimeout: v.GetString("shutdown-timeout"),
+	}
+	if _, err := c.serverConfig(io.Discard); err != nil {
+		return nodeConfig{}, err
+	}
+	return c, nil
+}
+
+func unwrapViper(err error) error {
+	var pe viper.ConfigParseError
+	if errors.As(err, &pe) {
+		return errors.New(strings.TrimPrefix(pe.Error(), "While parsing config: "))
+	}
+	return err
+}
+
+func checkFileKeys(v *viper.Viper, path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return &usageError{fmt.Errorf("config file %s: %w", path, err)}
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(raw, &m); err != nil {
+		return &usageError{fmt.Errorf("config file %s: %w", path, err)}
+	}
+	for k := range m {
+		if !slices.Contains(configKeys, k) {
+			return &usageError{fmt.Errorf("config file %s: unknown key %q; known keys: %s", path, k, strings.Join(configKeys, ", "))}
+		}
+	}
+	return nil
+}
+
+// serverConfig turns the file/env/flag view into the domain Config,
+// checking every value and naming the key at fault.
+func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
+	lg, err := newLogger(logOut, c.LogFormat, c.LogLevel)
+	if err != nil {
+		return server.Config{}, &usageError{err}
+	}
+	d, err := time.ParseDuration(c.ShutdownTimeout)
+	if err != nil || d <= 0 {
+		return server.Config{}, &usageError{fmt.Errorf("shutdown-timeout %q: give a positive duration such as 5s or 1m", c.ShutdownTimeout)}
+	}
+	sc := server.Config{
+		Name: c.Name, Account: c.Account, DataDir: c.DataDir,
+		GRPCAddr: c.GRPCAddr, HTTPAddr: c.HTTPAddr,
+		EtcdClientAddr: c.EtcdClientAddr, EtcdPeerAddr: c.EtcdPeerAddr,
+		Version: version, ShutdownTimeout: d, Logger: lg,
+	}
+	if err := sc.Validate(); err != nil {
+		return server.Config{}, &usageError{err}
+	}
+	return sc, nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	switch level {
+	case "debug":
+		lvl = slog.LevelDebug
+	case "info":
+		lvl = slog.LevelInfo
+	case "warn":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	default:
+		return nil, fmt.Errorf("log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format %q: use text or json", format)
+}
+
+func newConfigCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Inspect the node configuration"}
+	print := &cobra.Command{
+		Use:   "print",
+		Short: "Print the effective configuration (flags, SOWER_ environment and config file merged), secrets redacted",
+		Example: `  sower config print
+  SOWER_ACCOUNT=myorg sower config print --data-dir /var/lib/sower`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loadNodeConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			return printConfig(cmd.OutOrStdout(), c)
+		},
+	}
+	nodeFlags(print.Flags())
+	cmd.AddCommand(print)
+	return cmd
+}
+
+func printConfig(w io.Writer, c nodeConfig) error {
+	var m map[string]string
+	raw, err := yaml.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if err := yaml.Unmarshal(raw, &m); err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		val := m[k]
+		if slices.Contains(secretKeys, k) && val != "" {
+			val = "<redacted>"
+		}
+		if _, err := fmt.Fprintf(w, "%s: %q\n", k, val); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sowerproject/sower/server"
+)
+
+func newServerCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a sower node (a new single-node Leader on an empty data dir)",
+		Long: `Run a sower node. On first start with an empty data dir it bootstraps a new
+single-node cluster as Leader: it creates the account and its admin user and
+writes the admin's API key to <data-dir>/admin.key (mode 0600). Later starts
+reuse the data dir. SIGINT or SIGTERM stop it cleanly.`,
+		Example: `  sower server
+  sower server --data-dir /var/lib/sower --account myorg --name leader-1
+  SOWER_HTTP_ADDR=0.0.0.0:8443 sower server --config /etc/sower/sower.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nc, err := loadNodeConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			sc, err := nc.serverConfig(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return runServer(cmd.Context(), sc, cmd.ErrOrStderr())
+		},
+	}
+	nodeFlags(cmd.Flags())
+	return cmd
+}
+
+func runServer(parent context.Context, sc server.Config, out io.Writer) error {
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(sc)
+	if err != nil {
+		return &usageError{err}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(ctx) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-srv.Ready():
+		printHowToCall(out, srv)
+	}
+	return <-errc
+}
+
+// printHowToCall tells a new user, in commands that work as printed, how to
+// reach the node they just started.
+func printHowToCall(w io.Writer, srv *server.Server) {
+	g, h := srv.Addrs()
+	created, id := srv.Bootstrapped()
+	fmt.Fprintf(w, "\nsower is ready (cluster %s).\n", id)
+	fmt.Fprintf(w, "  REST:  curl -s http://%s/v1/status\n", hostPort(h))
+	fmt.Fprintf(w, "  gRPC:  grpcurl -plaintext %s list\n", hostPort(g))
+	if created {
+		fmt.Fprintf(w, "  admin API key (created now, mode 0600): %s\n", srv.AdminKeyPath())
+	} else {
+		fmt.Fprintf(w, "  admin API key: %s\n", srv.AdminKeyPath())
+	}
+	fmt.Fprintln(w, "  stop:  Ctrl-C (data stays in the data dir)")
+	fmt.Fprintln(w)
+}
+
+func hostPort(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok && t.IP.IsUnspecified() {
+		return fmt.Sprintf("127.0.0.1:%d", t.Port)
+	}
+	return a.String()
+}
