@@ -18,11 +18,13 @@ import (
 // !member, and YAML anchors (&1, &2 …) on the records the document refers to
 // more than once.
 func (d *Document) Dump() []byte {
-	return dumpItems(d.stmts)
+	return dumpItems(d.stmts, true)
 }
 
-func dumpItems(items []any) []byte {
-	e := &emitter{anchors: map[any]int{}, seen: map[any]bool{}}
+// dumpItems writes a list of statements. policyBody says whether a policy
+// without a body shows an empty one, as a parsed policy does.
+func dumpItems(items []any, policyBody bool) []byte {
+	e := &emitter{anchors: map[any]int{}, seen: map[any]bool{}, policyBody: policyBody}
 	e.number(&seq{items: items})
 	e.seen = map[any]bool{}
 	e.buf.WriteString("---\n")
@@ -42,20 +44,20 @@ type emitter struct {
 	buf bytes.Buffer
 	// anchors numbers the objects that occur more than once, in the order
 	// of their second occurrence, as Psych does.
-	anchors map[any]int
-	seen    map[any]bool
+	anchors    map[any]int
+	seen       map[any]bool
+	policyBody bool
 }
 
-// fieldNames returns an object's attributes in output order. A policy
-// always shows its body.
-func fieldNames(o *object) []string {
+// fieldNames returns an object's attributes in output order.
+func (e *emitter) fieldNames(o *object) []string {
 	names := make([]string, 0, len(o.fields)+1)
 	for k, v := range o.fields {
 		if v != nil || k == "body" {
 			names = append(names, k)
 		}
 	}
-	if o.spec.tag == "policy" && !slices.Contains(names, "body") {
+	if e.policyBody && o.spec.tag == "policy" && !slices.Contains(names, "body") {
 		names = append(names, "body")
 	}
 	slices.Sort(names)
@@ -78,7 +80,7 @@ func (e *emitter) number(v any) {
 	e.seen[v] = true
 	switch v := v.(type) {
 	case *object:
-		for _, k := range fieldNames(v) {
+		for _, k := range e.fieldNames(v) {
 			e.number(v.fields[k])
 		}
 	case *seq:
@@ -119,7 +121,7 @@ func (e *emitter) value(v any, indent int, inSeq bool) {
 		if anchor != "" {
 			head = anchor + " " + head
 		}
-		names := fieldNames(v)
+		names := e.fieldNames(v)
 		if len(names) == 0 {
 			e.buf.WriteString(" " + head + " {}\n")
 			return

@@ -165,7 +165,7 @@ func (p *parser) scalar(ev yamlevent.Event, def *typeSpec) (any, error) {
 			return nil, p.fail("No such attribute 'id' on type %s", t.class)
 		}
 		o := newObject(t, position(ev))
-		o.fields["id"] = ev.Value
+		o.set("id", ev.Value)
 		return o, nil
 	}
 	if ev.Quoted {
@@ -357,14 +357,14 @@ func (p *parser) set(rec any, f *fieldSpec, key string, v any) error {
 	}
 	switch {
 	case v == nil:
-		o.fields[f.name] = nil
+		o.set(f.name, nil)
 		return nil
 	case f.kind == fBody:
 		s, isSeq := v.(*seq)
 		if !isSeq {
 			return p.fail("Expected a sequence for field '%s', got %s", key, className(v))
 		}
-		o.fields[f.name] = s
+		o.set(f.name, s)
 		return nil
 	}
 	if s, isSeq := v.(*seq); isSeq {
@@ -379,14 +379,14 @@ func (p *parser) set(rec any, f *fieldSpec, key string, v any) error {
 			}
 			out.items[i] = c
 		}
-		o.fields[f.name] = out
+		o.set(f.name, out)
 		return nil
 	}
 	c, err := p.coerce(f, v)
 	if err != nil {
 		return err
 	}
-	o.fields[f.name] = c
+	o.set(f.name, c)
 	return nil
 }
 
@@ -446,7 +446,7 @@ func (p *parser) coerce(f *fieldSpec, v any) (any, error) {
 			}
 			if o.spec.role {
 				m := newObject(statementTypes["member"], o.pos)
-				m.fields["role"] = o
+				m.set("role", o)
 				return m, nil
 			}
 		}

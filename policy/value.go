@@ -25,6 +25,16 @@ type object struct {
 	// fields holds attributes by their singular name. A value is a single
 	// item or a *seq, as the text gave it.
 	fields map[string]any
+	// order lists the attributes in the order they were set, which is the
+	// order Conjur's resolver visits the records they refer to.
+	order []string
+}
+
+func (o *object) set(name string, v any) {
+	if _, ok := o.fields[name]; !ok {
+		o.order = append(o.order, name)
+	}
+	o.fields[name] = v
 }
 
 func newObject(spec *typeSpec, pos Position) *object {

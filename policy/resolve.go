@@ -1,0 +1,611 @@
+package policy
+
+import (
+	"container/heap"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// ResolveOptions says where a document is loaded.
+type ResolveOptions struct {
+	// Account is the default account of records that do not name one.
+	Account string
+	// Owner owns the top-level records that do not name an owner: when
+	// loading into the root policy, the root policy's owner.
+	Owner ID
+}
+
+// Resolved is a resolved policy: a flat, dependency-ordered list of records
+// and statements with fully qualified ids, owners and references. Records
+// come first, each after the records that own it; statements keep their
+// order.
+type Resolved struct {
+	filename string
+	records  []*object
+}
+
+// Len returns the number of resolved records and statements.
+func (r *Resolved) Len() int { return len(r.records) }
+
+// Dump writes the resolved records in the form of Conjur's resolver
+// fixtures.
+func (r *Resolved) Dump() []byte {
+	items := make([]any, len(r.records))
+	for i, o := range r.records {
+		items[i] = o
+	}
+	return dumpItems(items, false)
+}
+
+// Resolve resolves a document loaded as the root policy; see LoadRequest for
+// loading into another policy. The document is not changed.
+func Resolve(doc *Document, opts ResolveOptions) (*Resolved, error) {
+	return resolve(doc.Filename, copyItems(doc.stmts), opts)
+}
+
+// resolve runs Conjur's resolver passes, in Conjur's order, over stmts,
+// which it changes in place.
+func resolve(filename string, stmts []any, opts ResolveOptions) (*Resolved, error) {
+	if opts.Account == "" {
+		return nil, fmt.Errorf("%w: account is required", ErrInvalid)
+	}
+	if opts.Owner.IsZero() {
+		return nil, fmt.Errorf("%w: owner is required", ErrInvalid)
+	}
+	r := &resolver{filename: filename, opts: opts}
+	for _, pass := range []func([]any) error{
+		r.accounts,
+		r.namespaces,
+		r.relativePaths,
+		r.userNames,
+		r.owners,
+	} {
+		if err := pass(stmts); err != nil {
+			return nil, err
+		}
+	}
+	records, err := r.flatten(stmts)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.duplicates(records); err != nil {
+		return nil, err
+	}
+	if err := r.absolute(records); err != nil {
+		return nil, err
+	}
+	return &Resolved{filename: filename, records: records}, nil
+}
+
+type resolver struct {
+	filename string
+	opts     ResolveOptions
+	// namespace is the id of the policy whose body is being walked.
+	namespace string
+}
+
+func (r *resolver) fail(o *object, format string, args ...any) *Error {
+	return errAt(r.filename, o.pos, format, args...)
+}
+
+// walk visits each statement of a list (flattening nested lists), once per
+// object: visit gets the statement, and, unless shallow is set, every record
+// it refers to; the body of each policy is walked after the policy, with
+// r.namespace set to the policy's id.
+func (r *resolver) walk(list []any, visited map[any]bool, shallow bool, visit func(*object) error) error {
+	for _, it := range flattenList(list) {
+		o := it
+		if visited[o] {
+			continue
+		}
+		visited[o] = true
+		if err := visit(o); err != nil {
+			return err
+		}
+		if !shallow {
+			if err := r.walk(referenced(o), visited, false, visit); err != nil {
+				return err
+			}
+		}
+		if o.spec.tag == "policy" {
+			saved := r.namespace
+			r.namespace = o.str("id")
+			err := r.walk(items(o.fields["body"]), visited, shallow, visit)
+			r.namespace = saved
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// flattenList returns the objects of a list, nested lists flattened. A
+// list reached twice through aliases is flattened once: its objects would be
+// skipped as visited anyway.
+func flattenList(list []any) []*object {
+	var (
+		out  []*object
+		seen = map[*seq]bool{}
+		add  func([]any)
+	)
+	add = func(list []any) {
+		for _, it := range list {
+			switch v := it.(type) {
+			case *object:
+				out = append(out, v)
+			case *seq:
+				if !seen[v] {
+					seen[v] = true
+					add(v.items)
+				}
+			}
+		}
+	}
+	add(list)
+	return out
+}
+
+// referenced returns the records an object refers to, in attribute order,
+// except a policy's body.
+func referenced(o *object) []any {
+	var out []any
+	for _, name := range o.order {
+		if name == "body" {
+			continue
+		}
+		for _, v := range items(o.fields[name]) {
+			if ref, ok := v.(*object); ok {
+				out = append(out, ref)
+			}
+		}
+	}
+	return out
+}
+
+// accounts gives every record without an account the default account.
+func (r *resolver) accounts(stmts []any) error {
+	return r.walk(stmts, map[any]bool{}, false, func(o *object) error {
+		if o.spec.hasField("account") {
+			if v, ok := o.fields["account"]; !ok || v == nil {
+				o.set("account", r.opts.Account)
+			}
+		}
+		return nil
+	})
+}
+
+// namespaces prefixes ids with the enclosing policy's id; a blank id takes
+// the policy's id, and an id starting with '/' is left for relativePaths.
+func (r *resolver) namespaces(stmts []any) error {
+	return r.walk(stmts, map[any]bool{}, false, func(o *object) error {
+		if !o.spec.hasField("id") {
+			return nil
+		}
+		id := o.str("id")
+		switch {
+		case strings.TrimSpace(id) == "":
+			if r.namespace == "" {
+				return r.fail(o, "%s has a blank id", strings.ReplaceAll(underscore(o.spec.class), "-", "_"))
+			}
+			id = r.namespace
+		case strings.HasPrefix(id, "/") || r.namespace == "":
+		default:
+			id = r.namespace + "/" + id
+		}
+		o.set("id", id)
+		return nil
+	})
+}
+
+// relativePaths resolves "/" and ".." where Conjur allows them: in owners,
+// the members of grants and revokes, the roles of permits and denies, and
+// annotation values.
+func (r *resolver) relativePaths(stmts []any) error {
+	resolveID := func(ref *object) error {
+		if ref == nil || !ref.spec.hasField("id") {
+			return nil
+		}
+		id, err := absolutePath(ref.str("id"))
+		if err != nil {
+			return r.fail(ref, "%s", err)
+		}
+		ref.set("id", id)
+		return nil
+	}
+	return r.walk(stmts, map[any]bool{}, false, func(o *object) error {
+		if owner, ok := o.fields["owner"].(*object); ok && o.spec.hasField("owner") {
+			if err := resolveID(owner); err != nil {
+				return err
+			}
+		}
+		switch o.spec.class {
+		case "Grant":
+			for _, m := range items(o.fields["member"]) {
+				if m, ok := m.(*object); ok {
+					role, _ := m.fields["role"].(*object)
+					if err := resolveID(role); err != nil {
+						return err
+					}
+				}
+			}
+		case "Revoke":
+			for _, m := range items(o.fields["member"]) {
+				if m, ok := m.(*object); ok {
+					if err := resolveID(m); err != nil {
+						return err
+					}
+				}
+			}
+		case "Permit", "Deny":
+			for _, role := range items(o.fields["role"]) {
+				if role, ok := role.(*object); ok {
+					if err := resolveID(role); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if h, ok := o.fields["annotations"].(*hashValue); ok {
+			for _, k := range h.keys {
+				v := scalarText(h.values[k])
+				if !slices.Contains(strings.Split(v, "/"), "..") {
+					continue
+				}
+				abs, err := absolutePath(o.str("id") + "/" + v)
+				if err != nil {
+					return r.fail(o, "%s", err)
+				}
+				h.values[k] = abs
+			}
+		}
+		return nil
+	})
+}
+
+// absolutePath strips a leading '/' and removes each ".." with the segment
+// before it.
+func absolutePath(id string) (string, error) {
+	id = strings.TrimPrefix(id, "/")
+	tokens := strings.Split(id, "/")
+	for {
+		i := slices.Index(tokens, "..")
+		if i < 0 {
+			break
+		}
+		if i == 0 {
+			return "", fmt.Errorf("Invalid relative reference: %s", id)
+		}
+		tokens = slices.Delete(tokens, i-1, i+1)
+	}
+	if len(tokens) == 0 {
+		return "", fmt.Errorf("Invalid relative reference: %s", id)
+	}
+	return strings.Join(tokens, "/"), nil
+}
+
+// userNames names users by policy: user alice in policy dev/db is
+// alice@dev-db.
+func (r *resolver) userNames(stmts []any) error {
+	return r.walk(stmts, map[any]bool{}, false, func(o *object) error {
+		if resourceKind(o) != KindUser || !o.spec.hasField("id") {
+			return nil
+		}
+		id := o.str("id")
+		tokens := strings.Split(id, "/")
+		if slices.Contains(tokens, "..") {
+			return r.fail(o, "Invalid relative reference: %s", id)
+		}
+		if len(tokens) > 1 {
+			id = tokens[len(tokens)-1] + "@" + strings.Join(tokens[:len(tokens)-1], "-")
+		}
+		o.set("id", id)
+		return nil
+	})
+}
+
+// owners gives each record without an owner its default owner: the owner
+// passed in at the top level, the enclosing policy inside a policy body.
+func (r *resolver) owners(stmts []any) error {
+	var walk func(list []any, owner ID) error
+	visited := map[any]bool{}
+	walk = func(list []any, owner ID) error {
+		for _, o := range flattenList(list) {
+			if visited[o] {
+				continue
+			}
+			visited[o] = true
+			if o.spec.hasField("owner") {
+				if v, ok := o.fields["owner"]; !ok || v == nil {
+					o.set("owner", roleObject(owner, o.pos))
+				}
+			}
+			if o.spec.tag == "policy" {
+				body := NewID(o.str("account"), KindPolicy, o.str("id"))
+				if err := walk(items(o.fields["body"]), body); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return walk(stmts, r.opts.Owner)
+}
+
+// roleObject is a !role reference to id.
+func roleObject(id ID, pos Position) *object {
+	o := newObject(statementTypes["role"], pos)
+	o.set("account", id.Account)
+	o.set("id", id.Name)
+	o.set("kind", id.Kind)
+	return o
+}
+
+// flatten lists every record and statement, policy bodies included (and
+// removed from their policies), records first, each record after the roles
+// it refers to; otherwise in document order.
+func (r *resolver) flatten(stmts []any) ([]*object, error) {
+	var list []*object
+	err := r.walk(stmts, map[any]bool{}, true, func(o *object) error {
+		list = append(list, o)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range list {
+		if o.spec.tag == "policy" {
+			delete(o.fields, "body")
+			o.order = slices.DeleteFunc(o.order, func(s string) bool { return s == "body" })
+		}
+	}
+	var records, statements []*object
+	for _, o := range list {
+		if o.spec.record {
+			records = append(records, o)
+		} else {
+			statements = append(statements, o)
+		}
+	}
+	ordered, err := r.dependencyOrder(records)
+	if err != nil {
+		return nil, err
+	}
+	return append(ordered, statements...), nil
+}
+
+// dependencyOrder sorts records so that a record comes after the records
+// whose roles it refers to (its owner, for one), keeping document order
+// where nothing else decides.
+func (r *resolver) dependencyOrder(records []*object) ([]*object, error) {
+	index := map[string][]int{} // role id → records declaring it
+	for i, o := range records {
+		if id, ok := roleID(o); ok {
+			index[id] = append(index[id], i)
+		}
+	}
+	deps := make([][]int, len(records)) // record → records it must follow
+	for i, o := range records {
+		for _, ref := range referenced(o) {
+			if id, ok := roleID(ref.(*object)); ok {
+				for _, j := range index[id] {
+					if j != i {
+						deps[i] = append(deps[i], j)
+					}
+				}
+			}
+		}
+	}
+	for i := range records {
+		for _, j := range deps[i] {
+			if slices.Contains(deps[j], i) {
+				a, b := records[min(i, j)], records[max(i, j)]
+				return nil, r.fail(a, "Dependency cycle encountered between %s and %s", describe(a, r.opts.Account), describe(b, r.opts.Account))
+			}
+		}
+	}
+	// Kahn's algorithm, always taking the earliest record that is ready;
+	// a longer cycle is broken at its earliest record.
+	pending := make([]int, len(records))     // unfinished dependencies
+	followers := make([][]int, len(records)) // records waiting on this one
+	for i := range records {
+		for _, j := range deps[i] {
+			pending[i]++
+			followers[j] = append(followers[j], i)
+		}
+	}
+	ready := &intHeap{}
+	for i := range records {
+		if pending[i] == 0 {
+			heap.Push(ready, i)
+		}
+	}
+	out := make([]*object, 0, len(records))
+	done := make([]bool, len(records))
+	next := 0 // every record before next is done
+	for len(out) < len(records) {
+		var pick int
+		if ready.Len() > 0 {
+			pick = heap.Pop(ready).(int)
+			if done[pick] {
+				continue
+			}
+		} else {
+			for done[next] {
+				next++
+			}
+			pick = next
+		}
+		done[pick] = true
+		out = append(out, records[pick])
+		for _, f := range followers[pick] {
+			pending[f]--
+			if pending[f] == 0 && !done[f] {
+				heap.Push(ready, f)
+			}
+		}
+	}
+	return out, nil
+}
+
+// intHeap is a min-heap of record indexes.
+type intHeap []int
+
+func (h intHeap) Len() int           { return len(h) }
+func (h intHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h intHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *intHeap) Push(x any)        { *h = append(*h, x.(int)) }
+func (h *intHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// duplicates rejects a record declared twice.
+func (r *resolver) duplicates(records []*object) error {
+	seen := map[[2]string]bool{}
+	for _, o := range records {
+		if !o.spec.hasField("id") {
+			continue
+		}
+		key := [2]string{o.spec.class, o.str("id")}
+		if seen[key] {
+			return r.fail(o, "%s is declared more than once", describe(o, r.opts.Account))
+		}
+		seen[key] = true
+	}
+	return nil
+}
+
+// absolute rejects an absolute id left where it is not allowed: the id of
+// a record, the role of a grant or revoke, the resource of a permit or
+// deny, the record of a delete.
+func (r *resolver) absolute(records []*object) error {
+	for _, o := range records {
+		var subjects []any
+		switch o.spec.class {
+		case "Grant", "Revoke":
+			subjects = items(o.fields["role"])
+		case "Permit", "Deny":
+			subjects = items(o.fields["resource"])
+		case "Delete":
+			subjects = items(o.fields["record"])
+		default:
+			subjects = []any{o}
+		}
+		for _, s := range subjects {
+			if s, ok := s.(*object); ok {
+				if id := s.str("id"); strings.HasPrefix(id, "/") {
+					return r.fail(s, "Illegal absolute id: %s", id)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// resourceKind is the Conjur kind of the resource an object names, or "".
+func resourceKind(o *object) string {
+	switch o.spec.tag {
+	case "resource":
+		return o.str("kind")
+	case "role", "automatic-role", "member", "hash":
+		return ""
+	}
+	return o.spec.kind
+}
+
+// roleKind is the Conjur kind of the role an object names, or "".
+func roleKind(o *object) string {
+	switch {
+	case !o.spec.role:
+		return ""
+	case o.spec.tag == "role":
+		return o.str("kind")
+	}
+	return o.spec.kind
+}
+
+// roleID is Conjur's roleid, "account:kind:id", of an object that names a
+// role.
+func roleID(o *object) (string, bool) {
+	if !o.spec.role {
+		return "", false
+	}
+	if o.spec.tag == "automatic-role" {
+		id, ok := automaticRoleID(o)
+		return id.String(), ok
+	}
+	return o.str("account") + ":" + roleKind(o) + ":" + o.str("id"), true
+}
+
+// automaticRoleID is the id of an !automatic-role: "account:@:kind/id/name".
+func automaticRoleID(o *object) (ID, bool) {
+	rec, ok := o.fields["record"].(*object)
+	if !ok {
+		return ID{}, false
+	}
+	name := roleKind(rec) + "/" + rec.str("id") + "/" + o.str("role_name")
+	return NewID(rec.str("account"), "@", name), true
+}
+
+// describe names a record in messages as Conjur does: "group 'ops'".
+func describe(o *object, account string) string {
+	kind := resourceKind(o)
+	if kind == "" {
+		kind = roleKind(o)
+	}
+	s := fmt.Sprintf("%s '%s'", strings.ReplaceAll(kind, "_", " "), o.str("id"))
+	if a := o.str("account"); a != "" && a != account {
+		s += fmt.Sprintf(" in account '%s'", a)
+	}
+	return s
+}
+
+// copyItems deep-copies document values, keeping shared objects shared.
+func copyItems(list []any) []any {
+	memo := map[any]any{}
+	out := make([]any, len(list))
+	for i, v := range list {
+		out[i] = copyValue(v, memo)
+	}
+	return out
+}
+
+func copyValue(v any, memo map[any]any) any {
+	switch v := v.(type) {
+	case *object:
+		if c, ok := memo[v]; ok {
+			return c
+		}
+		c := &object{spec: v.spec, pos: v.pos, fields: make(map[string]any, len(v.fields)), order: slices.Clone(v.order)}
+		memo[v] = c
+		for k, fv := range v.fields {
+			c.fields[k] = copyValue(fv, memo)
+		}
+		return c
+	case *seq:
+		if c, ok := memo[v]; ok {
+			return c
+		}
+		c := &seq{items: make([]any, len(v.items))}
+		memo[v] = c
+		for i, it := range v.items {
+			c.items[i] = copyValue(it, memo)
+		}
+		return c
+	case *hashValue:
+		if c, ok := memo[v]; ok {
+			return c
+		}
+		c := &hashValue{keys: slices.Clone(v.keys), values: make(map[string]any, len(v.values))}
+		memo[v] = c
+		for k, hv := range v.values {
+			c.values[k] = copyValue(hv, memo)
+		}
+		return c
+	}
+	return v
+}
