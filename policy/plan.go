@@ -1,0 +1,641 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrPolicyNotFound is returned when a load names a policy that does not
+// exist.
+var ErrPolicyNotFound = errors.New("policy: policy not found")
+
+// LoadRequest is one policy load.
+type LoadRequest struct {
+	// Policy is the policy loaded into: "myorg:policy:root", or any policy
+	// declared before. A load into a policy other than root is wrapped in
+	// that policy: its id prefixes relative ids, its role owns the records.
+	Policy ID
+	Mode   Mode
+	// Filename names the text in errors; it may be empty.
+	Filename string
+	Text     []byte
+}
+
+// Plan computes what loading req changes, without changing anything: the
+// ChangeSet to store (and then Apply), or a dry run's report. It follows
+// Conjur's loader:
+//
+//  1. Update and Replace first apply the text's deletion statements to what
+//     exists: !delete removes a record and everything that goes with it,
+//     !deny and !revoke remove permissions and grants this policy made.
+//     Append rejects them.
+//  2. The text's records and statements become facts owned by the policy.
+//  3. Replace deletes the facts the policy loaded before that the text no
+//     longer declares.
+//  4. A fact that another policy loaded is left alone (it is "shadowed"); a
+//     fact identical to what exists is no change; Update and Replace update
+//     the owner, annotation value, admin option or network restriction of a
+//     fact this policy loaded before (Append leaves it); the rest is
+//     created.
+//
+// Deleting a role deletes its memberships, its permissions and the
+// resources it owns; deleting a resource deletes its permissions and
+// annotations, and deleting a policy deletes everything loaded into it.
+// Every role, resource and owner the text refers to must exist afterwards;
+// a reference to one that does not is an *Error at the reference.
+func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
+	switch req.Mode {
+	case Append, Update, Replace:
+	default:
+		return nil, fmt.Errorf("policy: invalid load mode %d", req.Mode)
+	}
+	if req.Policy.Kind != KindPolicy || req.Policy.Account == "" || req.Policy.Name == "" {
+		return nil, fmt.Errorf("%w: %q is not a policy id (want account:policy:identifier)", ErrInvalidID, req.Policy)
+	}
+	doc, err := Parse(req.Filename, req.Text)
+	if err != nil {
+		return nil, err
+	}
+
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	target := g.lookup(req.Policy)
+	if target == noID || g.nodes[target].resource == nil {
+		return nil, fmt.Errorf("%w: %s; declare it with !policy in its parent policy first", ErrPolicyNotFound, req.Policy)
+	}
+	owner := g.idOf(g.nodes[target].resource.owner)
+	stmts := copyItems(doc.stmts)
+	if req.Policy.Name != RootPolicy {
+		wrapper := newObject(statementTypes["policy"], Position{})
+		wrapper.set("id", req.Policy.Name)
+		wrapper.set("account", req.Policy.Account)
+		wrapper.set("owner", roleObject(owner, Position{}))
+		wrapper.set("body", &seq{items: stmts})
+		stmts = []any{wrapper}
+	}
+	resolved, err := resolve(req.Filename, stmts, ResolveOptions{Account: req.Policy.Account, Owner: owner})
+	if err != nil {
+		return nil, err
+	}
+	p := &planner{
+		g:        g,
+		req:      req,
+		deleted:  map[string]bool{},
+		newIndex: map[string]int{},
+	}
+	return p.plan(resolved.records)
+}
+
+// planner computes one ChangeSet; it reads the graph under its read lock.
+type planner struct {
+	g   *Graph
+	req LoadRequest
+
+	// deleted holds the keys of existing facts the load deletes; dels
+	// lists them in order.
+	deleted map[string]bool
+	dels    []Fact
+
+	// news are the facts the text declares, newIndex finds them by key, and
+	// newPos says where each was declared (for errors).
+	news     []Fact
+	newPos   []Position
+	newIndex map[string]int
+	// refs are the references to check once deletions are known.
+	refs []reference
+
+	// byPolicy indexes existing facts by the policy that loaded them; built
+	// when a deleted policy first needs it.
+	byPolicy map[int32][]Fact
+}
+
+// reference is a role or resource a declared fact needs.
+type reference struct {
+	id   ID
+	role bool // a role, else a resource
+	obj  *object
+}
+
+func (p *planner) plan(records []*object) (*ChangeSet, error) {
+	for _, o := range records {
+		if !o.spec.deletion {
+			continue
+		}
+		if p.req.Mode == Append {
+			return nil, errAt(p.req.Filename, o.pos, "may not contain deletion statements (!%s): appending (POST) only adds; load with update (PATCH) or replace (PUT) to delete", o.spec.tag)
+		}
+		p.explicitDeletion(o)
+	}
+	for _, o := range records {
+		if err := p.declare(o); err != nil {
+			return nil, err
+		}
+	}
+	if p.req.Mode == Replace {
+		p.removeUndeclared()
+	}
+	if err := p.checkReferences(); err != nil {
+		return nil, err
+	}
+	return p.changeSet(), nil
+}
+
+// --- existing facts ---------------------------------------------------
+
+// current returns the existing fact with f's key, unless the load deletes
+// it.
+func (p *planner) current(f Fact) (Fact, bool) {
+	if p.deleted[f.Key()] {
+		return nil, false
+	}
+	g := p.g
+	switch f := f.(type) {
+	case Role:
+		if i := g.lookup(f.ID); i != noID && g.nodes[i].role != nil {
+			return g.roleFact(i), true
+		}
+	case Resource:
+		if i := g.lookup(f.ID); i != noID && g.nodes[i].resource != nil {
+			return g.resourceFact(i), true
+		}
+	case Membership:
+		if m, ok := g.memberships[membershipKey{role: g.lookup(f.Role), member: g.lookup(f.Member), ownership: f.Ownership}]; ok {
+			return g.membershipFact(m), true
+		}
+	case Permission:
+		if x, ok := g.permissions[permissionKey{resource: g.lookup(f.Resource), role: g.lookup(f.Role), privilege: f.Privilege}]; ok {
+			return g.permissionFact(x), true
+		}
+	case Annotation:
+		if a, ok := g.annotations[annotationKey{resource: g.lookup(f.Resource), name: f.Name}]; ok {
+			return g.annotationFact(a), true
+		}
+	}
+	return nil, false
+}
+
+// remove deletes an existing fact and everything that goes with it.
+func (p *planner) remove(f Fact) {
+	work := []Fact{f}
+	for len(work) > 0 {
+		f := work[len(work)-1]
+		work = work[:len(work)-1]
+		key := f.Key()
+		if p.deleted[key] {
+			continue
+		}
+		p.deleted[key] = true
+		p.dels = append(p.dels, f)
+		work = append(work, p.dependents(f)...)
+	}
+}
+
+// dependents are the existing facts that cannot outlive f.
+func (p *planner) dependents(f Fact) []Fact {
+	g := p.g
+	var out []Fact
+	switch f := f.(type) {
+	case Role:
+		i := g.lookup(f.ID)
+		if i == noID {
+			return nil
+		}
+		n := g.nodes[i]
+		for _, m := range n.children {
+			out = append(out, g.membershipFact(m))
+		}
+		for _, m := range n.parents {
+			out = append(out, g.membershipFact(m))
+		}
+		for _, x := range n.grants {
+			out = append(out, g.permissionFact(x))
+		}
+		for _, r := range n.owns {
+			if res := g.nodes[r].resource; res != nil && res.owner == i {
+				out = append(out, g.resourceFact(r))
+			}
+		}
+	case Resource:
+		i := g.lookup(f.ID)
+		if i == noID {
+			return nil
+		}
+		n := g.nodes[i]
+		for _, x := range n.perms {
+			out = append(out, g.permissionFact(x))
+		}
+		for _, a := range n.annots {
+			out = append(out, g.annotationFact(a))
+		}
+		if f.ID.Kind == KindPolicy {
+			out = append(out, p.loadedBy(i)...)
+		}
+	}
+	return out
+}
+
+// loadedBy returns the existing facts the policy with node index i loaded.
+func (p *planner) loadedBy(i int32) []Fact {
+	if p.byPolicy == nil {
+		p.byPolicy = map[int32][]Fact{}
+		for _, f := range p.g.unsortedFacts(func(policy int32) bool { return policy != noID }) {
+			pi := p.g.lookup(f.Policy())
+			p.byPolicy[pi] = append(p.byPolicy[pi], f)
+		}
+	}
+	return p.byPolicy[i]
+}
+
+// --- deletion statements ----------------------------------------------
+
+// explicitDeletion applies a !delete, !deny or !revoke to existing facts.
+// What does not exist is ignored, as Conjur does; !deny and !revoke only
+// remove what this policy loaded.
+func (p *planner) explicitDeletion(o *object) {
+	ours := func(f Fact) (Fact, bool) {
+		cur, ok := p.current(f)
+		return cur, ok && cur.Policy() == p.req.Policy
+	}
+	switch o.spec.class {
+	case "Deny":
+		for _, res := range objects(o.fields["resource"]) {
+			for _, priv := range items(o.fields["privilege"]) {
+				for _, role := range objects(o.fields["role"]) {
+					f := Permission{Role: roleRef(role), Privilege: scalarText(priv), Resource: resourceRef(res)}
+					if cur, ok := ours(f); ok {
+						p.remove(cur)
+					}
+				}
+			}
+		}
+	case "Revoke":
+		for _, role := range objects(o.fields["role"]) {
+			for _, member := range objects(o.fields["member"]) {
+				f := Membership{Role: roleRef(role), Member: roleRef(member)}
+				if cur, ok := ours(f); ok {
+					p.remove(cur)
+				}
+			}
+		}
+	case "Delete":
+		for _, rec := range objects(o.fields["record"]) {
+			if resourceKind(rec) != "" {
+				if cur, ok := p.current(Resource{ID: resourceRef(rec)}); ok {
+					p.remove(cur)
+				}
+			}
+			if rec.spec.role {
+				if cur, ok := p.current(Role{ID: roleRef(rec)}); ok {
+					p.remove(cur)
+				}
+			}
+		}
+	}
+}
+
+// removeUndeclared deletes the facts this policy loaded before that the
+// text no longer declares. Ownership memberships follow their resource and
+// are not compared.
+func (p *planner) removeUndeclared() {
+	i := p.g.lookup(p.req.Policy)
+	for _, f := range p.loadedBy(i) {
+		if m, ok := f.(Membership); ok && m.Ownership {
+			continue
+		}
+		if _, declared := p.newIndex[f.Key()]; !declared {
+			p.remove(f)
+		}
+	}
+}
+
+// --- declarations -----------------------------------------------------
+
+func objects(v any) []*object {
+	var out []*object
+	for _, it := range items(v) {
+		if o, ok := it.(*object); ok {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// roleRef is the id of the role an object names.
+func roleRef(o *object) ID {
+	if o.spec.tag == "automatic-role" {
+		id, _ := automaticRoleID(o)
+		return id
+	}
+	return NewID(o.str("account"), roleKind(o), o.str("id"))
+}
+
+// resourceRef is the id of the resource an object names.
+func resourceRef(o *object) ID {
+	return NewID(o.str("account"), resourceKind(o), o.str("id"))
+}
+
+// add records a fact the text declares; the first declaration of a key
+// wins, except that a grant with admin option supersedes one without.
+func (p *planner) add(f Fact, pos Position) {
+	key := f.Key()
+	if i, ok := p.newIndex[key]; ok {
+		if m, isMembership := f.(Membership); isMembership && m.AdminOption {
+			p.news[i] = f
+		}
+		return
+	}
+	p.newIndex[key] = len(p.news)
+	p.news = append(p.news, f)
+	p.newPos = append(p.newPos, pos)
+}
+
+func (p *planner) need(id ID, role bool, o *object) {
+	p.refs = append(p.refs, reference{id: id, role: role, obj: o})
+}
+
+// declare turns a resolved record or statement into facts.
+func (p *planner) declare(o *object) error {
+	policy := p.req.Policy
+	switch o.spec.class {
+	case "Grant":
+		for _, role := range objects(o.fields["role"]) {
+			for _, m := range objects(o.fields["member"]) {
+				member, _ := m.fields["role"].(*object)
+				if member == nil {
+					return errAt(p.req.Filename, m.pos, "!member has no role")
+				}
+				admin, _ := m.fields["admin"].(bool)
+				f := Membership{Role: roleRef(role), Member: roleRef(member), AdminOption: admin, PolicyID: policy}
+				p.need(f.Role, true, role)
+				p.need(f.Member, true, member)
+				p.add(f, o.pos)
+			}
+		}
+		return nil
+	case "Permit":
+		for _, res := range objects(o.fields["resource"]) {
+			for _, priv := range items(o.fields["privilege"]) {
+				for _, role := range objects(o.fields["role"]) {
+					f := Permission{Role: roleRef(role), Privilege: scalarText(priv), Resource: resourceRef(res), PolicyID: policy}
+					if f.Privilege == "" {
+						return errAt(p.req.Filename, o.pos, "!permit has an empty privilege")
+					}
+					p.need(f.Role, true, role)
+					p.need(f.Resource, false, res)
+					p.add(f, o.pos)
+				}
+			}
+		}
+		return nil
+	}
+	if !o.spec.record {
+		return nil
+	}
+	account, name := o.str("account"), o.str("id")
+	if o.spec.role {
+		kind := roleKind(o)
+		if kind == "" {
+			return errAt(p.req.Filename, o.pos, "role '%s' has no kind: give !role a kind", name)
+		}
+		var cidrs []string
+		for _, c := range items(o.fields["restricted_to"]) {
+			cidrs = append(cidrs, scalarText(c))
+		}
+		p.add(Role{ID: NewID(account, kind, name), PolicyID: policy, RestrictedTo: cidrs}, o.pos)
+	}
+	if !o.spec.resource {
+		return nil
+	}
+	kind := resourceKind(o)
+	if kind == "" {
+		return errAt(p.req.Filename, o.pos, "resource '%s' has no kind: give !resource a kind", name)
+	}
+	id := NewID(account, kind, name)
+	ownerObj, _ := o.fields["owner"].(*object)
+	if ownerObj == nil {
+		return errAt(p.req.Filename, o.pos, "%s has no owner", describe(o, account))
+	}
+	res := Resource{ID: id, Owner: roleRef(ownerObj), PolicyID: policy}
+	p.need(res.Owner, true, ownerObj)
+	p.add(res, o.pos)
+
+	annotations, err := p.annotations(o)
+	if err != nil {
+		return err
+	}
+	for _, a := range annotations {
+		a.Resource, a.PolicyID = id, policy
+		p.add(a, o.pos)
+	}
+	if o.spec.tag == "host-factory" {
+		layers := objects(o.fields["layer"])
+		if len(layers) == 0 {
+			return errAt(p.req.Filename, o.pos, "Host factory '%s' does not include any layers", name)
+		}
+		for _, l := range layers {
+			f := Membership{Role: roleRef(l), Member: id, PolicyID: policy}
+			p.need(f.Role, true, l)
+			p.add(f, o.pos)
+		}
+	}
+	return nil
+}
+
+// customAnnotations are the attributes Conjur stores as annotations, unless
+// an annotation of that name is given.
+var customAnnotations = map[string][][2]string{
+	"variable": {{"kind", "conjur/kind"}, {"mime_type", "conjur/mime_type"}},
+	"user":     {{"uidnumber", "conjur/uidnumber"}},
+	"group":    {{"gidnumber", "conjur/gidnumber"}},
+}
+
+func (p *planner) annotations(o *object) ([]Annotation, error) {
+	var out []Annotation
+	names := map[string]bool{}
+	if h, ok := o.fields["annotations"].(*hashValue); ok {
+		for _, k := range h.keys {
+			v := h.values[k]
+			if s, isSeq := v.(*seq); isSeq {
+				for _, it := range s.items {
+					switch it.(type) {
+					case *seq, *object, *hashValue:
+						return nil, errAt(p.req.Filename, o.pos, "annotation '%s': a value is a scalar or a list of scalars", k)
+					}
+				}
+			}
+			if _, isObject := v.(*object); isObject {
+				return nil, errAt(p.req.Filename, o.pos, "annotation '%s': a value is a scalar or a list of scalars", k)
+			}
+			names[k] = true
+			out = append(out, Annotation{Name: k, Value: scalarText(v)})
+		}
+	}
+	for _, c := range customAnnotations[o.spec.tag] {
+		if v, ok := o.fields[c[0]]; ok && v != nil && !names[c[1]] {
+			out = append(out, Annotation{Name: c[1], Value: scalarText(v)})
+		}
+	}
+	return out, nil
+}
+
+// checkReferences fails on the first reference to a role or resource that
+// neither the text declares nor exists after the load's deletions.
+func (p *planner) checkReferences() error {
+	for _, r := range p.refs {
+		var f Fact = Resource{ID: r.id}
+		if r.role {
+			f = Role{ID: r.id}
+		}
+		if _, declared := p.newIndex[f.Key()]; declared {
+			continue
+		}
+		if _, exists := p.current(f); exists {
+			continue
+		}
+		what := describe(r.obj, p.req.Policy.Account)
+		if p.deleted[f.Key()] {
+			return errAt(p.req.Filename, r.obj.pos, "%s is deleted by this load but still referenced here", what)
+		}
+		return errAt(p.req.Filename, r.obj.pos, "%s not found: declare it, or load the policy that declares it first", what)
+	}
+	return nil
+}
+
+// --- the change set ---------------------------------------------------
+
+// changeSet sorts the declared facts into created, updated and unchanged,
+// adds the ownership memberships that follow owners, and folds a fact both
+// deleted and written into one update.
+func (p *planner) changeSet() *ChangeSet {
+	cs := &ChangeSet{Policy: p.req.Policy, Mode: p.req.Mode, Revision: p.g.rev}
+	var (
+		writes  []Fact // facts to put that did not exist (or are deleted above)
+		updated []Fact
+		derived []Fact
+	)
+	classify := func(f Fact) (written bool) {
+		if p.deleted[f.Key()] {
+			writes = append(writes, f)
+			return true
+		}
+		cur, exists := p.current(f)
+		switch {
+		case !exists:
+			writes = append(writes, f)
+			return true
+		case cur.Policy() != f.Policy():
+			// Another policy loaded it: shadowed, left alone.
+		case Equal(cur, f):
+		case p.req.Mode == Append:
+			// Append changes nothing that exists.
+		default:
+			updated = append(updated, f)
+			if res, ok := f.(Resource); ok && cur.(Resource).Owner != res.Owner {
+				// The ownership membership moves with the owner.
+				if om, ok := p.current(Membership{Role: res.ID, Member: cur.(Resource).Owner, Ownership: true}); ok {
+					p.remove(om)
+				}
+				return true
+			}
+		}
+		return false
+	}
+	for _, f := range p.news {
+		if classify(f) {
+			if res, ok := f.(Resource); ok && p.isRole(res.ID) {
+				derived = append(derived, ownership(res))
+			}
+		}
+	}
+	for _, f := range derived {
+		classify(f)
+	}
+
+	// A key both deleted and written is one update in the transaction
+	// (etcd refuses two operations on one key in a transaction).
+	pending := make(map[string]Fact, len(writes))
+	for _, f := range writes {
+		pending[f.Key()] = f
+	}
+	for _, f := range p.dels {
+		key := f.Key()
+		if nf, ok := pending[key]; ok {
+			if !Equal(nf, f) {
+				cs.Updated = append(cs.Updated, nf)
+			}
+			delete(pending, key)
+			continue
+		}
+		cs.Deleted = append(cs.Deleted, f)
+		if r, ok := f.(Role); ok {
+			cs.DeletedRoles = append(cs.DeletedRoles, r.ID)
+		}
+	}
+	for _, f := range writes {
+		if _, ok := pending[f.Key()]; !ok {
+			continue
+		}
+		cs.Created = append(cs.Created, f)
+		if r, ok := f.(Role); ok && (r.ID.Kind == KindUser || r.ID.Kind == KindHost) {
+			cs.NewRoles = append(cs.NewRoles, r.ID)
+		}
+	}
+	cs.Updated = append(cs.Updated, updated...)
+	return cs
+}
+
+// isRole reports whether id will be a role after the load.
+func (p *planner) isRole(id ID) bool {
+	f := Role{ID: id}
+	if _, ok := p.newIndex[f.Key()]; ok {
+		return true
+	}
+	_, ok := p.current(f)
+	return ok
+}
+
+// ownership is the membership that makes a resource's owner a member, with
+// admin option, of the role of the same id.
+func ownership(r Resource) Membership {
+	return Membership{Role: r.ID, Member: r.Owner, AdminOption: true, Ownership: true, PolicyID: r.PolicyID}
+}
+
+
+// ErrAccountExists is returned by PlanAccount for an account that has a
+// root policy already.
+var ErrAccountExists = errors.New("policy: account exists")
+
+// AdminUser is the identifier of the user who owns an account's root
+// policy.
+const AdminUser = "admin"
+
+// PlanAccount plans the creation of an account: its admin user and its root
+// policy, owned by the admin. NewRoles holds the admin, whose API key the
+// caller issues.
+func (g *Graph) PlanAccount(account string) (*ChangeSet, error) {
+	if account == "" || strings.ContainsAny(account, ":/") {
+		return nil, fmt.Errorf("%w: account %q: want a name without ':' or '/'", ErrInvalidID, account)
+	}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	admin := NewID(account, KindUser, AdminUser)
+	root := NewID(account, KindPolicy, RootPolicy)
+	if i := g.lookup(root); i != noID && g.nodes[i].resource != nil {
+		return nil, fmt.Errorf("%w: %s", ErrAccountExists, account)
+	}
+	rootResource := Resource{ID: root, Owner: admin}
+	return &ChangeSet{
+		Policy: root,
+		Mode:   Append,
+		Created: []Fact{
+			Role{ID: admin},
+			Resource{ID: admin, Owner: admin},
+			Role{ID: root},
+			rootResource,
+			ownership(rootResource),
+		},
+		NewRoles: []ID{admin},
+		Revision: g.rev,
+	}, nil
+}
