@@ -601,7 +601,6 @@ func ownership(r Resource) Membership {
 	return Membership{Role: r.ID, Member: r.Owner, AdminOption: true, Ownership: true, PolicyID: r.PolicyID}
 }
 
-
 // ErrAccountExists is returned by PlanAccount for an account that has a
 // root policy already.
 var ErrAccountExists = errors.New("policy: account exists")
