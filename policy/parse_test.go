@@ -1,0 +1,108 @@
+package policy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseErrors(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		text string
+		want string // the full Error(), Conjur's format
+	}{
+		"mapping at the root":     {"id: x\n", "Error at line 0, column 3 in p.yml : Unexpected mapping"},
+		"scalar at the root":      {"hello\n", "Error at line 1, column 0 in p.yml : Unexpected scalar"},
+		"untagged entry":          {"- id: x\n", "Error at line 0, column 5 in p.yml : No type given or inferred for sequence entry"},
+		"duplicate anchor":        {"- !user &a x\n- !user &a y\n", "Error at line 2, column 0 in p.yml : Duplicate anchor a"},
+		"id must be a string":     {"- !user\n  id: 123\n", "Error at line 2, column 0 in p.yml : Expected a string for field 'id', got Integer"},
+		"list for a single field": {"- !user\n  id: [a, b]\n", "Error at line 1, column 12 in p.yml : Expected a string for field 'id', got Array"},
+		"owner must be a role":    {"- !user\n  id: a\n  owner: !variable v\n", "Error at line 3, column 0 in p.yml : Expected a Role for field 'owner', got Variable"},
+		"member must be a role":   {"- !grant\n  role: !group g\n  member: !webservice w\n", "Error at line 3, column 0 in p.yml : Expected a Member for field 'member', got Webservice"},
+		"yaml syntax":             {"- !user\n  id: [a\n", "Error at line 2, column 0 in p.yml : did not find expected ',' or ']' while parsing a flow sequence at line 2 column 7"},
+		"statement list holds a scalar": {"- !user a\n- b\n", "Error at line 2, column 0 in p.yml : Expected a statement (such as !user or !grant), got String"},
+		"member is not a statement":     {"- !member\n  role: !user a\n", "Error at line 2, column 0 in p.yml : !member is not a statement: a policy lists records (such as !user or !policy) and !grant, !revoke, !permit, !deny or !delete"},
+		"include is not supported":      {"- !include other.yml\n", "Error at line 1, column 0 in p.yml : Unrecognized data type '!include'"},
+		"ipv4 cidr with host bits":      {"- !host\n  id: a\n  restricted_to: [10.1.2.3/8]\n", "Error at line 2, column 29 in p.yml : Invalid IP address or CIDR range '10.1.2.3/8': Value has bits set to right of mask. Did you mean '10.0.0.0/8'?"},
+		"netmask":                       {"- !host\n  id: a\n  restricted_to: 10.0.0.0/255.0.0.0\n", "Error at line 3, column 0 in p.yml : Invalid IP address or CIDR range '10.0.0.0/255.0.0.0': Value has bits set to right of mask. Did you mean '10.0.0.0/8'?"},
+		"cidr not a string":             {"- !host\n  id: a\n  restricted_to: 10\n", "Error at line 3, column 0 in p.yml : CIDR argument must be a String"},
+		"admin must be boolean":         {"- !grant\n  role: !group g\n  member: !member {role: !user a, admin: maybe}\n", "Error at line 2, column 46 in p.yml : Expected a boolean for field 'admin', got String"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Parse("p.yml", []byte(tc.text))
+			if err == nil {
+				t.Fatalf("Parse accepted %q", tc.text)
+			}
+			if err.Error() != tc.want {
+				t.Errorf("Parse error:\n got %q\nwant %q", err.Error(), tc.want)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid")
+			}
+		})
+	}
+}
+
+func TestParseAccepts(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		text string
+		dump string
+	}{
+		"empty text":           {"", "--- []\n"},
+		"only comments":        {"# nothing yet\n", "--- []\n"},
+		"explicit empty list":  {"[]\n", "--- []\n"},
+		"tag spellings":        {"- !host_factory\n  id: f\n  layers: [!layer l]\n- !HostFactory g\n", "---\n- !host-factory\n  id: f\n  layer:\n  - !layer\n    id: l\n- !host-factory\n  id: g\n"},
+		"managed role":         {"- !grant\n  role: !managed-role {record: !layer l, role_name: observe}\n  member: !user a\n", "---\n- !grant\n  member: !member\n    role: !user\n      id: a\n  role: !automatic-role\n    record: !layer\n      id: l\n    role_name: observe\n"},
+		"quoted id stays text": {"- !user\n  id: \"123\"\n", "---\n- !user\n  id: '123'\n"},
+		"admin as text":        {"- !grant\n  role: !group g\n  member: !member {role: !user a, admin: \"true\"}\n", "---\n- !grant\n  member: !member\n    admin: true\n    role: !user\n      id: a\n  role: !group\n    id: g\n"},
+		"annotation types":     {"- !host\n  id: h\n  annotations:\n    n: 5\n    b: yes\n    s: \"5\"\n    d: ../x\n", "---\n- !host\n  annotations:\n    \"n\": 5\n    b: true\n    s: '5'\n    d: \"../x\"\n  id: h\n"},
+		"ipv6 and bare hosts":  {"- !host\n  id: h\n  restricted_to: [\"::1\", 10.0.0.1, 2001:db8::/32]\n", "---\n- !host\n  id: h\n  restricted_to:\n  - \"::1\"\n  - 10.0.0.1\n  - 2001:db8::/32\n"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			doc, err := Parse("p.yml", []byte(tc.text))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if got := string(doc.Dump()); got != tc.dump {
+				t.Errorf("Dump:\n%s\nwant:\n%s", got, tc.dump)
+			}
+		})
+	}
+}
+
+func TestResolveErrors(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		text string
+		want string
+	}{
+		"blank id at the top":   {"- !host\n", "host has a blank id"},
+		"host factory blank id": {"- !host-factory\n  layers: [!layer l]\n", "host_factory has a blank id"},
+		"declared twice":        {"- !group g\n- !group g\n", "group 'g' is declared more than once"},
+		"ownership cycle":       {"- !group\n  id: a\n  owner: !group b\n- !group\n  id: b\n  owner: !group a\n", "Dependency cycle encountered between group 'a' and group 'b'"},
+		"climbs above the root": {"- !policy\n  id: p\n  body:\n  - !host\n    id: h\n    owner: !group ../../x\n", "Invalid relative reference: p/../../x"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			doc, err := Parse("p.yml", []byte(tc.text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Resolve(doc, ResolveOptions{Account: acct, Owner: id(KindUser, "admin")})
+			var perr *Error
+			if !errors.As(err, &perr) || perr.Message != tc.want {
+				t.Fatalf("Resolve error = %v, want %q", err, tc.want)
+			}
+			if perr.Line == 0 || !strings.HasPrefix(err.Error(), "p.yml:") {
+				t.Errorf("error %q has no position", err)
+			}
+		})
+	}
+}
