@@ -231,6 +231,14 @@ func TestRefusals(t *testing.T) {
 			opts:    []archive.Option{archive.WithClock(func() time.Time { return now.Add(-30 * time.Minute) })},
 			want:    archive.ErrNotYetValid,
 		},
+		"issued ahead, no skew allowed": {
+			archive: plain,
+			opts: []archive.Option{
+				archive.WithClock(func() time.Time { return now.Add(-2 * time.Minute) }),
+				archive.WithClockSkew(0),
+			},
+			want: archive.ErrNotYetValid,
+		},
 		"unknown format version": {
 			archive: resign(t, plain, p.signer, func(m map[string]any) { m["format"] = "sower-seed/v2" }),
 			want:    archive.ErrUnsupported,

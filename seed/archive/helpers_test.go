@@ -20,6 +20,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,13 +76,12 @@ func newKey(tb testing.TB, k keyKind) crypto.Signer {
 	return key
 }
 
-var serial int64
+var serial atomic.Int64
 
 func issue(tb testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, parentKey crypto.Signer) *x509.Certificate {
 	tb.Helper()
 	if tmpl.SerialNumber == nil {
-		serial++
-		tmpl.SerialNumber = big.NewInt(serial)
+		tmpl.SerialNumber = big.NewInt(serial.Add(1))
 	}
 	if parent == nil {
 		parent = tmpl

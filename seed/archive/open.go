@@ -167,7 +167,7 @@ func Open(r io.Reader, pin pki.Pin, identity age.Identity, opts ...Option) (*See
 		}
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	return read(&sealedReader{r: plain}, pin, o, true)
+	return read(&sealedReader{r: plain}, pin, o)
 }
 
 // OpenPlain verifies a plain (unsealed) seed against pin. Use it only where
@@ -176,7 +176,7 @@ func OpenPlain(r io.Reader, pin pki.Pin, opts ...Option) (*Seed, error) {
 	if pin == (pki.Pin{}) {
 		return nil, ErrNoPin
 	}
-	return read(r, pin, newOptions(opts), false)
+	return read(r, pin, newOptions(opts))
 }
 
 // countingReader fails with ErrTooLarge once more than max bytes have been
@@ -223,7 +223,7 @@ func (s *sealedReader) Read(p []byte) (int, error) {
 // read reads and verifies the tar stream. The manifest and its signature
 // come first, and are verified before any file is read, so that every later
 // size is one the cluster signed.
-func read(r io.Reader, pin pki.Pin, o options, sealed bool) (*Seed, error) {
+func read(r io.Reader, pin pki.Pin, o options) (*Seed, error) {
 	lim := o.limits
 	cr := &countingReader{r: r, max: lim.MaxArchiveSize}
 	tr := tar.NewReader(cr)
@@ -322,24 +322,22 @@ func read(r io.Reader, pin pki.Pin, o options, sealed bool) (*Seed, error) {
 			return nil, fmt.Errorf("%w: %q", ErrMissing, f.Path)
 		}
 	}
-	if err := drain(cr, sealed); err != nil {
+	if err := drain(cr); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// drain reads what follows the end of the tar. Through age this checks the
-// final chunk, so a sealed stream cut after the tar is still caught; in a
-// plain tar only the zero padding tar writers add may follow.
-func drain(r io.Reader, sealed bool) error {
+// drain reads what follows the end of the tar: only the zero padding tar
+// writers add may follow. Through age this also checks the final chunk, so
+// a sealed stream cut after the tar is still caught.
+func drain(r io.Reader) error {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
-		if !sealed {
-			for _, b := range buf[:n] {
-				if b != 0 {
-					return fmt.Errorf("%w: data after the end of the archive", ErrMalformed)
-				}
+		for _, b := range buf[:n] {
+			if b != 0 {
+				return fmt.Errorf("%w: data after the end of the archive", ErrMalformed)
 			}
 		}
 		if err == io.EOF {

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"filippo.io/age"
@@ -60,6 +61,7 @@ func (s *Seed) WriteDir(dir string) (err error) {
 		return fmt.Errorf("seed/archive: an unpack directory is required")
 	}
 	dir = filepath.Clean(dir)
+	removeLeftovers(filepath.Dir(dir), filepath.Base(dir))
 	state, err := s.inspect(dir)
 	if err != nil {
 		return err
@@ -310,4 +312,20 @@ func rename(from, to string) error {
 		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
 	}
 	return nil
+}
+
+// removeLeftovers removes the staging and set-aside directories an earlier
+// WriteDir into the same target left when it was killed: they may hold
+// keys.
+func removeLeftovers(parent, base string) {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() && (strings.HasPrefix(name, "."+base+".staging-") || strings.HasPrefix(name, "."+base+".old-")) {
+			os.RemoveAll(filepath.Join(parent, name))
+		}
+	}
 }

@@ -104,6 +104,20 @@ func TestWriteDir(t *testing.T) {
 				}
 			},
 		},
+		"leftovers of a killed unpack are removed": {
+			setup: func(t *testing.T, parent string) string {
+				for _, d := range []string{".seed.staging-123", ".seed.old-456"} {
+					if err := os.MkdirAll(filepath.Join(parent, d, "tls"), 0o700); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(filepath.Join(parent, d, "tls", "server.key"), []byte("old key"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return filepath.Join(parent, "seed")
+			},
+			seed: seedA, files: filesA,
+		},
 		"a damaged copy of the seed is repaired": {
 			setup: func(t *testing.T, parent string) string {
 				dir := filepath.Join(parent, "seed")
