@@ -26,7 +26,6 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/sowerproject/sower/cluster"
-	"github.com/sowerproject/sower/server/api/status"
 )
 
 // ErrPortInUse is returned when a listen address is taken.
@@ -156,11 +155,13 @@ func (s *Server) Run(ctx context.Context) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	statusSvc, err := status.New(status.Config{Node: n, Name: s.c.Name, Account: s.c.Account, Version: s.c.Version, ClusterID: meta.ID})
+	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd})
 	if err != nil {
 		return err
 	}
-	statusSvc.Register(gs)
+	for _, svc := range svcs {
+		svc.Register(gs)
+	}
 
 	// The gateway dials this node's own gRPC listener, so every REST call
 	// runs the same interceptors as a gRPC call.
@@ -170,8 +171,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	gw := newGatewayMux()
-	if err := statusSvc.RegisterGateway(ctx, gw, conn); err != nil {
-		return fmt.Errorf("server: register status gateway: %w", err)
+	for _, svc := range svcs {
+		if err := svc.RegisterGateway(ctx, gw, conn); err != nil {
+			return fmt.Errorf("server: register gateway: %w", err)
+		}
 	}
 	hsrv := &http.Server{
 		Handler:           s.httpHandler(gw, n, m),

@@ -1,0 +1,36 @@
+package server
+
+import (
+	"context"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+
+	"github.com/sowerproject/sower/cluster"
+	"github.com/sowerproject/sower/server/api/status"
+)
+
+// apiService is what every package under server/api provides.
+type apiService interface {
+	// Register adds the service to the gRPC server.
+	Register(grpc.ServiceRegistrar)
+	// RegisterGateway maps its /v1 REST paths, calling through conn.
+	RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error
+}
+
+// serviceDeps is what services are built from.
+type serviceDeps struct {
+	node *node
+	meta clusterMeta
+	etcd *cluster.Etcd
+}
+
+// services builds every API service of the node. A new service is one more
+// entry here.
+func (s *Server) services(d serviceDeps) ([]apiService, error) {
+	st, err := status.New(status.Config{Node: d.node, Name: s.c.Name, Account: s.c.Account, Version: s.c.Version, ClusterID: d.meta.ID})
+	if err != nil {
+		return nil, err
+	}
+	return []apiService{st}, nil
+}
