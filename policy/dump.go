@@ -51,10 +51,10 @@ type emitter struct {
 
 // fieldNames returns an object's attributes in output order.
 func (e *emitter) fieldNames(o *object) []string {
-	names := make([]string, 0, len(o.fields)+1)
-	for k, v := range o.fields {
-		if v != nil || k == "body" {
-			names = append(names, k)
+	names := make([]string, 0, len(o.attrs)+1)
+	for _, a := range o.attrs {
+		if a.value != nil || a.name == "body" {
+			names = append(names, a.name)
 		}
 	}
 	if e.policyBody && o.spec.tag == "policy" && !slices.Contains(names, "body") {
@@ -81,7 +81,7 @@ func (e *emitter) number(v any) {
 	switch v := v.(type) {
 	case *object:
 		for _, k := range e.fieldNames(v) {
-			e.number(v.fields[k])
+			e.number(v.get(k))
 		}
 	case *seq:
 		for _, it := range v.items {
@@ -130,7 +130,7 @@ func (e *emitter) value(v any, indent int, inSeq bool) {
 		for _, k := range names {
 			e.indent(indent + 2)
 			e.buf.WriteString(k + ":")
-			fv := v.fields[k]
+			fv := v.get(k)
 			if fv == nil && k == "body" {
 				fv = &seq{}
 			}

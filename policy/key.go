@@ -24,30 +24,87 @@ const (
 	keyAnnotation = "annotation"
 )
 
-var keyEscaper = strings.NewReplacer("%", "%25", "/", "%2F")
+// keyBuilder writes a key; keys are built often (every fact a load
+// declares), so this avoids the intermediate strings of concatenation.
+type keyBuilder struct{ strings.Builder }
+
+// part writes '/' and s, escaped.
+func (b *keyBuilder) part(s string) {
+	b.WriteByte('/')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '%':
+			b.WriteString("%25")
+		case '/':
+			b.WriteString("%2F")
+		default:
+			b.WriteByte(c)
+		}
+	}
+}
+
+// id writes '/' and an escaped ID.
+func (b *keyBuilder) id(id ID) {
+	b.part(id.Account)
+	b.WriteByte(':')
+	b.WriteString(escapeKey(id.Kind))
+	b.WriteByte(':')
+	b.WriteString(escapeKey(id.Name))
+}
 
 func escapeKey(s string) string {
 	if !strings.ContainsAny(s, "%/") {
 		return s
 	}
-	return keyEscaper.Replace(s)
+	var b keyBuilder
+	b.part(s)
+	return b.String()[1:]
 }
 
-func (f Role) Key() string     { return keyRole + "/" + escapeKey(f.ID.String()) }
-func (f Resource) Key() string { return keyResource + "/" + escapeKey(f.ID.String()) }
+func newKey(prefix string, size int) *keyBuilder {
+	b := &keyBuilder{}
+	b.Grow(len(prefix) + size + 8)
+	b.WriteString(prefix)
+	return b
+}
+
+func idLen(id ID) int { return len(id.Account) + len(id.Kind) + len(id.Name) + 3 }
+
+func (f Role) Key() string {
+	b := newKey(keyRole, idLen(f.ID))
+	b.id(f.ID)
+	return b.String()
+}
+
+func (f Resource) Key() string {
+	b := newKey(keyResource, idLen(f.ID))
+	b.id(f.ID)
+	return b.String()
+}
 
 func (f Membership) Key() string {
-	kind := "grant"
+	b := newKey(keyMembership, idLen(f.Role)+idLen(f.Member)+6)
+	b.id(f.Role)
+	b.id(f.Member)
 	if f.Ownership {
-		kind = "owner"
+		b.WriteString("/owner")
+	} else {
+		b.WriteString("/grant")
 	}
-	return keyMembership + "/" + escapeKey(f.Role.String()) + "/" + escapeKey(f.Member.String()) + "/" + kind
+	return b.String()
 }
 
 func (f Permission) Key() string {
-	return keyPermission + "/" + escapeKey(f.Resource.String()) + "/" + escapeKey(f.Privilege) + "/" + escapeKey(f.Role.String())
+	b := newKey(keyPermission, idLen(f.Resource)+len(f.Privilege)+idLen(f.Role)+1)
+	b.id(f.Resource)
+	b.part(f.Privilege)
+	b.id(f.Role)
+	return b.String()
 }
 
 func (f Annotation) Key() string {
-	return keyAnnotation + "/" + escapeKey(f.Resource.String()) + "/" + escapeKey(f.Name)
+	b := newKey(keyAnnotation, idLen(f.Resource)+len(f.Name)+1)
+	b.id(f.Resource)
+	b.part(f.Name)
+	return b.String()
 }

@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -65,7 +67,8 @@ func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
 		return nil, fmt.Errorf("%w: %s; declare it with !policy in its parent policy first", ErrPolicyNotFound, req.Policy)
 	}
 	owner := g.idOf(g.nodes[target].resource.owner)
-	stmts := copyItems(doc.stmts)
+	// The document is Plan's own: resolve it in place.
+	stmts := doc.stmts
 	if req.Policy.Name != RootPolicy {
 		wrapper := newObject(statementTypes["policy"], Position{})
 		wrapper.set("id", req.Policy.Name)
@@ -82,7 +85,9 @@ func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
 		g:        g,
 		req:      req,
 		deleted:  map[string]bool{},
-		newIndex: map[string]int{},
+		newIndex: make(map[string]int, 4*len(resolved.records)),
+		declared: make(map[any]struct{}, 4*len(resolved.records)),
+		news:     make([]keyed, 0, 4*len(resolved.records)),
 	}
 	return p.plan(resolved.records)
 }
@@ -97,17 +102,29 @@ type planner struct {
 	deleted map[string]bool
 	dels    []Fact
 
-	// news are the facts the text declares, newIndex finds them by key, and
-	// newPos says where each was declared (for errors).
-	news     []Fact
-	newPos   []Position
+	// news are the facts the text declares with their keys; newIndex finds
+	// them by key.
+	news     []keyed
 	newIndex map[string]int
-	// refs are the references to check once deletions are known.
-	refs []reference
+	// declared holds the graph entities (*roleFact, *membership …) that
+	// the text declares again, for Replace to find the rest.
+	declared map[any]struct{}
+	// refs are the references to check once deletions are known; needed
+	// holds every reference seen (without its object).
+	refs   []reference
+	needed map[reference]bool
 
 	// byPolicy indexes existing facts by the policy that loaded them; built
 	// when a deleted policy first needs it.
 	byPolicy map[int32][]Fact
+}
+
+// keyed is a declared fact, its key, and the fact stored under that key
+// before the load (nil if none), computed once.
+type keyed struct {
+	f   Fact
+	key string
+	cur Fact
 }
 
 // reference is a role or resource a declared fact needs.
@@ -146,33 +163,53 @@ func (p *planner) plan(records []*object) (*ChangeSet, error) {
 // current returns the existing fact with f's key, unless the load deletes
 // it.
 func (p *planner) current(f Fact) (Fact, bool) {
-	if p.deleted[f.Key()] {
+	if len(p.deleted) > 0 && p.deleted[f.Key()] {
 		return nil, false
 	}
+	return p.stored(f)
+}
+
+// currentKeyed is current for a declared fact, located when declared.
+func (p *planner) currentKeyed(k keyed) (Fact, bool) {
+	if k.cur == nil || p.deleted[k.key] {
+		return nil, false
+	}
+	return k.cur, true
+}
+
+// stored returns the fact stored in the graph under f's key.
+func (p *planner) stored(f Fact) (Fact, bool) {
+	cur, entity := p.locate(f)
+	return cur, entity != nil
+}
+
+// locate finds the graph's record of f's key: the stored fact, and the
+// graph entity holding it (nil when there is none).
+func (p *planner) locate(f Fact) (Fact, any) {
 	g := p.g
 	switch f := f.(type) {
 	case Role:
 		if i := g.lookup(f.ID); i != noID && g.nodes[i].role != nil {
-			return g.roleFact(i), true
+			return g.roleFact(i), g.nodes[i].role
 		}
 	case Resource:
 		if i := g.lookup(f.ID); i != noID && g.nodes[i].resource != nil {
-			return g.resourceFact(i), true
+			return g.resourceFact(i), g.nodes[i].resource
 		}
 	case Membership:
 		if m, ok := g.memberships[membershipKey{role: g.lookup(f.Role), member: g.lookup(f.Member), ownership: f.Ownership}]; ok {
-			return g.membershipFact(m), true
+			return g.membershipFact(m), m
 		}
 	case Permission:
 		if x, ok := g.permissions[permissionKey{resource: g.lookup(f.Resource), role: g.lookup(f.Role), privilege: f.Privilege}]; ok {
-			return g.permissionFact(x), true
+			return g.permissionFact(x), x
 		}
 	case Annotation:
 		if a, ok := g.annotations[annotationKey{resource: g.lookup(f.Resource), name: f.Name}]; ok {
-			return g.annotationFact(a), true
+			return g.annotationFact(a), a
 		}
 	}
-	return nil, false
+	return nil, nil
 }
 
 // remove deletes an existing fact and everything that goes with it.
@@ -259,9 +296,9 @@ func (p *planner) explicitDeletion(o *object) {
 	}
 	switch o.spec.class {
 	case "Deny":
-		for _, res := range objects(o.fields["resource"]) {
-			for _, priv := range items(o.fields["privilege"]) {
-				for _, role := range objects(o.fields["role"]) {
+		for _, res := range objects(o.get("resource")) {
+			for _, priv := range items(o.get("privilege")) {
+				for _, role := range objects(o.get("role")) {
 					f := Permission{Role: roleRef(role), Privilege: scalarText(priv), Resource: resourceRef(res)}
 					if cur, ok := ours(f); ok {
 						p.remove(cur)
@@ -270,8 +307,8 @@ func (p *planner) explicitDeletion(o *object) {
 			}
 		}
 	case "Revoke":
-		for _, role := range objects(o.fields["role"]) {
-			for _, member := range objects(o.fields["member"]) {
+		for _, role := range objects(o.get("role")) {
+			for _, member := range objects(o.get("member")) {
 				f := Membership{Role: roleRef(role), Member: roleRef(member)}
 				if cur, ok := ours(f); ok {
 					p.remove(cur)
@@ -279,7 +316,7 @@ func (p *planner) explicitDeletion(o *object) {
 			}
 		}
 	case "Delete":
-		for _, rec := range objects(o.fields["record"]) {
+		for _, rec := range objects(o.get("record")) {
 			if resourceKind(rec) != "" {
 				if cur, ok := p.current(Resource{ID: resourceRef(rec)}); ok {
 					p.remove(cur)
@@ -298,14 +335,40 @@ func (p *planner) explicitDeletion(o *object) {
 // text no longer declares. Ownership memberships follow their resource and
 // are not compared.
 func (p *planner) removeUndeclared() {
-	i := p.g.lookup(p.req.Policy)
-	for _, f := range p.loadedBy(i) {
-		if m, ok := f.(Membership); ok && m.Ownership {
-			continue
+	g := p.g
+	policy := g.lookup(p.req.Policy)
+	var gone []Fact
+	undeclared := func(entity any) bool {
+		_, declared := p.declared[entity]
+		return !declared
+	}
+	for i, n := range g.nodes {
+		if n.role != nil && n.role.policy == policy && undeclared(n.role) {
+			gone = append(gone, g.roleFact(int32(i)))
 		}
-		if _, declared := p.newIndex[f.Key()]; !declared {
-			p.remove(f)
+		if n.resource != nil && n.resource.policy == policy && undeclared(n.resource) {
+			gone = append(gone, g.resourceFact(int32(i)))
 		}
+	}
+	for _, m := range g.memberships {
+		if m.policy == policy && !m.ownership && undeclared(m) {
+			gone = append(gone, g.membershipFact(m))
+		}
+	}
+	for _, x := range g.permissions {
+		if x.policy == policy && undeclared(x) {
+			gone = append(gone, g.permissionFact(x))
+		}
+	}
+	for _, a := range g.annotations {
+		if a.policy == policy && undeclared(a) {
+			gone = append(gone, g.annotationFact(a))
+		}
+	}
+	// Deterministic order, for reproducible change sets.
+	slices.SortFunc(gone, func(a, b Fact) int { return cmp.Compare(a.Key(), b.Key()) })
+	for _, f := range gone {
+		p.remove(f)
 	}
 }
 
@@ -337,21 +400,43 @@ func resourceRef(o *object) ID {
 
 // add records a fact the text declares; the first declaration of a key
 // wins, except that a grant with admin option supersedes one without.
-func (p *planner) add(f Fact, pos Position) {
+func (p *planner) add(f Fact) {
 	key := f.Key()
 	if i, ok := p.newIndex[key]; ok {
 		if m, isMembership := f.(Membership); isMembership && m.AdminOption {
-			p.news[i] = f
+			p.news[i].f = f
 		}
 		return
 	}
+	cur, entity := p.locate(f)
+	if entity != nil {
+		p.declared[entity] = struct{}{}
+	}
 	p.newIndex[key] = len(p.news)
-	p.news = append(p.news, f)
-	p.newPos = append(p.newPos, pos)
+	p.news = append(p.news, keyed{f: f, key: key, cur: cur})
 }
 
+// need records a reference to check once deletions are known. Records come
+// before statements in a resolved load, and owners before what they own, so
+// a reference to something the load declares is already declared here.
 func (p *planner) need(id ID, role bool, o *object) {
-	p.refs = append(p.refs, reference{id: id, role: role, obj: o})
+	ref := reference{id: id, role: role}
+	if p.needed[ref] {
+		return
+	}
+	if p.needed == nil {
+		p.needed = map[reference]bool{}
+	}
+	p.needed[ref] = true
+	var f Fact = Resource{ID: id}
+	if role {
+		f = Role{ID: id}
+	}
+	if _, declared := p.newIndex[f.Key()]; declared {
+		return
+	}
+	ref.obj = o
+	p.refs = append(p.refs, ref)
 }
 
 // declare turns a resolved record or statement into facts.
@@ -359,31 +444,31 @@ func (p *planner) declare(o *object) error {
 	policy := p.req.Policy
 	switch o.spec.class {
 	case "Grant":
-		for _, role := range objects(o.fields["role"]) {
-			for _, m := range objects(o.fields["member"]) {
-				member, _ := m.fields["role"].(*object)
+		for _, role := range objects(o.get("role")) {
+			for _, m := range objects(o.get("member")) {
+				member, _ := m.get("role").(*object)
 				if member == nil {
 					return errAt(p.req.Filename, m.pos, "!member has no role")
 				}
-				admin, _ := m.fields["admin"].(bool)
+				admin, _ := m.get("admin").(bool)
 				f := Membership{Role: roleRef(role), Member: roleRef(member), AdminOption: admin, PolicyID: policy}
 				p.need(f.Role, true, role)
 				p.need(f.Member, true, member)
-				p.add(f, o.pos)
+				p.add(f)
 			}
 		}
 		return nil
 	case "Permit":
-		for _, res := range objects(o.fields["resource"]) {
-			for _, priv := range items(o.fields["privilege"]) {
-				for _, role := range objects(o.fields["role"]) {
+		for _, res := range objects(o.get("resource")) {
+			for _, priv := range items(o.get("privilege")) {
+				for _, role := range objects(o.get("role")) {
 					f := Permission{Role: roleRef(role), Privilege: scalarText(priv), Resource: resourceRef(res), PolicyID: policy}
 					if f.Privilege == "" {
 						return errAt(p.req.Filename, o.pos, "!permit has an empty privilege")
 					}
 					p.need(f.Role, true, role)
 					p.need(f.Resource, false, res)
-					p.add(f, o.pos)
+					p.add(f)
 				}
 			}
 		}
@@ -399,10 +484,10 @@ func (p *planner) declare(o *object) error {
 			return errAt(p.req.Filename, o.pos, "role '%s' has no kind: give !role a kind", name)
 		}
 		var cidrs []string
-		for _, c := range items(o.fields["restricted_to"]) {
+		for _, c := range items(o.get("restricted_to")) {
 			cidrs = append(cidrs, scalarText(c))
 		}
-		p.add(Role{ID: NewID(account, kind, name), PolicyID: policy, RestrictedTo: cidrs}, o.pos)
+		p.add(Role{ID: NewID(account, kind, name), PolicyID: policy, RestrictedTo: cidrs})
 	}
 	if !o.spec.resource {
 		return nil
@@ -412,13 +497,13 @@ func (p *planner) declare(o *object) error {
 		return errAt(p.req.Filename, o.pos, "resource '%s' has no kind: give !resource a kind", name)
 	}
 	id := NewID(account, kind, name)
-	ownerObj, _ := o.fields["owner"].(*object)
+	ownerObj, _ := o.get("owner").(*object)
 	if ownerObj == nil {
 		return errAt(p.req.Filename, o.pos, "%s has no owner", describe(o, account))
 	}
 	res := Resource{ID: id, Owner: roleRef(ownerObj), PolicyID: policy}
 	p.need(res.Owner, true, ownerObj)
-	p.add(res, o.pos)
+	p.add(res)
 
 	annotations, err := p.annotations(o)
 	if err != nil {
@@ -426,17 +511,17 @@ func (p *planner) declare(o *object) error {
 	}
 	for _, a := range annotations {
 		a.Resource, a.PolicyID = id, policy
-		p.add(a, o.pos)
+		p.add(a)
 	}
 	if o.spec.tag == "host-factory" {
-		layers := objects(o.fields["layer"])
+		layers := objects(o.get("layer"))
 		if len(layers) == 0 {
 			return errAt(p.req.Filename, o.pos, "Host factory '%s' does not include any layers", name)
 		}
 		for _, l := range layers {
 			f := Membership{Role: roleRef(l), Member: id, PolicyID: policy}
 			p.need(f.Role, true, l)
-			p.add(f, o.pos)
+			p.add(f)
 		}
 	}
 	return nil
@@ -453,7 +538,7 @@ var customAnnotations = map[string][][2]string{
 func (p *planner) annotations(o *object) ([]Annotation, error) {
 	var out []Annotation
 	names := map[string]bool{}
-	if h, ok := o.fields["annotations"].(*hashValue); ok {
+	if h, ok := o.get("annotations").(*hashValue); ok {
 		for _, k := range h.keys {
 			v := h.values[k]
 			if s, isSeq := v.(*seq); isSeq {
@@ -472,7 +557,7 @@ func (p *planner) annotations(o *object) ([]Annotation, error) {
 		}
 	}
 	for _, c := range customAnnotations[o.spec.tag] {
-		if v, ok := o.fields[c[0]]; ok && v != nil && !names[c[1]] {
+		if v := o.get(c[0]); v != nil && !names[c[1]] {
 			out = append(out, Annotation{Name: c[1], Value: scalarText(v)})
 		}
 	}
@@ -510,28 +595,24 @@ func (p *planner) checkReferences() error {
 func (p *planner) changeSet() *ChangeSet {
 	cs := &ChangeSet{Policy: p.req.Policy, Mode: p.req.Mode, Revision: p.g.rev}
 	var (
-		writes  []Fact // facts to put that did not exist (or are deleted above)
+		writes  = make([]keyed, 0, len(p.news)+len(p.news)/4) // facts to put that do not exist (or are deleted above)
 		updated []Fact
-		derived []Fact
+		derived []keyed
 	)
-	classify := func(f Fact) (written bool) {
-		if p.deleted[f.Key()] {
-			writes = append(writes, f)
-			return true
-		}
-		cur, exists := p.current(f)
+	classify := func(k keyed) (written bool) {
+		cur, exists := p.currentKeyed(k)
 		switch {
 		case !exists:
-			writes = append(writes, f)
+			writes = append(writes, k)
 			return true
-		case cur.Policy() != f.Policy():
+		case cur.Policy() != k.f.Policy():
 			// Another policy loaded it: shadowed, left alone.
-		case Equal(cur, f):
+		case Equal(cur, k.f):
 		case p.req.Mode == Append:
 			// Append changes nothing that exists.
 		default:
-			updated = append(updated, f)
-			if res, ok := f.(Resource); ok && cur.(Resource).Owner != res.Owner {
+			updated = append(updated, k.f)
+			if res, ok := k.f.(Resource); ok && cur.(Resource).Owner != res.Owner {
 				// The ownership membership moves with the owner.
 				if om, ok := p.current(Membership{Role: res.ID, Member: cur.(Resource).Owner, Ownership: true}); ok {
 					p.remove(om)
@@ -541,43 +622,50 @@ func (p *planner) changeSet() *ChangeSet {
 		}
 		return false
 	}
-	for _, f := range p.news {
-		if classify(f) {
-			if res, ok := f.(Resource); ok && p.isRole(res.ID) {
-				derived = append(derived, ownership(res))
+	for _, k := range p.news {
+		if classify(k) {
+			if res, ok := k.f.(Resource); ok && p.isRole(res.ID) {
+				om := ownership(res)
+				cur, _ := p.locate(om)
+				derived = append(derived, keyed{f: om, key: om.Key(), cur: cur})
 			}
 		}
 	}
-	for _, f := range derived {
-		classify(f)
+	for _, k := range derived {
+		classify(k)
 	}
 
 	// A key both deleted and written is one update in the transaction
 	// (etcd refuses two operations on one key in a transaction).
-	pending := make(map[string]Fact, len(writes))
-	for _, f := range writes {
-		pending[f.Key()] = f
-	}
-	for _, f := range p.dels {
-		key := f.Key()
-		if nf, ok := pending[key]; ok {
-			if !Equal(nf, f) {
-				cs.Updated = append(cs.Updated, nf)
+	var folded map[string]bool
+	if len(p.dels) > 0 {
+		pending := make(map[string]Fact, len(writes))
+		for _, k := range writes {
+			pending[k.key] = k.f
+		}
+		folded = map[string]bool{}
+		for _, f := range p.dels {
+			key := f.Key()
+			if nf, ok := pending[key]; ok {
+				if !Equal(nf, f) {
+					cs.Updated = append(cs.Updated, nf)
+				}
+				folded[key] = true
+				continue
 			}
-			delete(pending, key)
-			continue
-		}
-		cs.Deleted = append(cs.Deleted, f)
-		if r, ok := f.(Role); ok {
-			cs.DeletedRoles = append(cs.DeletedRoles, r.ID)
+			cs.Deleted = append(cs.Deleted, f)
+			if r, ok := f.(Role); ok {
+				cs.DeletedRoles = append(cs.DeletedRoles, r.ID)
+			}
 		}
 	}
-	for _, f := range writes {
-		if _, ok := pending[f.Key()]; !ok {
+	cs.Created = make([]Fact, 0, len(writes))
+	for _, k := range writes {
+		if folded[k.key] {
 			continue
 		}
-		cs.Created = append(cs.Created, f)
-		if r, ok := f.(Role); ok && (r.ID.Kind == KindUser || r.ID.Kind == KindHost) {
+		cs.Created = append(cs.Created, k.f)
+		if r, ok := k.f.(Role); ok && (r.ID.Kind == KindUser || r.ID.Kind == KindHost) {
 			cs.NewRoles = append(cs.NewRoles, r.ID)
 		}
 	}

@@ -83,6 +83,8 @@ type resolver struct {
 	opts     ResolveOptions
 	// namespace is the id of the policy whose body is being walked.
 	namespace string
+	// size is how many objects a walk visited, to size the next one.
+	size int
 }
 
 func (r *resolver) fail(o *object, format string, args ...any) *Error {
@@ -93,29 +95,85 @@ func (r *resolver) fail(o *object, format string, args ...any) *Error {
 // object: visit gets the statement, and, unless shallow is set, every record
 // it refers to; the body of each policy is walked after the policy, with
 // r.namespace set to the policy's id.
-func (r *resolver) walk(list []any, visited map[any]bool, shallow bool, visit func(*object) error) error {
-	for _, it := range flattenList(list) {
-		o := it
-		if visited[o] {
-			continue
+func (r *resolver) walk(list []any, shallow bool, visit func(*object) error) error {
+	w := &walker{
+		r: r, shallow: shallow, visit: visit,
+		objects: make(map[*object]struct{}, r.size),
+		seqs:    map[*seq]struct{}{},
+	}
+	err := w.list(list)
+	r.size = max(r.size, len(w.objects))
+	return err
+}
+
+// walker is one walk over a document.
+type walker struct {
+	r       *resolver
+	shallow bool
+	visit   func(*object) error
+	objects map[*object]struct{}
+	seqs    map[*seq]struct{}
+}
+
+func (w *walker) list(list []any) error {
+	for _, it := range list {
+		switch v := it.(type) {
+		case *object:
+			if err := w.object(v); err != nil {
+				return err
+			}
+		case *seq:
+			// A list reached again through an alias holds objects already
+			// visited.
+			if _, seen := w.seqs[v]; seen {
+				continue
+			}
+			w.seqs[v] = struct{}{}
+			if err := w.list(v.items); err != nil {
+				return err
+			}
 		}
-		visited[o] = true
-		if err := visit(o); err != nil {
+	}
+	return nil
+}
+
+func (w *walker) object(o *object) error {
+	if _, seen := w.objects[o]; seen {
+		return nil
+	}
+	w.objects[o] = struct{}{}
+	if err := w.visit(o); err != nil {
+		return err
+	}
+	if !w.shallow {
+		for _, a := range o.attrs {
+			if a.name == "body" {
+				continue
+			}
+			switch v := a.value.(type) {
+			case *object:
+				if err := w.object(v); err != nil {
+					return err
+				}
+			case *seq:
+				for _, it := range v.items {
+					if ref, ok := it.(*object); ok {
+						if err := w.object(ref); err != nil {
+							return err
+						}
+					}
+				}
+			}
+		}
+	}
+	if o.spec.tag == "policy" {
+		r := w.r
+		saved := r.namespace
+		r.namespace = o.str("id")
+		err := w.list(items(o.get("body")))
+		r.namespace = saved
+		if err != nil {
 			return err
-		}
-		if !shallow {
-			if err := r.walk(referenced(o), visited, false, visit); err != nil {
-				return err
-			}
-		}
-		if o.spec.tag == "policy" {
-			saved := r.namespace
-			r.namespace = o.str("id")
-			err := r.walk(items(o.fields["body"]), visited, shallow, visit)
-			r.namespace = saved
-			if err != nil {
-				return err
-			}
 		}
 	}
 	return nil
@@ -151,11 +209,11 @@ func flattenList(list []any) []*object {
 // except a policy's body.
 func referenced(o *object) []any {
 	var out []any
-	for _, name := range o.order {
-		if name == "body" {
+	for _, a := range o.attrs {
+		if a.name == "body" {
 			continue
 		}
-		for _, v := range items(o.fields[name]) {
+		for _, v := range items(a.value) {
 			if ref, ok := v.(*object); ok {
 				out = append(out, ref)
 			}
@@ -166,9 +224,9 @@ func referenced(o *object) []any {
 
 // accounts gives every record without an account the default account.
 func (r *resolver) accounts(stmts []any) error {
-	return r.walk(stmts, map[any]bool{}, false, func(o *object) error {
+	return r.walk(stmts, false, func(o *object) error {
 		if o.spec.hasField("account") {
-			if v, ok := o.fields["account"]; !ok || v == nil {
+			if v, ok := o.lookup("account"); !ok || v == nil {
 				o.set("account", r.opts.Account)
 			}
 		}
@@ -179,7 +237,7 @@ func (r *resolver) accounts(stmts []any) error {
 // namespaces prefixes ids with the enclosing policy's id; a blank id takes
 // the policy's id, and an id starting with '/' is left for relativePaths.
 func (r *resolver) namespaces(stmts []any) error {
-	return r.walk(stmts, map[any]bool{}, false, func(o *object) error {
+	return r.walk(stmts, false, func(o *object) error {
 		if !o.spec.hasField("id") {
 			return nil
 		}
@@ -214,24 +272,24 @@ func (r *resolver) relativePaths(stmts []any) error {
 		ref.set("id", id)
 		return nil
 	}
-	return r.walk(stmts, map[any]bool{}, false, func(o *object) error {
-		if owner, ok := o.fields["owner"].(*object); ok && o.spec.hasField("owner") {
+	return r.walk(stmts, false, func(o *object) error {
+		if owner, ok := o.get("owner").(*object); ok && o.spec.hasField("owner") {
 			if err := resolveID(owner); err != nil {
 				return err
 			}
 		}
 		switch o.spec.class {
 		case "Grant":
-			for _, m := range items(o.fields["member"]) {
+			for _, m := range items(o.get("member")) {
 				if m, ok := m.(*object); ok {
-					role, _ := m.fields["role"].(*object)
+					role, _ := m.get("role").(*object)
 					if err := resolveID(role); err != nil {
 						return err
 					}
 				}
 			}
 		case "Revoke":
-			for _, m := range items(o.fields["member"]) {
+			for _, m := range items(o.get("member")) {
 				if m, ok := m.(*object); ok {
 					if err := resolveID(m); err != nil {
 						return err
@@ -239,7 +297,7 @@ func (r *resolver) relativePaths(stmts []any) error {
 				}
 			}
 		case "Permit", "Deny":
-			for _, role := range items(o.fields["role"]) {
+			for _, role := range items(o.get("role")) {
 				if role, ok := role.(*object); ok {
 					if err := resolveID(role); err != nil {
 						return err
@@ -247,7 +305,7 @@ func (r *resolver) relativePaths(stmts []any) error {
 				}
 			}
 		}
-		if h, ok := o.fields["annotations"].(*hashValue); ok {
+		if h, ok := o.get("annotations").(*hashValue); ok {
 			for _, k := range h.keys {
 				v := scalarText(h.values[k])
 				if !slices.Contains(strings.Split(v, "/"), "..") {
@@ -288,7 +346,7 @@ func absolutePath(id string) (string, error) {
 // userNames names users by policy: user alice in policy dev/db is
 // alice@dev-db.
 func (r *resolver) userNames(stmts []any) error {
-	return r.walk(stmts, map[any]bool{}, false, func(o *object) error {
+	return r.walk(stmts, false, func(o *object) error {
 		if resourceKind(o) != KindUser || !o.spec.hasField("id") {
 			return nil
 		}
@@ -309,7 +367,7 @@ func (r *resolver) userNames(stmts []any) error {
 // passed in at the top level, the enclosing policy inside a policy body.
 func (r *resolver) owners(stmts []any) error {
 	var walk func(list []any, owner ID) error
-	visited := map[any]bool{}
+	visited := make(map[*object]bool, r.size)
 	walk = func(list []any, owner ID) error {
 		for _, o := range flattenList(list) {
 			if visited[o] {
@@ -317,13 +375,13 @@ func (r *resolver) owners(stmts []any) error {
 			}
 			visited[o] = true
 			if o.spec.hasField("owner") {
-				if v, ok := o.fields["owner"]; !ok || v == nil {
+				if v, ok := o.lookup("owner"); !ok || v == nil {
 					o.set("owner", roleObject(owner, o.pos))
 				}
 			}
 			if o.spec.tag == "policy" {
 				body := NewID(o.str("account"), KindPolicy, o.str("id"))
-				if err := walk(items(o.fields["body"]), body); err != nil {
+				if err := walk(items(o.get("body")), body); err != nil {
 					return err
 				}
 			}
@@ -347,7 +405,7 @@ func roleObject(id ID, pos Position) *object {
 // it refers to; otherwise in document order.
 func (r *resolver) flatten(stmts []any) ([]*object, error) {
 	var list []*object
-	err := r.walk(stmts, map[any]bool{}, true, func(o *object) error {
+	err := r.walk(stmts, true, func(o *object) error {
 		list = append(list, o)
 		return nil
 	})
@@ -356,8 +414,7 @@ func (r *resolver) flatten(stmts []any) ([]*object, error) {
 	}
 	for _, o := range list {
 		if o.spec.tag == "policy" {
-			delete(o.fields, "body")
-			o.order = slices.DeleteFunc(o.order, func(s string) bool { return s == "body" })
+			o.unset("body")
 		}
 	}
 	var records, statements []*object
@@ -487,11 +544,11 @@ func (r *resolver) absolute(records []*object) error {
 		var subjects []any
 		switch o.spec.class {
 		case "Grant", "Revoke":
-			subjects = items(o.fields["role"])
+			subjects = items(o.get("role"))
 		case "Permit", "Deny":
-			subjects = items(o.fields["resource"])
+			subjects = items(o.get("resource"))
 		case "Delete":
-			subjects = items(o.fields["record"])
+			subjects = items(o.get("record"))
 		default:
 			subjects = []any{o}
 		}
@@ -543,7 +600,7 @@ func roleID(o *object) (string, bool) {
 
 // automaticRoleID is the id of an !automatic-role: "account:@:kind/id/name".
 func automaticRoleID(o *object) (ID, bool) {
-	rec, ok := o.fields["record"].(*object)
+	rec, ok := o.get("record").(*object)
 	if !ok {
 		return ID{}, false
 	}
@@ -580,10 +637,10 @@ func copyValue(v any, memo map[any]any) any {
 		if c, ok := memo[v]; ok {
 			return c
 		}
-		c := &object{spec: v.spec, pos: v.pos, fields: make(map[string]any, len(v.fields)), order: slices.Clone(v.order)}
+		c := &object{spec: v.spec, pos: v.pos, attrs: make([]attr, len(v.attrs))}
 		memo[v] = c
-		for k, fv := range v.fields {
-			c.fields[k] = copyValue(fv, memo)
+		for i, a := range v.attrs {
+			c.attrs[i] = attr{a.name, copyValue(a.value, memo)}
 		}
 		return c
 	case *seq:

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"math"
 	"math/big"
 	"regexp"
@@ -22,27 +23,54 @@ import (
 type object struct {
 	spec *typeSpec
 	pos  Position
-	// fields holds attributes by their singular name. A value is a single
-	// item or a *seq, as the text gave it.
-	fields map[string]any
-	// order lists the attributes in the order they were set, which is the
-	// order Conjur's resolver visits the records they refer to.
-	order []string
+	// attrs holds attributes by their singular name, in the order they
+	// were set, which is the order Conjur's resolver visits the records
+	// they refer to. A value is a single item or a *seq, as the text gave
+	// it. Objects have a handful of attributes: a slice beats a map.
+	attrs []attr
 }
 
-func (o *object) set(name string, v any) {
-	if _, ok := o.fields[name]; !ok {
-		o.order = append(o.order, name)
-	}
-	o.fields[name] = v
+type attr struct {
+	name  string
+	value any
 }
 
 func newObject(spec *typeSpec, pos Position) *object {
-	return &object{spec: spec, pos: pos, fields: map[string]any{}}
+	return &object{spec: spec, pos: pos}
+}
+
+// lookup returns an attribute and whether it is set.
+func (o *object) lookup(name string) (any, bool) {
+	for i := range o.attrs {
+		if o.attrs[i].name == name {
+			return o.attrs[i].value, true
+		}
+	}
+	return nil, false
+}
+
+// get returns an attribute, or nil.
+func (o *object) get(name string) any {
+	v, _ := o.lookup(name)
+	return v
+}
+
+func (o *object) set(name string, v any) {
+	for i := range o.attrs {
+		if o.attrs[i].name == name {
+			o.attrs[i].value = v
+			return
+		}
+	}
+	o.attrs = append(o.attrs, attr{name, v})
+}
+
+func (o *object) unset(name string) {
+	o.attrs = slices.DeleteFunc(o.attrs, func(a attr) bool { return a.name == name })
 }
 
 func (o *object) str(name string) string {
-	s, _ := o.fields[name].(string)
+	s, _ := o.get(name).(string)
 	return s
 }
 
