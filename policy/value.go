@@ -1,10 +1,10 @@
 package policy
 
 import (
-	"slices"
 	"math"
 	"math/big"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
