@@ -30,21 +30,21 @@ type clusterMeta struct {
 // account than the one it was created for.
 var ErrAccountMismatch = errors.New("server: data dir belongs to another account")
 
-// Bootstrapper creates the first credentials of a new cluster. The authn
-// package provides the real one; it returns the etcd operations that store
-// the credential (only ever a hash of the secret) and the secret itself,
-// which is shown once, through the admin.key file.
+// Bootstrapper creates the first credential of a new cluster: it stores the
+// admin's API key (only ever as a hash) and returns the key itself, which is
+// shown once, through the admin.key file. Calling it again replaces the key.
 type Bootstrapper interface {
-	AdminCredential(account string) (secret []byte, ops []clientv3.Op, err error)
+	AdminCredential(ctx context.Context, account string) (secret []byte, err error)
 }
 
 // loadOrBootstrap returns the cluster identity, creating it on first start.
 //
-// On first start the admin credential is written to adminKeyPath before the
-// identity is committed: if the commit fails the file is removed, and if the
-// process dies in between, the next start finds no identity and bootstraps
-// again, overwriting the orphaned file. A committed cluster is therefore
-// never without its admin.key, and a started cluster never rewrites it.
+// On first start the admin credential is stored and written to adminKeyPath
+// before the identity is committed: if the commit fails the file is removed,
+// and if the process dies in between, the next start finds no identity and
+// bootstraps again, replacing both the stored key and the file. A committed
+// cluster is therefore never without its admin.key, and a started cluster
+// never rewrites it.
 func loadOrBootstrap(ctx context.Context, cli *clientv3.Client, c Config, b Bootstrapper, adminKeyPath string) (clusterMeta, bool, error) {
 	resp, err := cli.Get(ctx, keyClusterMeta)
 	if err != nil {
@@ -70,7 +70,7 @@ func loadOrBootstrap(ctx context.Context, cli *clientv3.Client, c Config, b Boot
 	if err != nil {
 		return clusterMeta{}, false, err
 	}
-	secret, ops, err := b.AdminCredential(c.Account)
+	secret, err := b.AdminCredential(ctx, c.Account)
 	if err != nil {
 		return clusterMeta{}, false, fmt.Errorf("server: create admin credential: %w", err)
 	}
@@ -79,7 +79,7 @@ func loadOrBootstrap(ctx context.Context, cli *clientv3.Client, c Config, b Boot
 	}
 	txn, err := cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(keyClusterMeta), "=", 0)).
-		Then(append(ops, clientv3.OpPut(keyClusterMeta, string(raw)))...).
+		Then(clientv3.OpPut(keyClusterMeta, string(raw))).
 		Commit()
 	if err != nil || !txn.Succeeded {
 		os.Remove(adminKeyPath)

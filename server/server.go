@@ -2,15 +2,13 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,14 +32,10 @@ var ErrPortInUse = errors.New("server: address already in use")
 // Option changes optional behaviour of a Server.
 type Option func(*Server)
 
-// WithBootstrapper replaces how the first admin credential is created.
-func WithBootstrapper(b Bootstrapper) Option { return func(s *Server) { s.boot = b } }
-
 // Server is one sower node. Create it with New, run it with Run.
 type Server struct {
-	c    Config
-	lg   *slog.Logger
-	boot Bootstrapper
+	c  Config
+	lg *slog.Logger
 
 	ready     chan struct{}
 	mu        sync.Mutex
@@ -62,7 +56,7 @@ func New(c Config, opts ...Option) (*Server, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{c: c, lg: c.Logger, boot: apiKeyBootstrapper{}, ready: make(chan struct{})}
+	s := &Server{c: c, lg: c.Logger, ready: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
@@ -113,6 +107,14 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer httpLis.Close()
 
+	// The data key is created with the cluster and never after: a node
+	// with etcd data but no key could not open a single secret.
+	_, statErr := os.Stat(dd.join("etcd"))
+	dataKey, err := openDataKey(dd.join("data.key"), os.IsNotExist(statErr))
+	if err != nil {
+		return err
+	}
+
 	etcd, err := cluster.StartEtcd(ctx, cluster.EtcdConfig{
 		Name:       s.c.Name,
 		Dir:        dd.join("etcd"),
@@ -131,7 +133,11 @@ func (s *Server) Run(ctx context.Context) error {
 		s.lg.Info("sower node stopped", "name", s.c.Name)
 	}()
 
-	meta, created, err := loadOrBootstrap(ctx, etcd.Client(), s.c, s.boot, dd.join("admin.key"))
+	an, err := openAuthn(ctx, etcd.Client(), dataKey)
+	if err != nil {
+		return err
+	}
+	meta, created, err := loadOrBootstrap(ctx, etcd.Client(), s.c, adminBootstrapper{an.keys}, dd.join("admin.key"))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -147,15 +153,16 @@ func (s *Server) Run(ctx context.Context) error {
 
 	n := &node{etcd: etcd}
 	m := newMetrics(etcd.Info)
+	auth := &authenticator{tokens: an.tokens, account: s.c.Account, lg: s.lg}
 	gs := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(recoverUnary(s.lg), m.unary),
-		grpc.ChainStreamInterceptor(recoverStream(s.lg), m.stream),
+		grpc.ChainUnaryInterceptor(recoverUnary(s.lg), m.unary, auth.unary),
+		grpc.ChainStreamInterceptor(recoverStream(s.lg), m.stream, auth.stream),
 	)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd})
+	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an})
 	if err != nil {
 		return err
 	}
@@ -277,31 +284,14 @@ func (n *node) Info() cluster.Info          { return n.etcd.Info() }
 func (n *node) MemberName(id uint64) string { return n.etcd.MemberName(id) }
 func (n *node) Role() cluster.Role          { return cluster.RoleOf(n.etcd.Info()) }
 
-// apiKeyBootstrapper makes the admin's first API key: 256 random bits in
-// lower-case base32, stored in etcd only as its SHA-256.
-type apiKeyBootstrapper struct{}
-
-func (apiKeyBootstrapper) AdminCredential(account string) ([]byte, []clientv3.Op, error) {
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return nil, nil, err
-	}
-	key := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
-	sum := sha256.Sum256([]byte(key))
-	return []byte(key), []clientv3.Op{
-		clientv3.OpPut("/sower/authn/"+account+"/apikey/"+account+":user:admin", fmt.Sprintf("sha256:%x", sum)),
-	}, nil
-}
-
 // newGatewayMux returns the REST mux. The gateway forwards the
-// Authorization header to gRPC as metadata, which is where authentication
-// happens.
+// Authorization header to gRPC as "authorization" metadata by itself, and
+// that is where authentication happens.
 func newGatewayMux() *runtime.ServeMux {
 	return runtime.NewServeMux(
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
-			switch strings.ToLower(h) {
-			case "authorization", "x-request-id":
-				return strings.ToLower(h), true
+			if strings.EqualFold(h, "x-request-id") {
+				return "x-request-id", true
 			}
 			return runtime.DefaultHeaderMatcher(h)
 		}),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +28,8 @@ func TestMain(m *testing.M) {
 		// the gateway's test client outlive individual tests by design.
 		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		// glog (linked in through smallstep) starts its flush daemon in init.
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
 	)
 }
 
@@ -35,7 +38,7 @@ func testConfig(t *testing.T, dir string) Config {
 	return Config{
 		Name: "leader-1", Account: "acme", DataDir: dir,
 		GRPCAddr: a[0], HTTPAddr: a[1], EtcdClientAddr: a[2], EtcdPeerAddr: a[3],
-		Version: "test",
+		Version: "test", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
 	}
 }
 

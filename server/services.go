@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sowerproject/sower/cluster"
+	authnapi "github.com/sowerproject/sower/server/api/authn"
 	"github.com/sowerproject/sower/server/api/status"
 )
 
@@ -20,9 +21,10 @@ type apiService interface {
 
 // serviceDeps is what services are built from.
 type serviceDeps struct {
-	node *node
-	meta clusterMeta
-	etcd *cluster.Etcd
+	node  *node
+	meta  clusterMeta
+	etcd  *cluster.Etcd
+	authn *authnParts
 }
 
 // services builds every API service of the node. A new service is one more
@@ -32,5 +34,11 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []apiService{st}, nil
+	au, err := authnapi.New(authnapi.Config{
+		Account: s.c.Account, Keys: d.authn.keys, Tokens: d.authn.tokens, Limiter: d.authn.limiter, Logger: s.lg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return []apiService{st, au}, nil
 }

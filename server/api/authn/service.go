@@ -1,0 +1,223 @@
+// Package authn implements sower.v1.AuthnService: API key login, access
+// tokens, API key rotation and whoami. It adapts the authn domain packages
+// to the API and turns their errors into gRPC status codes (see toStatus):
+// a refused credential is always the same Unauthenticated answer, while the
+// log says which check failed.
+package authn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sowerproject/sower/authn"
+	"github.com/sowerproject/sower/authn/apikey"
+	"github.com/sowerproject/sower/authn/token"
+	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
+	"github.com/sowerproject/sower/server/api/rpcctx"
+)
+
+// Authorizer answers permission questions; the policy engine implements it.
+type Authorizer interface {
+	Allowed(ctx context.Context, roleID, privilege, resourceID string) (bool, error)
+}
+
+// Config holds the service's dependencies.
+type Config struct {
+	Account string
+	Keys    *apikey.Manager
+	Tokens  *token.Service
+	Limiter *authn.Limiter
+	// Authorizer decides whether a caller may rotate another role's key
+	// (`update` on it). Nil allows only rotating one's own key.
+	Authorizer Authorizer
+	Logger     *slog.Logger
+}
+
+// Service implements sowerv1.AuthnServiceServer.
+type Service struct {
+	sowerv1.UnsafeAuthnServiceServer
+	c Config
+}
+
+// New checks the dependencies and returns the service.
+func New(c Config) (*Service, error) {
+	switch {
+	case c.Account == "":
+		return nil, errors.New("authn: Account is required")
+	case c.Keys == nil:
+		return nil, errors.New("authn: Keys is required")
+	case c.Tokens == nil:
+		return nil, errors.New("authn: Tokens is required")
+	case c.Limiter == nil:
+		return nil, errors.New("authn: Limiter is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{c: c}, nil
+}
+
+// Register adds the service to a gRPC server.
+func (s *Service) Register(g grpc.ServiceRegistrar) { sowerv1.RegisterAuthnServiceServer(g, s) }
+
+// RegisterGateway maps the /v1 REST paths.
+func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+	return sowerv1.RegisterAuthnServiceHandler(ctx, mux, conn)
+}
+
+// errUnauthenticated is the one answer to every refused credential.
+var errUnauthenticated = status.Error(codes.Unauthenticated, "authentication failed")
+
+// checkSecret verifies login and secret with the failed-login limiter in
+// front, so repeated failures for one identity slow down that identity only.
+func (s *Service) checkSecret(ctx context.Context, account, login, secret string, allowPassword bool) (authn.Identity, apikey.Method, error) {
+	if account != s.c.Account {
+		s.refused(ctx, login, authn.Refuse(authn.ReasonUnknownIdentity, "account %q is not this cluster's account", account))
+		return authn.Identity{}, "", errUnauthenticated
+	}
+	id, err := authn.ParseLogin(account, login)
+	if err != nil {
+		s.refused(ctx, login, authn.Refuse(authn.ReasonMalformed, "%v", err))
+		return authn.Identity{}, "", errUnauthenticated
+	}
+	limitKey := id.RoleID()
+	if wait, ok := s.c.Limiter.Allow(limitKey); !ok {
+		s.refused(ctx, login, authn.Refuse(authn.ReasonRateLimited, "too many failed attempts; next allowed in %s", wait.Round(time.Millisecond)))
+		return authn.Identity{}, "", status.Errorf(codes.ResourceExhausted, "too many failed logins for this identity; try again in %s", wait.Round(time.Second)+time.Second)
+	}
+	var method apikey.Method = apikey.MethodAPIKey
+	if allowPassword {
+		method, err = s.c.Keys.Login(ctx, id.RoleID(), secret)
+	} else {
+		err = s.c.Keys.Verify(ctx, id.RoleID(), secret)
+	}
+	if err != nil {
+		if !errors.Is(err, authn.ErrUnauthenticated) {
+			s.c.Logger.Error("check credential", "login", login, "err", err)
+			return authn.Identity{}, "", status.Error(codes.Unavailable, "cannot check credentials right now; try again")
+		}
+		s.c.Limiter.Fail(limitKey)
+		s.refused(ctx, login, err)
+		return authn.Identity{}, "", errUnauthenticated
+	}
+	s.c.Limiter.Succeed(limitKey)
+	return id, method, nil
+}
+
+func (s *Service) refused(ctx context.Context, login string, err error) {
+	reason, detail := authn.ReasonOf(err)
+	s.c.Logger.Info("authentication refused", "authenticator", "authn", "login", login, "reason", reason, "detail", detail, "peer", rpcctx.PeerAddr(ctx))
+}
+
+// Login checks an API key (or password) and returns the API key.
+func (s *Service) Login(ctx context.Context, req *sowerv1.LoginRequest) (*sowerv1.LoginResponse, error) {
+	_, method, err := s.checkSecret(ctx, req.GetAccount(), req.GetLogin(), req.GetSecret(), true)
+	if err != nil {
+		return nil, err
+	}
+	if method != apikey.MethodAPIKey {
+		return nil, status.Error(codes.FailedPrecondition, "sower keeps API keys only as hashes, so a password login cannot return the current key; rotate it with PUT /authn/{account}/api_key using the same basic-auth credentials")
+	}
+	s.c.Logger.Info("login", "login", req.GetLogin(), "peer", rpcctx.PeerAddr(ctx))
+	return &sowerv1.LoginResponse{ApiKey: req.GetSecret()}, nil
+}
+
+// Authenticate exchanges an API key for an access token.
+func (s *Service) Authenticate(ctx context.Context, req *sowerv1.AuthenticateRequest) (*sowerv1.AuthenticateResponse, error) {
+	id, _, err := s.checkSecret(ctx, req.GetAccount(), req.GetLogin(), strings.TrimSpace(req.GetApiKey()), false)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := s.c.Tokens.Issue(id.Login())
+	if err != nil {
+		s.c.Logger.Error("issue access token", "login", id.Login(), "err", err)
+		return nil, status.Error(codes.Unavailable, "cannot issue access tokens right now; try again")
+	}
+	s.c.Logger.Info("authenticated", "authenticator", "authn", "login", id.Login(), "peer", rpcctx.PeerAddr(ctx))
+	return &sowerv1.AuthenticateResponse{Token: tok.JSON, ExpiresAt: tok.Claims.Expires.Unix()}, nil
+}
+
+// RotateAPIKey gives a role a new API key.
+func (s *Service) RotateAPIKey(ctx context.Context, req *sowerv1.RotateAPIKeyRequest) (*sowerv1.RotateAPIKeyResponse, error) {
+	caller, ok := authn.FromContext(ctx)
+	if !ok {
+		return nil, errUnauthenticated
+	}
+	target := caller.RoleID()
+	if r := req.GetRole(); r != "" {
+		full, err := qualifyRole(s.c.Account, r)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		target = full
+	}
+	if target != caller.RoleID() {
+		if s.c.Authorizer == nil {
+			return nil, status.Error(codes.PermissionDenied, "you may rotate only your own API key")
+		}
+		ok, err := s.c.Authorizer.Allowed(ctx, caller.RoleID(), "update", target)
+		if err != nil {
+			return nil, status.Error(codes.Unavailable, "cannot check permissions right now; try again")
+		}
+		if !ok {
+			return nil, status.Errorf(codes.PermissionDenied, "rotating the API key of %s needs update on it", target)
+		}
+	}
+	if err := s.c.Keys.Verify(ctx, target, ""); authn.IsReason(err, authn.ReasonUnknownIdentity) {
+		return nil, status.Errorf(codes.NotFound, "%s has no credential to rotate", target)
+	}
+	key, err := s.c.Keys.Rotate(ctx, target)
+	if err != nil {
+		s.c.Logger.Error("rotate API key", "role", target, "err", err)
+		return nil, status.Error(codes.Unavailable, "cannot rotate the API key right now; try again")
+	}
+	s.c.Logger.Info("API key rotated", "role", target, "by", caller.RoleID())
+	return &sowerv1.RotateAPIKeyResponse{ApiKey: key}, nil
+}
+
+// WhoAmI describes the caller.
+func (s *Service) WhoAmI(ctx context.Context, _ *sowerv1.WhoAmIRequest) (*sowerv1.WhoAmIResponse, error) {
+	caller, ok := authn.FromContext(ctx)
+	if !ok {
+		return nil, errUnauthenticated
+	}
+	return &sowerv1.WhoAmIResponse{
+		Account:       caller.Account,
+		Username:      caller.Login(),
+		RoleId:        caller.RoleID(),
+		TokenIssuedAt: caller.IssuedAt.UTC().Format(time.RFC3339),
+		ClientIp:      rpcctx.PeerAddr(ctx),
+	}, nil
+}
+
+// qualifyRole turns "kind:id" or "account:kind:id" into "account:kind:id"
+// of this account.
+func qualifyRole(account, r string) (string, error) {
+	parts := strings.SplitN(r, ":", 3)
+	switch len(parts) {
+	case 2:
+		parts = []string{account, parts[0], parts[1]}
+	case 3:
+		if parts[0] != account {
+			return "", fmt.Errorf("role %q is not in account %q", r, account)
+		}
+	default:
+		return "", fmt.Errorf("role %q: write kind:id or account:kind:id, for example host:myapp", r)
+	}
+	if parts[1] != "user" && parts[1] != "host" {
+		return "", fmt.Errorf("role %q: only users and hosts have API keys", r)
+	}
+	if parts[2] == "" {
+		return "", fmt.Errorf("role %q has an empty id", r)
+	}
+	return strings.Join(parts, ":"), nil
+}

@@ -1,0 +1,184 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/sowerproject/sower/authn"
+	"github.com/sowerproject/sower/authn/apikey"
+	"github.com/sowerproject/sower/authn/token"
+	"github.com/sowerproject/sower/pki"
+	"github.com/sowerproject/sower/server/api/rpcctx"
+	"github.com/sowerproject/sower/server/etcdstore"
+)
+
+// openDataKey loads the data key ring from <data-dir>/data.key, creating it
+// (0600) when create is set (a node without etcd data yet). The key never
+// leaves the data dir: every secret in etcd is sealed under it.
+func openDataKey(path string, create bool) (*pki.Keyring, error) {
+	kr, err := pki.LoadKeyring(path)
+	if err == nil {
+		return kr, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("server: data key %s: %w", path, err)
+	}
+	if !create {
+		return nil, fmt.Errorf("server: data key %s is missing but the data dir holds etcd data sealed under it; restore the file from backup", path)
+	}
+	kr, err = pki.GenerateKeyring()
+	if err != nil {
+		return nil, fmt.Errorf("server: generate data key: %w", err)
+	}
+	if err := kr.CreateFile(path); err != nil {
+		return nil, fmt.Errorf("server: write data key %s: %w", path, err)
+	}
+	return kr, nil
+}
+
+// authnParts are a node's authentication engines.
+type authnParts struct {
+	keys    *apikey.Manager
+	tokens  *token.Service
+	limiter *authn.Limiter
+}
+
+// openAuthn loads (or, on a new cluster, creates) the API-key pepper and the
+// token signing key ring.
+func openAuthn(ctx context.Context, cli *clientv3.Client, sealer authn.Sealer) (*authnParts, error) {
+	pepper, err := loadOrCreatePepper(ctx, cli, sealer)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := apikey.New(apikey.Config{Store: etcdstore.NewCredentials(cli), Pepper: pepper})
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := token.New(token.Config{Keys: etcdstore.NewSigningKeys(cli), Sealer: sealer})
+	if err != nil {
+		return nil, err
+	}
+	if err := tokens.EnsureKey(ctx); err != nil {
+		return nil, fmt.Errorf("server: token signing key: %w", err)
+	}
+	return &authnParts{keys: keys, tokens: tokens, limiter: authn.NewLimiter(authn.LimiterConfig{})}, nil
+}
+
+func loadOrCreatePepper(ctx context.Context, cli *clientv3.Client, sealer authn.Sealer) ([]byte, error) {
+	resp, err := cli.Get(ctx, etcdstore.PepperKey)
+	if err != nil {
+		return nil, fmt.Errorf("server: read API-key pepper: %w", err)
+	}
+	if len(resp.Kvs) == 1 {
+		p, err := apikey.OpenPepper(sealer, resp.Kvs[0].Value)
+		if err != nil {
+			return nil, fmt.Errorf("server: open API-key pepper (is data.key the one this cluster was created with?): %w", err)
+		}
+		return p, nil
+	}
+	p, err := apikey.NewPepper(nil)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := apikey.SealPepper(sealer, p)
+	if err != nil {
+		return nil, err
+	}
+	txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(etcdstore.PepperKey), "=", 0)).
+		Then(clientv3.OpPut(etcdstore.PepperKey, string(sealed))).
+		Else(clientv3.OpGet(etcdstore.PepperKey)).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("server: store API-key pepper: %w", err)
+	}
+	if !txn.Succeeded {
+		return apikey.OpenPepper(sealer, txn.Responses[0].GetResponseRange().Kvs[0].Value)
+	}
+	return p, nil
+}
+
+// adminBootstrapper gives the account's admin user its first API key.
+type adminBootstrapper struct{ keys *apikey.Manager }
+
+func (b adminBootstrapper) AdminCredential(ctx context.Context, account string) ([]byte, error) {
+	key, err := b.keys.Rotate(ctx, account+":user:admin")
+	return []byte(key), err
+}
+
+// publicMethods need no access token: what a caller uses before it has one.
+var publicMethods = map[string]bool{
+	"/grpc.health.v1.Health/Check":                                   true,
+	"/grpc.health.v1.Health/Watch":                                   true,
+	"/grpc.health.v1.Health/List":                                    true,
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      true,
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": true,
+	"/sower.v1.StatusService/GetStatus":                              true,
+	"/sower.v1.AuthnService/Login":                                   true,
+	"/sower.v1.AuthnService/Authenticate":                            true,
+}
+
+// authenticator is the gRPC interceptor that turns the "authorization"
+// metadata into the caller's authn.Identity. It is the only place access
+// tokens are checked; REST calls reach it through the gateway.
+type authenticator struct {
+	tokens  *token.Service
+	account string
+	lg      *slog.Logger
+}
+
+func (a *authenticator) authenticate(ctx context.Context, method string) (context.Context, error) {
+	if publicMethods[method] {
+		return ctx, nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	raw, err := token.FromMetadata(md)
+	if err == nil {
+		var claims token.Claims
+		if claims, err = a.tokens.Verify(ctx, raw); err == nil {
+			id, perr := authn.ParseLogin(a.account, claims.Subject)
+			if perr == nil {
+				id.IssuedAt = claims.IssuedAt
+				return authn.NewContext(ctx, id), nil
+			}
+			err = authn.Refuse(authn.ReasonUnknownIdentity, "token subject %q is not a login", claims.Subject)
+		}
+	}
+	reason, detail := authn.ReasonOf(err)
+	a.lg.Info("access token refused", "method", method, "reason", reason, "detail", detail, "peer", rpcctx.PeerAddr(ctx))
+	if errors.Is(err, authn.ErrUnauthenticated) {
+		return nil, status.Error(codes.Unauthenticated, "authentication required: send a valid access token as `Authorization: Token token=\"<base64>\"`")
+	}
+	a.lg.Error("verify access token", "err", err)
+	return nil, status.Error(codes.Unavailable, "cannot verify access tokens right now; try again")
+}
+
+func (a *authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	ctx, err := a.authenticate(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (a *authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	ctx, err := a.authenticate(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	return h(srv, &identityStream{ServerStream: ss, ctx: ctx})
+}
+
+type identityStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *identityStream) Context() context.Context { return s.ctx }
