@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	sowerproto "github.com/sowerproject/sower/proto"
+	"github.com/sowerproject/sower/server/conjur"
 )
 
 // httpHandler serves the REST gateway and the node's plain endpoints:
@@ -19,8 +20,9 @@ import (
 //	/metrics       Prometheus metrics
 //	/openapi.json  the OpenAPI document of the /v1 API
 //
-// Everything else goes to the gateway.
-func (s *Server) httpHandler(gw *runtime.ServeMux, n *node, m *metrics) http.Handler {
+// Conjur's own paths (/authn/..., /whoami, ...) go to the Conjur adapter,
+// everything else to the /v1 gateway.
+func (s *Server) httpHandler(gw *runtime.ServeMux, cj *conjur.Handler, n *node, m *metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -37,6 +39,7 @@ func (s *Server) httpHandler(gw *runtime.ServeMux, n *node, m *metrics) http.Han
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(sowerproto.OpenAPI)
 	})
+	cj.Register(mux)
 	mux.Handle("/", gw)
 	return mux
 }

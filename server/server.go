@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/sowerproject/sower/cluster"
+	"github.com/sowerproject/sower/server/conjur"
 )
 
 // ErrPortInUse is returned when a listen address is taken.
@@ -183,8 +184,12 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("server: register gateway: %w", err)
 		}
 	}
+	cj, err := conjur.New(conn)
+	if err != nil {
+		return err
+	}
 	hsrv := &http.Server{
-		Handler:           s.httpHandler(gw, n, m),
+		Handler:           s.httpHandler(gw, cj, n, m),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.lg.Handler(), slog.LevelWarn),
 	}

@@ -1,0 +1,83 @@
+package conjur
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// errorBody is Conjur's error JSON: {"error":{"code":...,"message":...}}.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Target  string `json:"target,omitempty"`
+	Details any    `json:"details,omitempty"`
+}
+
+// httpStatus maps a gRPC code to the status Conjur answers with, and the
+// error code Conjur puts in its JSON for it.
+var httpStatus = map[codes.Code]struct {
+	status int
+	code   string
+}{
+	codes.InvalidArgument:    {http.StatusUnprocessableEntity, "unprocessable_entity"},
+	codes.FailedPrecondition: {http.StatusUnprocessableEntity, "unprocessable_entity"},
+	codes.OutOfRange:         {http.StatusUnprocessableEntity, "unprocessable_entity"},
+	codes.Unauthenticated:    {http.StatusUnauthorized, "unauthorized"},
+	codes.PermissionDenied:   {http.StatusForbidden, "forbidden"},
+	codes.NotFound:           {http.StatusNotFound, "not_found"},
+	codes.AlreadyExists:      {http.StatusConflict, "conflict"},
+	codes.Aborted:            {http.StatusConflict, "conflict"},
+	codes.ResourceExhausted:  {http.StatusTooManyRequests, "too_many_requests"},
+	codes.Unavailable:        {http.StatusServiceUnavailable, "service_unavailable"},
+	codes.DeadlineExceeded:   {http.StatusGatewayTimeout, "gateway_timeout"},
+	codes.Unimplemented:      {http.StatusNotImplemented, "not_implemented"},
+}
+
+// writeError answers with Conjur's status and error JSON for err. A service
+// may name Conjur's error code itself (for example "policy_invalid") in an
+// errdetails.ErrorInfo reason. Conjur answers 401 with an empty body; so do
+// we. An error that is not a gRPC status is an internal error whose detail
+// stays in the server log.
+func writeError(w http.ResponseWriter, err error) {
+	st, _ := status.FromError(err)
+	m, ok := httpStatus[st.Code()]
+	if !ok {
+		m.status, m.code = http.StatusInternalServerError, "internal_error"
+	}
+	if m.status == http.StatusUnauthorized {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	body := errorBody{Error: errorDetail{Code: m.code, Message: st.Message()}}
+	if m.status == http.StatusInternalServerError {
+		body.Error.Message = "internal error; the server log has the details"
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			if info.Reason != "" {
+				body.Error.Code = info.Reason
+			}
+			body.Error.Target = info.Metadata["target"]
+		}
+	}
+	writeJSON(w, m.status, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// badRequest answers a request that cannot be decoded, in Conjur's form.
+func badRequest(w http.ResponseWriter, msg string) {
+	writeJSON(w, http.StatusBadRequest, errorBody{Error: errorDetail{Code: "bad_request", Message: msg}})
+}

@@ -1,0 +1,62 @@
+package conjur
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
+)
+
+// maxBody bounds request bodies that are read whole (API keys, forms).
+// Policy bodies have their own, larger limit.
+const maxBody = 1 << 20
+
+// Handler serves Conjur's REST API by calling the node's gRPC services.
+type Handler struct {
+	authn sowerv1.AuthnServiceClient
+}
+
+// New returns a Handler calling through conn.
+func New(conn grpc.ClientConnInterface) (*Handler, error) {
+	if conn == nil {
+		return nil, errors.New("conjur: gRPC connection is required")
+	}
+	return &Handler{authn: sowerv1.NewAuthnServiceClient(conn)}, nil
+}
+
+// Register mounts Conjur's routes on mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /authn/{account}/login", h.login)
+	mux.HandleFunc("POST /authn/{account}/{login}/authenticate", h.authenticate)
+	mux.HandleFunc("PUT /authn/{account}/api_key", h.rotateAPIKey)
+	mux.HandleFunc("GET /whoami", h.whoami)
+}
+
+// outgoing carries the caller's Authorization header and address to gRPC,
+// as the /v1 gateway does.
+func outgoing(r *http.Request) context.Context {
+	md := metadata.MD{}
+	if a := r.Header.Get("Authorization"); a != "" {
+		md.Set("authorization", a)
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		md.Set("x-forwarded-for", host)
+	}
+	return metadata.NewOutgoingContext(r.Context(), md)
+}
+
+// readBody reads a small body whole, refusing one over maxBody.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		badRequest(w, "request body is unreadable or larger than 1 MiB")
+		return nil, false
+	}
+	return b, true
+}
