@@ -688,3 +688,48 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// A reader that fails (a dropped connection) is reported as a read error,
+// not blamed on the seed.
+func TestReadErrorIsNotABadSeed(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t, keyP256, shapeLeaf)
+	id := newIdentity(t)
+	plain := buildPlain(t, p, testMetadata(p.pin, time.Now()), followerFiles(p))
+	sealed := seal(t, id.Recipient(), plain)
+	errReset := errors.New("connection reset by peer")
+	tests := map[string]struct {
+		open func(r io.Reader) error
+		data []byte
+	}{
+		"plain": {
+			open: func(r io.Reader) error { _, err := archive.OpenPlain(r, p.pin); return err },
+			data: plain,
+		},
+		"sealed": {
+			open: func(r io.Reader) error { _, err := archive.Open(r, p.pin, id); return err },
+			data: sealed,
+		},
+		"sealed, in the header": {
+			open: func(r io.Reader) error { _, err := archive.Open(r, p.pin, id); return err },
+			data: sealed[:40],
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := io.MultiReader(bytes.NewReader(tc.data[:len(tc.data)/2]), iotestErr{errReset})
+			err := tc.open(r)
+			if !errors.Is(err, errReset) || isSentinel(err) {
+				t.Fatalf("got %v, want the reader's error and no seed error", err)
+			}
+			if !strings.HasPrefix(err.Error(), "seed/archive: read seed: ") {
+				t.Errorf("error %q does not say the read failed", err)
+			}
+		})
+	}
+}
+
+type iotestErr struct{ err error }
+
+func (e iotestErr) Read([]byte) (int, error) { return 0, e.err }

@@ -43,7 +43,7 @@ func ParseRecipient(s string) (*age.X25519Recipient, error) {
 // age into w, so the seed is never in the clear outside this process. It
 // returns the manifest it signed.
 func (b *Builder) Seal(w io.Writer, recipient age.Recipient, md Metadata, files []File) (Manifest, error) {
-	if recipient == nil {
+	if x, ok := recipient.(*age.X25519Recipient); recipient == nil || ok && x == nil {
 		return Manifest{}, ErrNoRecipient
 	}
 	m, manifest, sig, err := b.prepare(md, files)

@@ -135,7 +135,7 @@ func Open(r io.Reader, pin pki.Pin, identity age.Identity, opts ...Option) (*See
 	if pin == (pki.Pin{}) {
 		return nil, ErrNoPin
 	}
-	if identity == nil {
+	if x, ok := identity.(*age.X25519Identity); identity == nil || ok && x == nil {
 		return nil, ErrNoIdentity
 	}
 	o := newOptions(opts)
@@ -150,17 +150,20 @@ func Open(r io.Reader, pin pki.Pin, identity age.Identity, opts ...Option) (*See
 		case len(head) < len(intro) && strings.HasPrefix(intro, string(head)) && errors.Is(err, io.EOF):
 			return nil, fmt.Errorf("%w: in the age header", ErrTruncated)
 		case err != nil && !errors.Is(err, io.EOF):
-			return nil, fmt.Errorf("seed/archive: read seed: %w", err)
+			return nil, err
 		}
 		return nil, ErrNotSealed
 	}
 	plain, err := age.Decrypt(br, identity)
 	if err != nil {
 		var noMatch *age.NoIdentityMatchError
+		var re *readError
 		switch {
+		case errors.As(err, &re):
+			return nil, re
 		case errors.As(err, &noMatch):
 			return nil, ErrWrongIdentity
-		case errors.Is(err, ErrTooLarge):
+		case passThrough(err):
 			return nil, err
 		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 			return nil, fmt.Errorf("%w: in the age header", ErrTruncated)
@@ -202,7 +205,23 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil && err != io.EOF {
+		err = &readError{err}
+	}
 	return n, err
+}
+
+// readError is a failure of the reader the seed comes from (a network
+// error, say): it is reported as such, not as a fault of the seed.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return "seed/archive: read seed: " + e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
+
+// passThrough reports whether err already says what went wrong.
+func passThrough(err error) bool {
+	var re *readError
+	return errors.As(err, &re) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrTruncated) || errors.Is(err, ErrCorrupt)
 }
 
 // sealedReader turns age's stream errors into this package's errors.
@@ -211,7 +230,7 @@ type sealedReader struct{ r io.Reader }
 func (s *sealedReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	switch {
-	case err == nil, err == io.EOF, errors.Is(err, ErrTooLarge):
+	case err == nil, err == io.EOF, passThrough(err):
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		err = fmt.Errorf("%w: the encrypted stream stops mid-chunk", ErrTruncated)
 	default:
@@ -332,7 +351,7 @@ func read(r io.Reader, pin pki.Pin, o options) (*Seed, error) {
 // writers add may follow. Through age this also checks the final chunk, so
 // a sealed stream cut after the tar is still caught.
 func drain(r io.Reader) error {
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, 4<<10)
 	for {
 		n, err := r.Read(buf)
 		for _, b := range buf[:n] {
@@ -344,10 +363,7 @@ func drain(r io.Reader) error {
 			return nil
 		}
 		if err != nil {
-			if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrTruncated) || errors.Is(err, ErrCorrupt) {
-				return err
-			}
-			return fmt.Errorf("seed/archive: read seed: %w", err)
+			return tarError(err, -1)
 		}
 	}
 }
@@ -421,7 +437,7 @@ func readEntry(tr *tar.Reader, hdr *tar.Header, max int64) ([]byte, error) {
 
 func tarError(err error, n int) error {
 	switch {
-	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrTruncated), errors.Is(err, ErrCorrupt):
+	case passThrough(err):
 		return err
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%w: %v", ErrTruncated, err)
