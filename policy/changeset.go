@@ -35,9 +35,13 @@ func (m Mode) String() string {
 // Plan returns it without applying anything, so a dry run is a Plan whose
 // ChangeSet is only reported.
 type ChangeSet struct {
-	// Policy is the policy the text was loaded into.
+	// Policy is the policy the text was loaded into (the first load's, for
+	// PlanAll).
 	Policy ID
 	Mode   Mode
+	// Policies lists every policy loaded, in load order: the caller gives
+	// each a new version.
+	Policies []ID
 	// Created are facts that did not exist.
 	Created []Fact
 	// Updated are facts whose key exists, with their new values.

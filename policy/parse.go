@@ -165,6 +165,7 @@ func (p *parser) scalar(ev yamlevent.Event, def *typeSpec) (any, error) {
 			return nil, p.fail("No such attribute 'id' on type %s", t.class)
 		}
 		o := newObject(t, position(ev))
+		o.file = p.filename
 		o.set("id", ev.Value)
 		return o, nil
 	}
@@ -253,7 +254,9 @@ func (p *parser) mapping(start yamlevent.Event, t *typeSpec) (any, error) {
 	if t.hash {
 		rec = &hashValue{}
 	} else {
-		rec = newObject(t, position(start))
+		o := newObject(t, position(start))
+		o.file = p.filename
+		rec = o
 	}
 	for {
 		ev, err := p.next()
@@ -446,6 +449,7 @@ func (p *parser) coerce(f *fieldSpec, v any) (any, error) {
 			}
 			if o.spec.role {
 				m := newObject(statementTypes["member"], o.pos)
+				m.file = o.file
 				m.set("role", o)
 				return m, nil
 			}

@@ -22,6 +22,16 @@ type LoadRequest struct {
 	// Filename names the text in errors; it may be empty.
 	Filename string
 	Text     []byte
+	// Files, when set, replaces Text: the files' statements are loaded as
+	// one text (each file parsed on its own, so anchors stay within a file
+	// and errors name the file and its line).
+	Files []File
+}
+
+// File is one named policy text.
+type File struct {
+	Name string
+	Text []byte
 }
 
 // Plan computes what loading req changes, without changing anything: the
@@ -55,9 +65,18 @@ func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
 	if req.Policy.Kind != KindPolicy || req.Policy.Account == "" || req.Policy.Name == "" {
 		return nil, fmt.Errorf("%w: %q is not a policy id (want account:policy:identifier)", ErrInvalidID, req.Policy)
 	}
-	doc, err := Parse(req.Filename, req.Text)
-	if err != nil {
-		return nil, err
+	files := req.Files
+	if len(files) == 0 {
+		files = []File{{Name: req.Filename, Text: req.Text}}
+	}
+	var stmts []any
+	for _, f := range files {
+		doc, err := Parse(f.Name, f.Text)
+		if err != nil {
+			return nil, err
+		}
+		// The documents are Plan's own: they are resolved in place.
+		stmts = append(stmts, doc.stmts...)
 	}
 
 	g.mu.RLock()
@@ -67,8 +86,6 @@ func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
 		return nil, fmt.Errorf("%w: %s; declare it with !policy in its parent policy first", ErrPolicyNotFound, req.Policy)
 	}
 	owner := g.idOf(g.nodes[target].resource.owner)
-	// The document is Plan's own: resolve it in place.
-	stmts := doc.stmts
 	if req.Policy.Name != RootPolicy {
 		wrapper := newObject(statementTypes["policy"], Position{})
 		wrapper.set("id", req.Policy.Name)
@@ -140,7 +157,7 @@ func (p *planner) plan(records []*object) (*ChangeSet, error) {
 			continue
 		}
 		if p.req.Mode == Append {
-			return nil, errAt(p.req.Filename, o.pos, "may not contain deletion statements (!%s): appending (POST) only adds; load with update (PATCH) or replace (PUT) to delete", o.spec.tag)
+			return nil, objectError(p.req.Filename, o, "may not contain deletion statements (!%s): appending (POST) only adds; load with update (PATCH) or replace (PUT) to delete", o.spec.tag)
 		}
 		p.explicitDeletion(o)
 	}
@@ -448,7 +465,7 @@ func (p *planner) declare(o *object) error {
 			for _, m := range objects(o.get("member")) {
 				member, _ := m.get("role").(*object)
 				if member == nil {
-					return errAt(p.req.Filename, m.pos, "!member has no role")
+					return objectError(p.req.Filename, m, "!member has no role")
 				}
 				admin, _ := m.get("admin").(bool)
 				f := Membership{Role: roleRef(role), Member: roleRef(member), AdminOption: admin, PolicyID: policy}
@@ -464,7 +481,7 @@ func (p *planner) declare(o *object) error {
 				for _, role := range objects(o.get("role")) {
 					f := Permission{Role: roleRef(role), Privilege: scalarText(priv), Resource: resourceRef(res), PolicyID: policy}
 					if f.Privilege == "" {
-						return errAt(p.req.Filename, o.pos, "!permit has an empty privilege")
+						return objectError(p.req.Filename, o, "!permit has an empty privilege")
 					}
 					p.need(f.Role, true, role)
 					p.need(f.Resource, false, res)
@@ -481,7 +498,7 @@ func (p *planner) declare(o *object) error {
 	if o.spec.role {
 		kind := roleKind(o)
 		if kind == "" {
-			return errAt(p.req.Filename, o.pos, "role '%s' has no kind: give !role a kind", name)
+			return objectError(p.req.Filename, o, "role '%s' has no kind: give !role a kind", name)
 		}
 		var cidrs []string
 		for _, c := range items(o.get("restricted_to")) {
@@ -494,12 +511,12 @@ func (p *planner) declare(o *object) error {
 	}
 	kind := resourceKind(o)
 	if kind == "" {
-		return errAt(p.req.Filename, o.pos, "resource '%s' has no kind: give !resource a kind", name)
+		return objectError(p.req.Filename, o, "resource '%s' has no kind: give !resource a kind", name)
 	}
 	id := NewID(account, kind, name)
 	ownerObj, _ := o.get("owner").(*object)
 	if ownerObj == nil {
-		return errAt(p.req.Filename, o.pos, "%s has no owner", describe(o, account))
+		return objectError(p.req.Filename, o, "%s has no owner", describe(o, account))
 	}
 	res := Resource{ID: id, Owner: roleRef(ownerObj), PolicyID: policy}
 	p.need(res.Owner, true, ownerObj)
@@ -516,7 +533,7 @@ func (p *planner) declare(o *object) error {
 	if o.spec.tag == "host-factory" {
 		layers := objects(o.get("layer"))
 		if len(layers) == 0 {
-			return errAt(p.req.Filename, o.pos, "Host factory '%s' does not include any layers", name)
+			return objectError(p.req.Filename, o, "Host factory '%s' does not include any layers", name)
 		}
 		for _, l := range layers {
 			f := Membership{Role: roleRef(l), Member: id, PolicyID: policy}
@@ -545,12 +562,12 @@ func (p *planner) annotations(o *object) ([]Annotation, error) {
 				for _, it := range s.items {
 					switch it.(type) {
 					case *seq, *object, *hashValue:
-						return nil, errAt(p.req.Filename, o.pos, "annotation '%s': a value is a scalar or a list of scalars", k)
+						return nil, objectError(p.req.Filename, o, "annotation '%s': a value is a scalar or a list of scalars", k)
 					}
 				}
 			}
 			if _, isObject := v.(*object); isObject {
-				return nil, errAt(p.req.Filename, o.pos, "annotation '%s': a value is a scalar or a list of scalars", k)
+				return nil, objectError(p.req.Filename, o, "annotation '%s': a value is a scalar or a list of scalars", k)
 			}
 			names[k] = true
 			out = append(out, Annotation{Name: k, Value: scalarText(v)})
@@ -580,9 +597,9 @@ func (p *planner) checkReferences() error {
 		}
 		what := describe(r.obj, p.req.Policy.Account)
 		if p.deleted[f.Key()] {
-			return errAt(p.req.Filename, r.obj.pos, "%s is deleted by this load but still referenced here", what)
+			return objectError(p.req.Filename, r.obj, "%s is deleted by this load but still referenced here", what)
 		}
-		return errAt(p.req.Filename, r.obj.pos, "%s not found: declare it, or load the policy that declares it first", what)
+		return objectError(p.req.Filename, r.obj, "%s not found: declare it, or load the policy that declares it first", what)
 	}
 	return nil
 }
@@ -593,7 +610,7 @@ func (p *planner) checkReferences() error {
 // adds the ownership memberships that follow owners, and folds a fact both
 // deleted and written into one update.
 func (p *planner) changeSet() *ChangeSet {
-	cs := &ChangeSet{Policy: p.req.Policy, Mode: p.req.Mode, Revision: p.g.rev}
+	cs := &ChangeSet{Policy: p.req.Policy, Mode: p.req.Mode, Policies: []ID{p.req.Policy}, Revision: p.g.rev}
 	var (
 		writes  = make([]keyed, 0, len(p.news)+len(p.news)/4) // facts to put that do not exist (or are deleted above)
 		updated []Fact
@@ -713,8 +730,9 @@ func (g *Graph) PlanAccount(account string) (*ChangeSet, error) {
 	}
 	rootResource := Resource{ID: root, Owner: admin}
 	return &ChangeSet{
-		Policy: root,
-		Mode:   Append,
+		Policy:   root,
+		Mode:     Append,
+		Policies: []ID{root},
 		Created: []Fact{
 			Role{ID: admin},
 			Resource{ID: admin, Owner: admin},

@@ -88,7 +88,15 @@ type resolver struct {
 }
 
 func (r *resolver) fail(o *object, format string, args ...any) *Error {
-	return errAt(r.filename, o.pos, format, args...)
+	return objectError(r.filename, o, format, args...)
+}
+
+// objectError is an error at an object, in the file it was written in.
+func objectError(filename string, o *object, format string, args ...any) *Error {
+	if o.file != "" {
+		filename = o.file
+	}
+	return errAt(filename, o.pos, format, args...)
 }
 
 // walk visits each statement of a list (flattening nested lists), once per

@@ -23,6 +23,9 @@ import (
 type object struct {
 	spec *typeSpec
 	pos  Position
+	// file names the text the object was written in, for errors found
+	// after parsing; empty when it is the load's only text.
+	file string
 	// attrs holds attributes by their singular name, in the order they
 	// were set, which is the order Conjur's resolver visits the records
 	// they refer to. A value is a single item or a *seq, as the text gave
