@@ -138,13 +138,11 @@ func serverMessage(status string, body []byte) string {
 		Error struct{ Code, Message string } `json:"error"`
 	}
 	var gwErr struct{ Message string }
-	if jsonUnmarshal(body, &conjurErr) == nil && conjurErr.Error.Message != "" {
+	if json.Unmarshal(body, &conjurErr) == nil && conjurErr.Error.Message != "" {
 		return status + ": " + conjurErr.Error.Message
 	}
-	if jsonUnmarshal(body, &gwErr) == nil && gwErr.Message != "" {
+	if json.Unmarshal(body, &gwErr) == nil && gwErr.Message != "" {
 		return status + ": " + gwErr.Message
 	}
 	return status
 }
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
