@@ -9,6 +9,6 @@
 // conformance fixtures depend on those exact line and column numbers, which
 // a document-level decoder cannot reproduce.
 //
-// The ported files are unchanged except for the package name and the removal
-// of the emitter half of apic.go; event.go is the package's own API.
+// The ported files are unchanged except for the package name, gofmt, and the
+// removal of the emitter half of apic.go; event.go is the package's own API.
 package yamlevent
