@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 )
 
@@ -227,5 +229,39 @@ func TestGraphFromStoredFacts(t *testing.T) {
 	}
 	if _, err := UnmarshalFact("role/myorg:host:x", []byte(`{"id":"myorg:host:y"}`)); err == nil {
 		t.Error("a fact stored under another fact's key was accepted")
+	}
+}
+
+// TestConcurrentChecksAndLoads: checks and listings run while loads apply
+// (run with -race).
+func TestConcurrentChecksAndLoads(t *testing.T) {
+	t.Parallel()
+	g := orgGraph(t)
+	alice, url := id(KindUser, "alice"), id(KindVariable, "db/url")
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				g.Allowed(alice, "read", url)
+				g.AllRoles(alice)
+				g.Resources(ResourceQuery{Viewer: alice})
+			}
+		}()
+	}
+	for i := range 20 {
+		load(t, g, "root", Append, fmt.Sprintf("- !group g%d\n- !grant\n  role: !group everyone\n  member: !group g%d\n", i, i))
+	}
+	close(done)
+	wg.Wait()
+	if !g.Allowed(alice, "read", url) {
+		t.Error("alice lost read")
 	}
 }
