@@ -1,0 +1,465 @@
+package k8s_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/sowerproject/sower/authn"
+	"github.com/sowerproject/sower/authn/internal/jwttest"
+	"github.com/sowerproject/sower/authn/jwt"
+	"github.com/sowerproject/sower/authn/k8s"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var now = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+const uidPrefix = "5f0c7a3e-0000-4000-8000-"
+
+func uid(n int) string { return fmt.Sprintf("%s%012d", uidPrefix, n) }
+
+// The pods of testdata/kube, as their tokens describe them.
+var (
+	webPod    = jwttest.Pod{Namespace: "shop", Name: "web-7d9c8b-x2x4z", UID: uid(1), ServiceAccount: "web", ServiceAccountUID: uid(101)}
+	dbPod     = jwttest.Pod{Namespace: "shop", Name: "db-0", UID: uid(4), ServiceAccount: "db", ServiceAccountUID: uid(102)}
+	debugPod  = jwttest.Pod{Namespace: "shop", Name: "debug", UID: uid(6), ServiceAccount: "web", ServiceAccountUID: uid(101)}
+	bareRSPod = jwttest.Pod{Namespace: "shop", Name: "bare-rs-q8f2k", UID: uid(7), ServiceAccount: "web", ServiceAccountUID: uid(101)}
+	stalePod  = jwttest.Pod{Namespace: "shop", Name: "stale-6f8d7c-p9z1m", UID: uid(9), ServiceAccount: "web", ServiceAccountUID: uid(101)}
+	legacyPod = jwttest.Pod{Namespace: "ops", Name: "legacy-3-k2v9p", UID: uid(11), ServiceAccount: "default", ServiceAccountUID: uid(103)}
+	// A pod that was deleted, and one replaced by a pod of the same name.
+	gonePod     = jwttest.Pod{Namespace: "shop", Name: "web-7d9c8b-gone1", UID: uid(50), ServiceAccount: "web", ServiceAccountUID: uid(101)}
+	replacedPod = jwttest.Pod{Namespace: "shop", Name: "web-7d9c8b-x2x4z", UID: uid(51), ServiceAccount: "web", ServiceAccountUID: uid(101)}
+)
+
+// kubeAPI serves the Kubernetes objects of testdata/kube at their API paths,
+// as a kube-apiserver would, and 404 Status objects for anything else.
+type kubeAPI struct {
+	*httptest.Server
+	requests atomic.Int64
+	fail     atomic.Bool
+}
+
+var apiPath = regexp.MustCompile(`^/(?:api/v1|apis/apps/v1)/namespaces/([a-z0-9-]+)/([a-z]+)/([a-z0-9-]+)$`)
+
+func newKubeAPI(t testing.TB) (*kubeAPI, kubernetes.Interface) {
+	t.Helper()
+	k := &kubeAPI{}
+	k.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k.requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		if k.fail.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+			_ = json.NewEncoder(w).Encode(status(500, "InternalError", "etcdserver: request timed out"))
+			return
+		}
+		m := apiPath.FindStringSubmatch(r.URL.Path)
+		if r.Method == http.MethodGet && m != nil {
+			if body, err := os.ReadFile(filepath.Join("testdata", "kube", m[1], m[2], m[3]+".json")); err == nil {
+				_, _ = w.Write(body)
+				return
+			}
+		}
+		w.WriteHeader(http.StatusNotFound)
+		name := "unknown"
+		if m != nil {
+			name = m[3]
+		}
+		_ = json.NewEncoder(w).Encode(status(404, "NotFound", fmt.Sprintf("%q not found", name)))
+	}))
+	transport := &http.Transport{}
+	t.Cleanup(func() {
+		transport.CloseIdleConnections()
+		k.Close()
+	})
+	cs, err := kubernetes.NewForConfigAndClient(&rest.Config{Host: k.URL, QPS: 1000, Burst: 1000}, &http.Client{Transport: transport})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, cs
+}
+
+func status(code int, reason, msg string) map[string]any {
+	return map[string]any{"kind": "Status", "apiVersion": "v1", "metadata": map[string]any{}, "status": "Failure", "message": msg, "reason": reason, "code": code}
+}
+
+// hosts is the policy: host annotations and who may authenticate.
+type hosts struct {
+	mu        sync.Mutex
+	ann       map[string]map[string]string
+	permitted map[string]bool
+	err       error
+}
+
+func (h *hosts) Annotations(_ context.Context, id string) (map[string]string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return nil, h.err
+	}
+	a, ok := h.ann[id]
+	if !ok {
+		return nil, fmt.Errorf("host %q: %w", id, k8s.ErrUnknownHost)
+	}
+	return a, nil
+}
+
+func (h *hosts) CanAuthenticate(_ context.Context, id, ws string) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return ws == "conjur/authn-k8s/prod" && h.permitted[id], nil
+}
+
+const apps = "host/conjur/authn-k8s/prod/apps/"
+
+func policy() *hosts {
+	h := &hosts{ann: map[string]map[string]string{}, permitted: map[string]bool{}}
+	add := func(id string, ann map[string]string, permitted bool) {
+		h.ann[id] = ann
+		h.permitted[id] = permitted
+	}
+	for _, id := range []string{
+		"shop/*/*", "shop/deployment/web", "ops/deployment_config/legacy", "shop/stateful_set/db",
+		"shop/pod/web-7d9c8b-x2x4z", "shop/service_account/web", "shop/deployment/api", "shop/stateful_set/web",
+		"shop/service_account/db", "shop/pod/other", "other/*/*", "shop/deployment_config/legacy",
+		"shop/replica_set/web-7d9c8b", "shop/deployment/*", "shop/*/web", "shop/*/*/extra",
+	} {
+		add(apps+id, nil, true)
+	}
+	add(apps+"shop/deployment/no-permission", nil, false)
+	add("host/annotated/web", map[string]string{"authn-k8s/namespace": "shop", "authn-k8s/deployment": "web", "authn-k8s/service-account": "web"}, true)
+	add("host/annotated/db", map[string]string{"authn-k8s/namespace": "shop", "authn-k8s/prod/stateful-set": "db", "authn-k8s/authentication-container-name": "authenticator"}, true)
+	add("host/annotated/legacy", map[string]string{"authn-k8s/prod/namespace": "ops", "authn-k8s/deployment-config": "legacy"}, true)
+	add("host/annotated/service-specific-wins", map[string]string{"authn-k8s/namespace": "other", "authn-k8s/prod/namespace": "shop"}, true)
+	add("host/annotated/two-controllers", map[string]string{"authn-k8s/namespace": "shop", "authn-k8s/deployment": "web", "authn-k8s/stateful-set": "db"}, true)
+	add("host/annotated/typo", map[string]string{"authn-k8s/namespace": "shop", "authn-k8s/deploymnet": "web"}, true)
+	add("host/annotated/no-namespace", map[string]string{"authn-k8s/deployment": "web"}, true)
+	add("host/annotated/other-service-only", map[string]string{"authn-k8s/dev/namespace": "shop"}, true)
+	// An annotation-form host under the apps prefix: annotations win over the id.
+	add(apps+"ops/*/*", map[string]string{"authn-k8s/namespace": "shop"}, true)
+	return h
+}
+
+type fixture struct {
+	key  jwttest.Key
+	kube *kubeAPI
+	auth *k8s.Authenticator
+	pol  *hosts
+}
+
+func newFixture(t testing.TB, settings jwt.Settings, withKube bool) *fixture {
+	t.Helper()
+	f := &fixture{key: jwttest.RSA("apiserver-key", 0), pol: policy()}
+	if settings.JWKSURI == "" && settings.PublicKeys == "" {
+		settings.PublicKeys = jwttest.PublicKeys(f.key)
+	}
+	if settings.Issuer == "" {
+		settings.Issuer = jwttest.Issuer
+	}
+	settings.Audience = jwttest.Audience
+	j, err := jwt.New(settings, jwt.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = j.Close() })
+	cfg := k8s.Config{ServiceID: "prod", JWT: j, Hosts: f.pol}
+	if withKube {
+		f.kube, cfg.Kube = newKubeAPI(t)
+	}
+	if f.auth, err = k8s.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) token(t testing.TB, p jwttest.Pod, mod func(map[string]any)) string {
+	c := jwttest.SAClaims(p, now)
+	if mod != nil {
+		mod(c)
+	}
+	return f.key.Sign(t, c)
+}
+
+func reasonOf(err error) string {
+	r, d := authn.ReasonOf(err)
+	return string(r) + ": " + d
+}
+
+func TestSixHostForms(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, jwt.Settings{}, true)
+	tests := map[string]struct {
+		pod  jwttest.Pod
+		host string
+		ctl  k8s.Controllers
+	}{
+		"namespace":                  {pod: webPod, host: apps + "shop/*/*"},
+		"deployment":                 {pod: webPod, host: apps + "shop/deployment/web", ctl: k8s.Controllers{ReplicaSet: "web-7d9c8b", Deployment: "web"}},
+		"deployment_config":          {pod: legacyPod, host: apps + "ops/deployment_config/legacy", ctl: k8s.Controllers{ReplicationController: "legacy-3", DeploymentConfig: "legacy"}},
+		"stateful_set":               {pod: dbPod, host: apps + "shop/stateful_set/db", ctl: k8s.Controllers{StatefulSet: "db"}},
+		"pod":                        {pod: webPod, host: apps + "shop/pod/web-7d9c8b-x2x4z"},
+		"service_account":            {pod: webPod, host: apps + "shop/service_account/web"},
+		"host without prefix in URL": {pod: webPod, host: "conjur/authn-k8s/prod/apps/shop/*/*"},
+		"annotations: deployment and service account": {pod: webPod, host: "host/annotated/web", ctl: k8s.Controllers{ReplicaSet: "web-7d9c8b", Deployment: "web"}},
+		"annotations: service-specific stateful set":  {pod: dbPod, host: "host/annotated/db", ctl: k8s.Controllers{StatefulSet: "db"}},
+		"annotations: deployment config":              {pod: legacyPod, host: "host/annotated/legacy", ctl: k8s.Controllers{ReplicationController: "legacy-3", DeploymentConfig: "legacy"}},
+		"annotations: service-specific wins":          {pod: debugPod, host: "host/annotated/service-specific-wins"},
+		"annotations win over the id":                 {pod: webPod, host: apps + "ops/*/*"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			res, err := f.auth.Authenticate(context.Background(), k8s.Request{Token: f.token(t, tc.pod, nil), Host: tc.host})
+			if err != nil {
+				t.Fatalf("Authenticate = %v (%s)", err, reasonOf(err))
+			}
+			wantHost := tc.host
+			if wantHost[:5] != "host/" {
+				wantHost = "host/" + wantHost
+			}
+			if res.HostID != wantHost || res.Workload.Pod != tc.pod.Name || res.Workload.Namespace != tc.pod.Namespace {
+				t.Fatalf("result %+v", res)
+			}
+			if res.Controllers != tc.ctl {
+				t.Fatalf("controllers = %+v, want %+v", res.Controllers, tc.ctl)
+			}
+		})
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, jwt.Settings{}, true)
+	other := jwttest.RSA("other-key", 1)
+	tests := map[string]struct {
+		token  func(t *testing.T) string
+		host   string
+		reason authn.Reason
+	}{
+		// The token itself.
+		"expired": {host: apps + "shop/*/*", reason: authn.ReasonExpired,
+			token: func(t *testing.T) string {
+				return f.token(t, webPod, func(c map[string]any) { c["exp"] = now.Add(-time.Minute).Unix() })
+			}},
+		"not yet valid": {host: apps + "shop/*/*", reason: authn.ReasonNotYetValid,
+			token: func(t *testing.T) string {
+				return f.token(t, webPod, func(c map[string]any) { c["nbf"] = now.Add(time.Minute).Unix() })
+			}},
+		"wrong audience": {host: apps + "shop/*/*", reason: authn.ReasonAudience,
+			token: func(t *testing.T) string {
+				return f.token(t, webPod, func(c map[string]any) { c["aud"] = []string{"https://kubernetes.default.svc"} })
+			}},
+		"wrong issuer": {host: apps + "shop/*/*", reason: authn.ReasonIssuer,
+			token: func(t *testing.T) string {
+				return f.token(t, webPod, func(c map[string]any) { c["iss"] = "https://other-cluster" })
+			}},
+		"unknown key": {host: apps + "shop/*/*", reason: authn.ReasonUnknownKey,
+			token: func(t *testing.T) string { return other.Sign(t, jwttest.SAClaims(webPod, now)) }},
+		"alg none": {host: apps + "shop/*/*", reason: authn.ReasonAlgorithm,
+			token: func(t *testing.T) string { return jwttest.Unsigned("apiserver-key", jwttest.SAClaims(webPod, now)) }},
+		"HMAC-signed": {host: apps + "shop/*/*", reason: authn.ReasonAlgorithm,
+			token: func(t *testing.T) string {
+				return jwttest.HMAC("apiserver-key", []byte(jwttest.PublicKeys(f.key)), jwttest.SAClaims(webPod, now))
+			}},
+		"malformed": {host: apps + "shop/*/*", reason: authn.ReasonMalformed,
+			token: func(t *testing.T) string { return "eyJhbGciOiJSUzI1NiJ9.not-a-token" }},
+		"not bound to a pod": {host: apps + "shop/*/*", reason: authn.ReasonMissingClaim,
+			token: func(t *testing.T) string {
+				return f.token(t, webPod, func(c map[string]any) { delete(c["kubernetes.io"].(map[string]any), "pod") })
+			}},
+		"legacy secret token": {host: apps + "shop/*/*", reason: authn.ReasonMissingClaim,
+			token: func(t *testing.T) string {
+				return f.token(t, webPod, func(c map[string]any) {
+					delete(c, "kubernetes.io")
+					c["kubernetes.io/serviceaccount/namespace"] = "shop"
+				})
+			}},
+		"sub disagrees with claims": {host: apps + "shop/*/*", reason: authn.ReasonClaimMismatch,
+			token: func(t *testing.T) string {
+				return f.token(t, webPod, func(c map[string]any) { c["sub"] = "system:serviceaccount:kube-system:admin" })
+			}},
+		// The host.
+		"no host":                            {host: "", reason: authn.ReasonInvalidHostID},
+		"unknown host":                       {host: apps + "shop/deployment/nope", reason: authn.ReasonUnknownIdentity},
+		"not permitted":                      {host: apps + "shop/deployment/no-permission", reason: authn.ReasonNotPermitted},
+		"unknown resource":                   {host: apps + "shop/replica_set/web-7d9c8b", reason: authn.ReasonInvalidHostID},
+		"wildcard name":                      {host: apps + "shop/deployment/*", reason: authn.ReasonInvalidHostID},
+		"wildcard kind":                      {host: apps + "shop/*/web", reason: authn.ReasonInvalidHostID},
+		"four parts":                         {host: apps + "shop/*/*/extra", reason: authn.ReasonInvalidHostID},
+		"two controllers":                    {host: "host/annotated/two-controllers", reason: authn.ReasonInvalidHostID},
+		"typo annotation":                    {host: "host/annotated/typo", reason: authn.ReasonInvalidHostID},
+		"annotations without namespace":      {host: "host/annotated/no-namespace", reason: authn.ReasonInvalidHostID},
+		"only another service's annotations": {host: "host/annotated/other-service-only", reason: authn.ReasonInvalidHostID},
+		// The workload.
+		"other namespace":            {host: apps + "other/*/*", reason: authn.ReasonWorkloadMismatch},
+		"other deployment":           {host: apps + "shop/deployment/api", reason: authn.ReasonWorkloadMismatch},
+		"deployment vs stateful set": {host: apps + "shop/stateful_set/web", reason: authn.ReasonWorkloadMismatch},
+		"other service account":      {host: apps + "shop/service_account/db", reason: authn.ReasonWorkloadMismatch},
+		"other pod":                  {host: apps + "shop/pod/other", reason: authn.ReasonWorkloadMismatch},
+		"db pod as deployment": {host: apps + "shop/deployment/web", reason: authn.ReasonWorkloadMismatch,
+			token: func(t *testing.T) string { return f.token(t, dbPod, nil) }},
+		"bare pod as deployment": {host: apps + "shop/deployment/web", reason: authn.ReasonWorkloadMismatch,
+			token: func(t *testing.T) string { return f.token(t, debugPod, nil) }},
+		"replica set without deployment": {host: apps + "shop/deployment/web", reason: authn.ReasonWorkloadMismatch,
+			token: func(t *testing.T) string { return f.token(t, bareRSPod, nil) }},
+		"owner uid mismatch": {host: apps + "shop/deployment/web", reason: authn.ReasonWorkloadMismatch,
+			token: func(t *testing.T) string { return f.token(t, stalePod, nil) }},
+		"deployment config in another namespace": {host: apps + "shop/deployment_config/legacy", reason: authn.ReasonWorkloadMismatch,
+			token: func(t *testing.T) string { return f.token(t, legacyPod, nil) }},
+		"deleted pod": {host: apps + "shop/*/*", reason: authn.ReasonWorkloadMismatch,
+			token: func(t *testing.T) string { return f.token(t, gonePod, nil) }},
+		"replaced pod": {host: apps + "shop/*/*", reason: authn.ReasonWorkloadMismatch,
+			token: func(t *testing.T) string { return f.token(t, replacedPod, nil) }},
+		"service account differs from pod spec": {host: apps + "shop/*/*", reason: authn.ReasonWorkloadMismatch,
+			token: func(t *testing.T) string {
+				p := webPod
+				p.ServiceAccount = "admin"
+				return f.token(t, p, nil)
+			}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			tok := f.token(t, webPod, nil)
+			if tc.token != nil {
+				tok = tc.token(t)
+			}
+			res, err := f.auth.Authenticate(context.Background(), k8s.Request{Token: tok, Host: tc.host})
+			if !errors.Is(err, authn.ErrUnauthenticated) || !authn.IsReason(err, tc.reason) {
+				t.Fatalf("Authenticate = %+v, %v (%s); want refusal %s", res, err, reasonOf(err), tc.reason)
+			}
+			if err.Error() != authn.ErrUnauthenticated.Error() {
+				t.Fatalf("refusal text %q is not generic", err)
+			}
+		})
+	}
+}
+
+func TestKubernetesAPIDown(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, jwt.Settings{}, true)
+	f.kube.fail.Store(true)
+	_, err := f.auth.Authenticate(context.Background(), k8s.Request{Token: f.token(t, webPod, nil), Host: apps + "shop/deployment/web"})
+	if !authn.IsReason(err, authn.ReasonUnavailable) {
+		t.Fatalf("Authenticate = %v (%s), want unavailable", err, reasonOf(err))
+	}
+}
+
+func TestWithoutKubernetesAPI(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, jwt.Settings{}, false)
+	ctx := context.Background()
+	// Forms the token alone decides work without the API.
+	for _, host := range []string{apps + "shop/*/*", apps + "shop/pod/web-7d9c8b-x2x4z", apps + "shop/service_account/web"} {
+		if _, err := f.auth.Authenticate(ctx, k8s.Request{Token: f.token(t, webPod, nil), Host: host}); err != nil {
+			t.Fatalf("%s: %v (%s)", host, err, reasonOf(err))
+		}
+	}
+	// Controllers need it.
+	_, err := f.auth.Authenticate(ctx, k8s.Request{Token: f.token(t, webPod, nil), Host: apps + "shop/deployment/web"})
+	if !authn.IsReason(err, authn.ReasonUnavailable) {
+		t.Fatalf("deployment without API = %v (%s)", err, reasonOf(err))
+	}
+}
+
+func TestAPICallsOnlyWhenNeeded(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, jwt.Settings{}, true)
+	ctx := context.Background()
+	if _, err := f.auth.Authenticate(ctx, k8s.Request{Token: f.token(t, webPod, nil), Host: apps + "shop/*/*"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.kube.requests.Load(); got != 1 {
+		t.Fatalf("namespace form made %d API requests, want 1 (the pod)", got)
+	}
+	if _, err := f.auth.Authenticate(ctx, k8s.Request{Token: f.token(t, webPod, nil), Host: apps + "shop/deployment/web"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.kube.requests.Load(); got != 4 {
+		t.Fatalf("deployment form made %d API requests in all, want 4 (pod; pod, replica set, deployment)", got)
+	}
+	// A namespace mismatch is refused before the API is asked.
+	_, _ = f.auth.Authenticate(ctx, k8s.Request{Token: f.token(t, webPod, nil), Host: apps + "other/*/*"})
+	if got := f.kube.requests.Load(); got != 4 {
+		t.Fatalf("a refused namespace asked the API: %d requests", got)
+	}
+}
+
+func TestHostsError(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, jwt.Settings{}, true)
+	f.pol.err = errors.New("etcd: no leader")
+	_, err := f.auth.Authenticate(context.Background(), k8s.Request{Token: f.token(t, webPod, nil), Host: apps + "shop/*/*"})
+	if err == nil || errors.Is(err, authn.ErrUnauthenticated) {
+		t.Fatalf("policy failure = %v, want a non-refusal error", err)
+	}
+}
+
+func TestTokenAppProperty(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, jwt.Settings{TokenAppProperty: "kubernetes.io/namespace", IdentityPath: "conjur/authn-k8s/prod/apps"}, true)
+	f.pol.ann["host/conjur/authn-k8s/prod/apps/shop"] = map[string]string{"authn-k8s/namespace": "shop", "authn-k8s/service-account": "web"}
+	f.pol.permitted["host/conjur/authn-k8s/prod/apps/shop"] = true
+	res, err := f.auth.Authenticate(context.Background(), k8s.Request{Token: f.token(t, webPod, nil)})
+	if err != nil {
+		t.Fatalf("Authenticate = %v (%s)", err, reasonOf(err))
+	}
+	if res.HostID != "host/conjur/authn-k8s/prod/apps/shop" {
+		t.Fatalf("HostID = %q", res.HostID)
+	}
+	_, err = f.auth.Authenticate(context.Background(), k8s.Request{Token: f.token(t, dbPod, nil)})
+	if !authn.IsReason(err, authn.ReasonWorkloadMismatch) {
+		t.Fatalf("db pod = %v (%s)", err, reasonOf(err))
+	}
+}
+
+// TestJWKSFromAPIServer runs the whole flow with the keys fetched over TLS,
+// as from https://kubernetes.default.svc/openid/v1/jwks.
+func TestJWKSFromAPIServer(t *testing.T) {
+	t.Parallel()
+	key := jwttest.RSA("apiserver-key", 0)
+	srv := jwttest.NewJWKSServer(t, key)
+	f := newFixture(t, jwt.Settings{JWKSURI: srv.URI(), CACert: srv.CACert()}, true)
+	if _, err := f.auth.Authenticate(context.Background(), k8s.Request{Token: f.token(t, dbPod, nil), Host: apps + "shop/stateful_set/db"}); err != nil {
+		t.Fatalf("Authenticate = %v (%s)", err, reasonOf(err))
+	}
+}
+
+func TestNew(t *testing.T) {
+	t.Parallel()
+	j, err := jwt.New(jwt.Settings{JWKSURI: "https://k8s/jwks"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	tests := map[string]struct {
+		cfg  k8s.Config
+		want error
+	}{
+		"no service id": {cfg: k8s.Config{JWT: j, Hosts: policy()}, want: k8s.ErrServiceIDRequired},
+		"no jwt":        {cfg: k8s.Config{ServiceID: "prod", Hosts: policy()}, want: k8s.ErrJWTRequired},
+		"no hosts":      {cfg: k8s.Config{ServiceID: "prod", JWT: j}, want: k8s.ErrHostsRequired},
+		"ok":            {cfg: k8s.Config{ServiceID: "prod", JWT: j, Hosts: policy()}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if _, err := k8s.New(tc.cfg); !errors.Is(err, tc.want) {
+				t.Fatalf("New = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
