@@ -14,13 +14,16 @@
 //     qualified ids and owners, exactly as Conjur's resolver does: ids relative
 //     to the enclosing policy, "/" for absolute references, ".." to climb, and
 //     users named alice@dev-db inside policy dev/db.
-//   - Plan compares a resolved load with the current facts and returns a
-//     ChangeSet (created, updated and deleted facts, and the users and hosts
-//     that need API keys) for one of the three load modes: Append (POST),
-//     Update (PATCH) and Replace (PUT). A dry run is a Plan that is not applied.
 //   - Graph holds the facts in memory and answers Allowed(role, privilege,
 //     resource), role memberships, permitted roles and resource listings.
 //     ChangeSets are applied to it incrementally.
+//   - Graph.Plan parses, resolves and compares a load with the facts the
+//     graph holds, and returns a ChangeSet (created, updated and deleted
+//     facts, and the users and hosts that need API keys) for one of the three
+//     load modes: Append (POST), Update (PATCH) and Replace (PUT). A dry run
+//     is a Plan that is not applied. Graph.PlanAll plans a sequence of loads
+//     (a policy repository sync, see package policy/repo) as one net
+//     ChangeSet.
 //
 // # Facts and storage
 //
@@ -35,14 +38,17 @@
 // written as one transaction: put every fact of Created and Updated under its
 // key, delete the key of every fact of Deleted.
 //
-// A typical load:
+// A typical load, once the caller has checked that its client may load
+// (create on the policy to append, update to update or replace):
 //
-//	doc, err := policy.Parse("app.yml", text)
-//	...
-//	cs, err := policy.Plan(graph, policy.LoadRequest{
-//		Account: "myorg", Policy: policy.NewID("myorg", policy.KindPolicy, "app"),
-//		Mode: policy.Replace, Document: doc,
+//	cs, err := graph.Plan(policy.LoadRequest{
+//		Policy: policy.NewID("myorg", policy.KindPolicy, "app"),
+//		Mode:   policy.Replace, Filename: "app.yml", Text: text,
 //	})
-//	// store cs in one etcd transaction, then:
-//	graph.Apply(cs)
+//	// errors.Is(err, policy.ErrInvalid): 422 with err's message.
+//	// Store cs in one etcd transaction, then:
+//	err = graph.Apply(cs)
+//
+// See docs/policy.md for the language, the load modes and the storage
+// layout.
 package policy
