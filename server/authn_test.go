@@ -10,16 +10,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sowerproject/sower/internal/testutil"
 )
 
-func post(t *testing.T, url, body string, header map[string]string) (int, []byte) {
+func post(t *testing.T, c *http.Client, url, body string, header map[string]string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", url, err)
 	}
@@ -28,13 +30,13 @@ func post(t *testing.T, url, body string, header map[string]string) (int, []byte
 	return resp.StatusCode, b
 }
 
-func get(t *testing.T, url string, header map[string]string) (int, []byte) {
+func get(t *testing.T, c *http.Client, url string, header map[string]string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -49,7 +51,8 @@ func TestAdminAuthenticatesThroughREST(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := startNode(t, testConfig(t, dir))
 	_, h := s.Addrs()
-	base := "http://" + h.String()
+	base := "https://" + h.String()
+	hc := testutil.HTTPClient(t, dir)
 	raw, _ := os.ReadFile(filepath.Join(dir, "admin.key"))
 	key := strings.TrimSpace(string(raw))
 
@@ -57,7 +60,7 @@ func TestAdminAuthenticatesThroughREST(t *testing.T) {
 		t.Fatalf("data.key: %v %v, want a 0600 file", st, err)
 	}
 
-	code, body := post(t, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"`+key+`"}`, nil)
+	code, body := post(t, hc, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"`+key+`"}`, nil)
 	if code != 200 {
 		t.Fatalf("authenticate = %d %s", code, body)
 	}
@@ -69,7 +72,7 @@ func TestAdminAuthenticatesThroughREST(t *testing.T) {
 	}
 	authz := map[string]string{"Authorization": `Token token="` + base64.StdEncoding.EncodeToString(tokJSON) + `"`}
 
-	code, body = get(t, base+"/v1/whoami", authz)
+	code, body = get(t, hc, base+"/v1/whoami", authz)
 	if code != 200 || !strings.Contains(string(body), `"roleId":"acme:user:admin"`) {
 		t.Fatalf("whoami = %d %s", code, body)
 	}
@@ -85,30 +88,30 @@ func TestAdminAuthenticatesThroughREST(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if code, body := get(t, base+"/v1/whoami", tc.header); code != 401 {
+			if code, body := get(t, hc, base+"/v1/whoami", tc.header); code != 401 {
 				t.Fatalf("whoami = %d %s, want 401", code, body)
 			}
 		})
 	}
 
-	if code, _ := post(t, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"wrong"}`, nil); code != 401 {
+	if code, _ := post(t, hc, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"wrong"}`, nil); code != 401 {
 		t.Fatalf("wrong key: %d, want 401", code)
 	}
-	if code, _ := post(t, base+"/v1/authn/acme/authenticate", `{"login":"nobody","apiKey":"`+key+`"}`, nil); code != 401 {
+	if code, _ := post(t, hc, base+"/v1/authn/acme/authenticate", `{"login":"nobody","apiKey":"`+key+`"}`, nil); code != 401 {
 		t.Fatalf("unknown login: %d, want 401", code)
 	}
 
 	// Rotation: the old key stops working, the new one works.
-	code, body = post(t, base+"/v1/authn/acme/api-key:rotate", `{}`, authz)
+	code, body = post(t, hc, base+"/v1/authn/acme/api-key:rotate", `{}`, authz)
 	if code != 200 {
 		t.Fatalf("rotate = %d %s", code, body)
 	}
 	var rr struct{ ApiKey string }
 	json.Unmarshal(body, &rr)
-	if code, _ := post(t, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"`+key+`"}`, nil); code != 401 {
+	if code, _ := post(t, hc, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"`+key+`"}`, nil); code != 401 {
 		t.Fatalf("old key after rotation: %d, want 401", code)
 	}
-	if code, _ := post(t, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"`+rr.ApiKey+`"}`, nil); code != 200 {
+	if code, _ := post(t, hc, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"`+rr.ApiKey+`"}`, nil); code != 200 {
 		t.Fatalf("new key after rotation: %d, want 200", code)
 	}
 }
@@ -119,13 +122,14 @@ func TestFailedLoginsAreRateLimitedPerIdentity(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := startNode(t, testConfig(t, dir))
 	_, h := s.Addrs()
-	base := "http://" + h.String()
+	base := "https://" + h.String()
+	hc := testutil.HTTPClient(t, dir)
 	raw, _ := os.ReadFile(filepath.Join(dir, "admin.key"))
 	key := strings.TrimSpace(string(raw))
 
 	limited := false
 	for range 50 {
-		code, _ := post(t, base+"/v1/authn/acme/authenticate", `{"login":"host/attacked","apiKey":"wrong"}`, nil)
+		code, _ := post(t, hc, base+"/v1/authn/acme/authenticate", `{"login":"host/attacked","apiKey":"wrong"}`, nil)
 		if code == 429 {
 			limited = true
 			break
@@ -137,7 +141,7 @@ func TestFailedLoginsAreRateLimitedPerIdentity(t *testing.T) {
 	if !limited {
 		t.Fatal("50 failed logins for one identity were never rate limited")
 	}
-	if code, body := post(t, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"`+key+`"}`, nil); code != 200 {
+	if code, body := post(t, hc, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"`+key+`"}`, nil); code != 200 {
 		t.Fatalf("another identity while one is limited: %d %s", code, body)
 	}
 }

@@ -19,10 +19,11 @@ import (
 //	/readyz        200 when etcd is ready and knows the current leader, else 503
 //	/metrics       Prometheus metrics
 //	/openapi.json  the OpenAPI document of the /v1 API
+//	/ca            the cluster CA bundle (PEM), for clients that hold only a pin
 //
 // Conjur's own paths (/authn/..., /whoami, ...) go to the Conjur adapter,
 // everything else to the /v1 gateway.
-func (s *Server) httpHandler(gw *runtime.ServeMux, cj *conjur.Handler, n *node, m *metrics) http.Handler {
+func (s *Server) httpHandler(gw *runtime.ServeMux, cj *conjur.Handler, n *node, m *metrics, np *nodePKI) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -33,6 +34,10 @@ func (s *Server) httpHandler(gw *runtime.ServeMux, cj *conjur.Handler, n *node, 
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.HandleFunc("GET /ca", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = w.Write(np.ca.BundlePEM())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,13 +20,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/server/conjur"
+	"github.com/sowerproject/sower/server/etcdstore"
 )
 
 // ErrPortInUse is returned when a listen address is taken.
@@ -44,6 +47,7 @@ type Server struct {
 	httpAddr  net.Addr
 	meta      clusterMeta
 	bootstrap bool
+	pin       string
 }
 
 // New checks the configuration and returns a Server that has not started.
@@ -83,7 +87,25 @@ func (s *Server) Bootstrapped() (created bool, clusterID string) {
 }
 
 // AdminKeyPath is where the admin credential of a bootstrapped cluster is.
-func (s *Server) AdminKeyPath() string { return s.c.DataDir + "/admin.key" }
+func (s *Server) AdminKeyPath() string { return s.abs("admin.key") }
+
+// CAFile is the node's CA bundle (PEM), what `curl --cacert` takes.
+func (s *Server) CAFile() string { return s.abs(tlsDir, caFile) }
+
+// CAPin is the cluster CA's pin, "sha256:<hex>"; valid after Ready.
+func (s *Server) CAPin() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pin
+}
+
+func (s *Server) abs(elem ...string) string {
+	p, err := filepath.Abs(filepath.Join(append([]string{s.c.DataDir}, elem...)...))
+	if err != nil {
+		return filepath.Join(append([]string{s.c.DataDir}, elem...)...)
+	}
+	return p
+}
 
 // Run starts the node and blocks until ctx is cancelled or a component
 // fails. On return every listener is closed and etcd has stopped; a
@@ -111,16 +133,32 @@ func (s *Server) Run(ctx context.Context) error {
 	// The data key is created with the cluster and never after: a node
 	// with etcd data but no key could not open a single secret.
 	_, statErr := os.Stat(dd.join("etcd"))
-	dataKey, err := openDataKey(dd.join("data.key"), os.IsNotExist(statErr))
+	newNode := os.IsNotExist(statErr)
+	dataKey, err := openDataKey(dd.join("data.key"), newNode)
 	if err != nil {
 		return err
 	}
 
+	// etcd serves TLS from the start, so a new cluster's CA is created
+	// in memory first and moved into etcd once it runs.
+	var np *nodePKI
+	var caMem *memStore
+	if newNode {
+		np, caMem, err = bootstrapPKI(ctx, dd, s.c, dataKey, s.lg)
+	} else {
+		np, err = loadNodePKI(dd, s.lg)
+	}
+	if err != nil {
+		return err
+	}
+	etcdClientTLS, etcdPeerTLS := np.etcdTLS()
 	etcd, err := cluster.StartEtcd(ctx, cluster.EtcdConfig{
 		Name:       s.c.Name,
 		Dir:        dd.join("etcd"),
 		ClientAddr: s.c.EtcdClientAddr,
 		PeerAddr:   s.c.EtcdPeerAddr,
+		ClientTLS:  etcdClientTLS,
+		PeerTLS:    etcdPeerTLS,
 		Logger:     s.lg,
 	})
 	if err != nil {
@@ -134,6 +172,16 @@ func (s *Server) Run(ctx context.Context) error {
 		s.lg.Info("sower node stopped", "name", s.c.Name)
 	}()
 
+	kv := etcdstore.NewKV(etcd.Client())
+	if caMem != nil {
+		err = np.persistCA(ctx, caMem, kv, dataKey)
+	} else {
+		err = np.loadCA(ctx, kv, dataKey)
+	}
+	if err != nil {
+		return err
+	}
+	defer np.ca.Close()
 	an, err := openAuthn(ctx, etcd.Client(), dataKey)
 	if err != nil {
 		return err
@@ -155,7 +203,16 @@ func (s *Server) Run(ctx context.Context) error {
 	n := &node{etcd: etcd}
 	m := newMetrics(etcd.Info)
 	auth := &authenticator{tokens: an.tokens, account: s.c.Account, lg: s.lg}
+	serverTLS, err := np.serverTLS()
+	if err != nil {
+		return err
+	}
+	gatewayTLS, err := np.selfClientTLS()
+	if err != nil {
+		return err
+	}
 	gs := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(serverTLS)),
 		grpc.ChainUnaryInterceptor(recoverUnary(s.lg), m.unary, auth.unary),
 		grpc.ChainStreamInterceptor(recoverStream(s.lg), m.stream, auth.stream),
 	)
@@ -171,9 +228,9 @@ func (s *Server) Run(ctx context.Context) error {
 		svc.Register(gs)
 	}
 
-	// The gateway dials this node's own gRPC listener, so every REST call
-	// runs the same interceptors as a gRPC call.
-	conn, err := grpc.NewClient(dialTarget(grpcLis.Addr()), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The gateway dials this node's own gRPC listener over mTLS, so every
+	// REST call runs the same interceptors as a gRPC call.
+	conn, err := grpc.NewClient(dialTarget(grpcLis.Addr()), grpc.WithTransportCredentials(credentials.NewTLS(gatewayTLS)))
 	if err != nil {
 		return fmt.Errorf("server: gateway connection: %w", err)
 	}
@@ -189,7 +246,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	hsrv := &http.Server{
-		Handler:           s.httpHandler(gw, cj, n, m),
+		Handler:           s.httpHandler(gw, cj, n, m, np),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.lg.Handler(), slog.LevelWarn),
 	}
@@ -201,8 +258,10 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	httpTLS := serverTLS.Clone()
+	httpTLS.NextProtos = []string{"h2", "http/1.1"}
 	g.Go(func() error {
-		if err := hsrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hsrv.Serve(tls.NewListener(httpLis, httpTLS)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("server: HTTP: %w", err)
 		}
 		return nil
@@ -220,6 +279,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		}
 	})
+	g.Go(func() error { return np.run(gctx, etcd.Client()) })
 	g.Go(func() error {
 		<-gctx.Done()
 		hs.Shutdown()
@@ -230,6 +290,7 @@ func (s *Server) Run(ctx context.Context) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.mu.Lock()
 	s.grpcAddr, s.httpAddr, s.meta, s.bootstrap = grpcLis.Addr(), httpLis.Addr(), meta, created
+	s.pin = np.ca.Pin().String()
 	s.mu.Unlock()
 	close(s.ready)
 	s.lg.Info("sower node ready", "name", s.c.Name, "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())

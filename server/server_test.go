@@ -15,7 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sowerproject/sower/internal/testutil"
@@ -71,9 +71,9 @@ func startNode(t *testing.T, c Config) (*Server, func() error) {
 	return s, stop
 }
 
-func getJSON(t *testing.T, url string, v any) int {
+func getJSON(t *testing.T, c *http.Client, url string, v any) int {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := c.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -107,17 +107,18 @@ func TestBootstrapStatusAndRestart(t *testing.T) {
 	}
 
 	_, httpAddr := s.Addrs()
+	hc := testutil.HTTPClient(t, dir)
 	var st map[string]any
-	if code := getJSON(t, "http://"+httpAddr.String()+"/v1/status", &st); code != 200 {
+	if code := getJSON(t, hc, "https://"+httpAddr.String()+"/v1/status", &st); code != 200 {
 		t.Fatalf("/v1/status = %d", code)
 	}
 	if st["role"] != "ROLE_LEADER" || st["clusterId"] != id || st["account"] != "acme" || st["memberId"] == "" || st["memberId"] != st["leaderId"] || st["leaderName"] != "leader-1" {
 		t.Fatalf("status = %v", st)
 	}
-	if code := getJSON(t, "http://"+httpAddr.String()+"/readyz", nil); code != 200 {
+	if code := getJSON(t, hc, "https://"+httpAddr.String()+"/readyz", nil); code != 200 {
 		t.Fatalf("/readyz = %d, want 200", code)
 	}
-	if code := getJSON(t, "http://"+httpAddr.String()+"/healthz", nil); code != 200 {
+	if code := getJSON(t, hc, "https://"+httpAddr.String()+"/healthz", nil); code != 200 {
 		t.Fatalf("/healthz = %d, want 200", code)
 	}
 
@@ -137,9 +138,11 @@ func TestBootstrapStatusAndRestart(t *testing.T) {
 }
 
 func TestGRPCStatusHealthAndMetrics(t *testing.T) {
-	s, _ := startNode(t, testConfig(t, t.TempDir()))
+	dir := t.TempDir()
+	s, _ := startNode(t, testConfig(t, dir))
 	g, h := s.Addrs()
-	conn, err := grpc.NewClient(g.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	hc := testutil.HTTPClient(t, dir)
+	conn, err := grpc.NewClient(g.String(), grpc.WithTransportCredentials(credentials.NewTLS(testutil.TLSConfig(t, dir))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +157,7 @@ func TestGRPCStatusHealthAndMetrics(t *testing.T) {
 		t.Fatalf("GetStatus = %v, %v", sr, err)
 	}
 
-	resp, err := http.Get("http://" + h.String() + "/metrics")
+	resp, err := hc.Get("https://" + h.String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +173,7 @@ func TestGRPCStatusHealthAndMetrics(t *testing.T) {
 		}
 	}
 
-	resp, err = http.Get("http://" + h.String() + "/openapi.json")
+	resp, err = hc.Get("https://" + h.String() + "/openapi.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,9 +16,13 @@ import (
 	"github.com/sowerproject/sower/server"
 )
 
-// startLeader runs a real single-node Leader and returns its base URL and
-// the admin API key.
-func startLeader(t *testing.T) (string, string) {
+// leader is a running single-node Leader as a Conjur client sees it.
+type leader struct {
+	url, adminKey, caFile string
+}
+
+// startLeader runs a real single-node Leader over TLS.
+func startLeader(t *testing.T) leader {
 	t.Helper()
 	dir := t.TempDir()
 	a := testutil.FreeAddrs(t, 4)
@@ -49,12 +53,12 @@ func startLeader(t *testing.T) (string, string) {
 		t.Fatal(err)
 	}
 	_, h := s.Addrs()
-	return "http://" + h.String(), strings.TrimSpace(string(raw))
+	return leader{url: "https://" + h.String(), adminKey: strings.TrimSpace(string(raw)), caFile: testutil.CAFile(dir)}
 }
 
-func newClient(t *testing.T, url, login, key string) *conjurapi.Client {
+func newClient(t *testing.T, l leader, login, key string) *conjurapi.Client {
 	t.Helper()
-	c, err := conjurapi.NewClientFromKey(conjurapi.Config{Account: "acme", ApplianceURL: url}, authn.LoginPair{Login: login, APIKey: key})
+	c, err := conjurapi.NewClientFromKey(conjurapi.Config{Account: "acme", ApplianceURL: l.url, SSLCertPath: l.caFile}, authn.LoginPair{Login: login, APIKey: key})
 	if err != nil {
 		t.Fatalf("conjur-api-go client: %v", err)
 	}
@@ -65,8 +69,9 @@ func newClient(t *testing.T, url, login, key string) *conjurapi.Client {
 // in with the admin API key, receives a token it accepts and refreshes, and
 // calls protected endpoints with it.
 func TestConjurClientAuthenticates(t *testing.T) {
-	url, key := startLeader(t)
-	c := newClient(t, url, "admin", key)
+	l := startLeader(t)
+	key := l.adminKey
+	c := newClient(t, l, "admin", key)
 
 	raw, err := c.WhoAmI()
 	if err != nil {
@@ -87,7 +92,7 @@ func TestConjurClientAuthenticates(t *testing.T) {
 		t.Fatalf("Authenticate = %s, %v", tok, err)
 	}
 
-	if _, err := newClient(t, url, "admin", "not-the-key").WhoAmI(); err == nil {
+	if _, err := newClient(t, l, "admin", "not-the-key").WhoAmI(); err == nil {
 		t.Fatal("WhoAmI with a wrong API key succeeded")
 	}
 
@@ -95,7 +100,7 @@ func TestConjurClientAuthenticates(t *testing.T) {
 	if err != nil || len(newKey) < 50 || string(newKey) == key {
 		t.Fatalf("RotateAPIKey = %q, %v", newKey, err)
 	}
-	if _, err := newClient(t, url, "admin", string(newKey)).WhoAmI(); err != nil {
+	if _, err := newClient(t, l, "admin", string(newKey)).WhoAmI(); err != nil {
 		t.Fatalf("WhoAmI with the rotated key: %v", err)
 	}
 }
