@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -14,12 +15,17 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/sowerproject/sower/pki"
 )
 
 // clientFlags declares how a client command reaches a node and who it is.
 // Every flag is also a SOWER_ environment variable (SOWER_SERVER, ...).
 func clientFlags(fs *pflag.FlagSet) {
-	fs.String("server", envOr("SOWER_SERVER", "http://127.0.0.1:8443"), "URL of a sower node's REST endpoint (env SOWER_SERVER)")
+	fs.String("server", envOr("SOWER_SERVER", "https://127.0.0.1:8443"), "URL of a sower node's REST endpoint (env SOWER_SERVER)")
+	fs.String("ca-pin", os.Getenv("SOWER_CA_PIN"), "trust the server whose chain leads to this CA key, sha256:<hex> from `sower ca pin` (env SOWER_CA_PIN)")
+	fs.String("ca-file", envOr("SOWER_CA_FILE", "./.sower/tls/ca.pem"), "CA bundle to trust when no --ca-pin is given (env SOWER_CA_FILE)")
+	fs.Bool("insecure-skip-ca-verify", false, "do not verify the server at all (prints a warning; never in production)")
 	fs.String("account", envOr("SOWER_ACCOUNT", "default"), "Conjur account (env SOWER_ACCOUNT)")
 	fs.String("login", envOr("SOWER_LOGIN", "admin"), "login to authenticate as: a user id or host/<id> (env SOWER_LOGIN)")
 	fs.String("api-key-file", envOr("SOWER_API_KEY_FILE", "./.sower/admin.key"), "file holding the login's API key (env SOWER_API_KEY_FILE; SOWER_API_KEY overrides it)")
@@ -61,7 +67,46 @@ func newAPIClient(cmd *cobra.Command) (*apiClient, error) {
 		}
 		key = strings.TrimSpace(string(raw))
 	}
-	return &apiClient{base: u, account: account, login: login, apiKey: key, http: &http.Client{Timeout: 2 * time.Minute}}, nil
+	tlsCfg, err := clientTLS(cmd, u)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsCfg
+	return &apiClient{base: u, account: account, login: login, apiKey: key, http: &http.Client{Timeout: 2 * time.Minute, Transport: tr}}, nil
+}
+
+// clientTLS decides how a client trusts the server: by the CA pin (trust on
+// first contact, as kubeadm's discovery hash), by a CA bundle file, or, only
+// when asked explicitly and with a warning, not at all.
+func clientTLS(cmd *cobra.Command, u *url.URL) (*tls.Config, error) {
+	fs := cmd.Flags()
+	if u.Scheme != "https" {
+		return nil, nil
+	}
+	pinStr, _ := fs.GetString("ca-pin")
+	caFile, _ := fs.GetString("ca-file")
+	skip, _ := fs.GetBool("insecure-skip-ca-verify")
+	switch {
+	case skip:
+		fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: --insecure-skip-ca-verify: the server is not verified; anyone on the path can read and change this traffic")
+		return pki.InsecureClientTLS(nil), nil
+	case pinStr != "":
+		pin, err := pki.ParsePin(pinStr)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		return pki.PinnedClientTLS(pin, u.Hostname(), nil)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, &usageError{fmt.Errorf("no way to verify %s: give --ca-pin (run `sower ca pin` on the Leader) or --ca-file with the CA bundle (%v)", u.Host, err)}
+	}
+	roots, err := pki.ParseCertificatesPEM(pem)
+	if err != nil {
+		return nil, &usageError{fmt.Errorf("ca-file %s: %w", caFile, err)}
+	}
+	return pki.ClientTLS(roots, u.Hostname(), nil)
 }
 
 // authenticate exchanges the API key for an access token (Conjur's

@@ -3,9 +3,15 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"errors"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +23,7 @@ import (
 	"time"
 
 	"github.com/sowerproject/sower/internal/testutil"
+	"github.com/sowerproject/sower/pki"
 )
 
 // runSower runs the real binary and returns its exit code and output.
@@ -110,7 +117,7 @@ func TestServeSigtermRestart(t *testing.T) {
 	}
 }
 
-var curlRE = regexp.MustCompile(`curl -s (http://\S+)`)
+var curlRE = regexp.MustCompile(`curl -s --cacert (\S+) (https://\S+)`)
 
 // startAndCall starts a node, waits for its "ready" banner, GETs the URL of
 // the printed curl line, then sends SIGTERM and expects exit status 0. The
@@ -125,12 +132,12 @@ func startAndCall(t *testing.T, args []string) string {
 		t.Fatal(err)
 	}
 	var log strings.Builder
-	var url string
+	var url, caFile string
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
 		log.WriteString(sc.Text() + "\n")
 		if m := curlRE.FindStringSubmatch(sc.Text()); m != nil {
-			url = m[1]
+			caFile, url = m[1], m[2]
 			break
 		}
 	}
@@ -138,7 +145,9 @@ func startAndCall(t *testing.T, args []string) string {
 		cmd.Wait()
 		t.Fatalf("no curl line printed; output:\n%s", log.String())
 	}
-	resp, err := http.Get(url)
+	// Exactly what the printed curl line does: trust the printed CA file.
+	hc := testutil.HTTPClient(t, filepath.Dir(filepath.Dir(caFile)))
+	resp, err := hc.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -165,3 +174,54 @@ func startAndCall(t *testing.T, args []string) string {
 	return url
 }
 
+
+// TestCAPinAndImport: `sower ca pin` prints the pin of the data dir's CA, and
+// `sower ca import` refuses a bad pair and a data dir that already started.
+func TestCAPinAndImport(t *testing.T) {
+	dir := t.TempDir()
+	startAndCall(t, append([]string{"server", "--log-format", "json"}, nodeArgs(t, dir)...))
+	code, out := runSower(t, nil, "ca", "pin", "--data-dir", dir)
+	if code != 0 || !strings.HasPrefix(out, "sha256:") || len(strings.TrimSpace(out)) != 71 {
+		t.Fatalf("ca pin: exit %d, %q", code, out)
+	}
+	cert := filepath.Join(dir, "tls", "node.pem")
+	key := filepath.Join(dir, "tls", "node-key.pem")
+	if code, out := runSower(t, nil, "ca", "import", "--data-dir", dir, "--cert", cert, "--key", key); code != 2 || !strings.Contains(out, "already holds a cluster") {
+		t.Fatalf("import into a started data dir: exit %d, %q", code, out)
+	}
+	fresh := t.TempDir()
+	if code, out := runSower(t, nil, "ca", "import", "--data-dir", fresh, "--cert", cert, "--key", key); code != 2 || !strings.Contains(out, "not a CA") {
+		t.Fatalf("import of a leaf certificate: exit %d, %q", code, out)
+	}
+}
+
+// TestImportedRootBecomesTheClusterCA: an operator's own root, staged with
+// `sower ca import`, signs the new cluster's certificates.
+func TestImportedRootBecomesTheClusterCA(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "operator root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour * 365),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	root, _ := x509.ParseCertificate(der)
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
+	src := t.TempDir()
+	certFile, keyFile := filepath.Join(src, "root.pem"), filepath.Join(src, "root-key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600)
+
+	dir := t.TempDir()
+	if code, out := runSower(t, nil, "ca", "import", "--data-dir", dir, "--cert", certFile, "--key", keyFile); code != 0 {
+		t.Fatalf("ca import: exit %d, %s", code, out)
+	}
+	startAndCall(t, append([]string{"server", "--log-format", "json"}, nodeArgs(t, dir)...))
+	if _, err := os.Stat(filepath.Join(dir, "tls", "ca-import-key.pem")); !os.IsNotExist(err) {
+		t.Fatal("the staged CA key is still on disk after bootstrap")
+	}
+	_, out := runSower(t, nil, "ca", "pin", "--data-dir", dir)
+	if want := pki.PinOf(root).String(); strings.TrimSpace(out) != want {
+		t.Fatalf("cluster pin %q, want the imported root's %q", out, want)
+	}
+}

@@ -68,9 +68,10 @@ func runServer(parent context.Context, sc server.Config, out io.Writer) error {
 func printHowToCall(w io.Writer, srv *server.Server) {
 	g, h := srv.Addrs()
 	created, id := srv.Bootstrapped()
-	fmt.Fprintf(w, "\nsower is ready (cluster %s).\n", id)
-	fmt.Fprintf(w, "  REST:  curl -s http://%s/v1/status\n", hostPort(h))
-	fmt.Fprintf(w, "  gRPC:  grpcurl -plaintext %s list\n", hostPort(g))
+	ca := srv.CAFile()
+	fmt.Fprintf(w, "\nsower is ready (cluster %s, CA pin %s).\n", id, srv.CAPin())
+	fmt.Fprintf(w, "  REST:  curl -s --cacert %s https://%s/v1/status\n", ca, hostPort(h))
+	fmt.Fprintf(w, "  gRPC:  grpcurl -cacert %s %s list\n", ca, hostPort(g))
 	if created {
 		fmt.Fprintf(w, "  admin API key (created now, mode 0600): %s\n", srv.AdminKeyPath())
 	} else {
