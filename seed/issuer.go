@@ -1,0 +1,434 @@
+package seed
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/sowerproject/sower/pki"
+	"github.com/sowerproject/sower/seed/archive"
+)
+
+// WebserviceID is the Conjur resource that gates seed issuance, relative to
+// the account.
+const WebserviceID = "webservice:conjur/seed-generation"
+
+// DefaultTTL is how long a seed (and a Standby's enrollment token) is valid.
+const DefaultTTL = time.Hour
+
+// Policy is what the Issuer asks the permission graph. Ids are
+// "account:kind:id".
+type Policy interface {
+	Allowed(role, privilege, resource string) bool
+	// Annotation returns a resource's annotation value.
+	Annotation(resource, name string) (string, bool)
+	// IsMember reports whether member belongs to role, directly or not.
+	IsMember(role, member string) bool
+}
+
+// CA issues certificates under the cluster's profiles.
+type CA interface {
+	Issue(ctx context.Context, profile pki.ProfileName, req pki.Request) (*pki.Issued, error)
+	Pin() pki.Pin
+	BundlePEM() []byte
+}
+
+// Store records seeds and refusals, and holds Standby enrollment tokens.
+type Store interface {
+	// Put records an issued seed and, for a Standby, its enrollment in one
+	// transaction.
+	Put(ctx context.Context, r Record, e *Enrollment) error
+	// Audit records a refused request.
+	Audit(ctx context.Context, e Event) error
+	// List returns every seed record, oldest first.
+	List(ctx context.Context) ([]Record, error)
+	// Revoke marks a seed revoked, revokes its certificate serials and
+	// deletes its enrollment token, in one transaction.
+	Revoke(ctx context.Context, id, by string, at time.Time) (Record, error)
+}
+
+// Record is the audit record of one issued seed.
+type Record struct {
+	ID        string       `json:"id"`
+	Kind      archive.Kind `json:"kind"`
+	Requester string       `json:"requester"`
+	// Host is the Standby's host id; empty for Followers.
+	Host      string    `json:"host,omitempty"`
+	Node      string    `json:"node,omitempty"`
+	Hostnames []string  `json:"hostnames,omitempty"`
+	Serials   []string  `json:"serials"`
+	Sealed    bool      `json:"sealed"`
+	From      string    `json:"from,omitempty"`
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	RevokedBy string    `json:"revoked_by,omitempty"`
+}
+
+// Enrollment is a Standby's single-use enrollment token as stored: only its
+// hash is the key.
+type Enrollment struct {
+	TokenHash string    `json:"-"`
+	SeedID    string    `json:"seed_id"`
+	Host      string    `json:"host"`
+	NodeName  string    `json:"node_name"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// TokenHash is the hex SHA-256 under which an enrollment token is stored.
+func TokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// Event is a refused seed request, for the audit trail.
+type Event struct {
+	At        time.Time    `json:"at"`
+	Kind      archive.Kind `json:"kind"`
+	Requester string       `json:"requester"`
+	Hostnames []string     `json:"hostnames,omitempty"`
+	Host      string       `json:"host,omitempty"`
+	From      string       `json:"from,omitempty"`
+	Reason    string       `json:"reason"`
+}
+
+// Config holds an Issuer's dependencies.
+type Config struct {
+	Account string
+	Cluster string
+	Policy  Policy
+	CA      CA
+	Store   Store
+	// Signer returns the key and chain that sign seeds (the Leader's node
+	// certificate, which chains to the cluster CA).
+	Signer func() (archive.Signer, error)
+	// DataKey returns the data key ring file's bytes (pki.Keyring.Marshal).
+	DataKey func() []byte
+	// Endpoints returns the cluster's REST endpoints for the manifest.
+	Endpoints func() archive.Endpoints
+	// Reserved returns the names of the cluster's own nodes, which a
+	// Follower certificate may never carry.
+	Reserved func() []string
+	// TTL of seeds; DefaultTTL when zero.
+	TTL time.Duration
+	// AllowPlain lets callers ask for unsealed seeds (Conjur's seed
+	// fetcher expects a plain tar). Off by default.
+	AllowPlain bool
+}
+
+// Option changes optional behaviour.
+type Option func(*Issuer)
+
+// WithClock replaces time.Now.
+func WithClock(now func() time.Time) Option { return func(i *Issuer) { i.now = now } }
+
+// Issuer issues seeds.
+type Issuer struct {
+	c   Config
+	now func() time.Time
+}
+
+// New checks the dependencies.
+func New(c Config, opts ...Option) (*Issuer, error) {
+	switch {
+	case c.Account == "":
+		return nil, errors.New("seed: Account is required")
+	case c.Policy == nil:
+		return nil, errors.New("seed: Policy is required")
+	case c.CA == nil:
+		return nil, errors.New("seed: CA is required")
+	case c.Store == nil:
+		return nil, errors.New("seed: Store is required")
+	case c.Signer == nil || c.DataKey == nil || c.Endpoints == nil:
+		return nil, errors.New("seed: Signer, DataKey and Endpoints are required")
+	}
+	if c.TTL <= 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.Cluster == "" {
+		c.Cluster = c.Account
+	}
+	if c.Reserved == nil {
+		c.Reserved = func() []string { return nil }
+	}
+	i := &Issuer{c: c, now: time.Now}
+	for _, o := range opts {
+		o(i)
+	}
+	return i, nil
+}
+
+// Request is what a caller asks for.
+type Request struct {
+	// Requester is the caller's role id ("account:host:id").
+	Requester string
+	// From is the caller's address, for the audit trail.
+	From string
+	// Recipient is the age X25519 recipient ("age1...") the seed is sealed
+	// to. Empty asks for a plain seed, which needs Config.AllowPlain.
+	Recipient string
+	// Hostnames are the Follower's DNS names.
+	Hostnames []string
+	// Host is the Standby's host id, "conjur/cluster/<cluster>/<node>"
+	// (relative to the account) or fully qualified.
+	Host string
+	// DNSNames and IPs are extra names of the Standby's certificates.
+	DNSNames []string
+	IPs      []net.IP
+}
+
+// Issued is an issued seed.
+type Issued struct {
+	Record  Record
+	Archive []byte
+	CAPin   pki.Pin
+	// EnrollmentToken is set for Standby seeds; it is also inside the seed.
+	EnrollmentToken string
+}
+
+func (i *Issuer) webservice() string { return i.c.Account + ":" + WebserviceID }
+
+// authorize applies the execute rule and records a refusal.
+func (i *Issuer) authorize(ctx context.Context, kind archive.Kind, req Request) error {
+	if i.c.Policy.Allowed(req.Requester, "execute", i.webservice()) {
+		return nil
+	}
+	i.refuse(ctx, kind, req, "no execute on "+i.webservice())
+	return fmt.Errorf("%w: %s needs execute on %s", ErrForbidden, req.Requester, i.webservice())
+}
+
+func (i *Issuer) refuse(ctx context.Context, kind archive.Kind, req Request, reason string) {
+	_ = i.c.Store.Audit(ctx, Event{At: i.now().UTC(), Kind: kind, Requester: req.Requester, Hostnames: req.Hostnames, Host: req.Host, From: req.From, Reason: reason})
+}
+
+// recipient parses the age recipient, or allows a plain seed.
+func (i *Issuer) recipient(s string) (age.Recipient, error) {
+	if s == "" {
+		if !i.c.AllowPlain {
+			return nil, fmt.Errorf("%w: send an age X25519 recipient (age1...) to receive the seed sealed; this server does not hand out seeds in the clear", ErrPlainDisabled)
+		}
+		return nil, nil
+	}
+	r, err := archive.ParseRecipient(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: recipient: %v", ErrInvalidRequest, err)
+	}
+	return r, nil
+}
+
+// IssueFollower issues a Follower seed.
+func (i *Issuer) IssueFollower(ctx context.Context, req Request) (*Issued, error) {
+	if err := i.authorize(ctx, archive.KindFollower, req); err != nil {
+		return nil, err
+	}
+	rcpt, err := i.recipient(req.Recipient)
+	if err != nil {
+		return nil, err
+	}
+	var callerPatterns []string
+	if v, ok := i.c.Policy.Annotation(req.Requester, HostnamesAnnotation); ok {
+		callerPatterns = parsePatterns(v)
+	}
+	wsPatterns := []string{}
+	if v, ok := i.c.Policy.Annotation(i.webservice(), HostnamesAnnotation); ok {
+		wsPatterns = parsePatterns(v)
+	}
+	reserved := map[string]bool{}
+	for _, n := range i.c.Reserved() {
+		reserved[strings.ToLower(n)] = true
+	}
+	if err := checkHostnames(req.Hostnames, wsPatterns, callerPatterns, reserved, i.webservice(), req.Requester); err != nil {
+		i.refuse(ctx, archive.KindFollower, req, err.Error())
+		return nil, err
+	}
+	names := make([]string, len(req.Hostnames))
+	for k, n := range req.Hostnames {
+		names[k] = strings.ToLower(strings.TrimSuffix(n, "."))
+	}
+	server, err := i.c.CA.Issue(ctx, pki.ProfileFollowerServer, pki.Request{CommonName: names[0], DNSNames: names})
+	if err != nil {
+		return nil, fmt.Errorf("seed: issue the Follower server certificate: %w", err)
+	}
+	client, err := i.c.CA.Issue(ctx, pki.ProfileFollowerClient, pki.Request{CommonName: names[0]})
+	if err != nil {
+		return nil, fmt.Errorf("seed: issue the Follower replication certificate: %w", err)
+	}
+	files, err := certFiles(map[string]*pki.Issued{"tls/follower": server, "tls/replication": client})
+	if err != nil {
+		return nil, err
+	}
+	return i.build(ctx, archive.KindFollower, req, rcpt, names, "", "", files, nil, server, client)
+}
+
+// ClusterOf returns the cluster name of a Standby host id
+// "conjur/cluster/<name>/<node>", and the node's name.
+func ClusterOf(hostID string) (cluster, node string, ok bool) {
+	rest, found := strings.CutPrefix(hostID, "conjur/cluster/")
+	if !found {
+		return "", "", false
+	}
+	cluster, node, found = strings.Cut(rest, "/")
+	if !found || cluster == "" || node == "" || strings.Contains(node, "/") {
+		return "", "", false
+	}
+	return cluster, node, true
+}
+
+// IssueStandby issues a Standby seed for a host declared in the cluster
+// policy.
+func (i *Issuer) IssueStandby(ctx context.Context, req Request) (*Issued, error) {
+	if err := i.authorize(ctx, archive.KindStandby, req); err != nil {
+		return nil, err
+	}
+	rcpt, err := i.recipient(req.Recipient)
+	if err != nil {
+		return nil, err
+	}
+	hostID := strings.TrimPrefix(strings.TrimPrefix(req.Host, i.c.Account+":"), "host:")
+	cluster, node, ok := ClusterOf(hostID)
+	if !ok {
+		err := fmt.Errorf("%w: Standby host %q must be declared in the cluster policy as conjur/cluster/<cluster>/<node name>", ErrInvalidRequest, req.Host)
+		i.refuse(ctx, archive.KindStandby, req, err.Error())
+		return nil, err
+	}
+	// A Standby joins the quorum and holds the data key: beyond the
+	// seed-generation gate, the caller must manage the cluster's policy.
+	clusterPolicy := i.c.Account + ":policy:conjur/cluster/" + cluster
+	if !i.c.Policy.Allowed(req.Requester, "update", clusterPolicy) {
+		i.refuse(ctx, archive.KindStandby, req, "no update on "+clusterPolicy)
+		return nil, fmt.Errorf("%w: a Standby seed needs update on %s", ErrForbidden, clusterPolicy)
+	}
+	host := i.c.Account + ":host:" + hostID
+	layer := i.c.Account + ":layer:conjur/cluster/" + cluster
+	if !i.c.Policy.IsMember(layer, host) {
+		err := fmt.Errorf("%w: %s is not a member of %s; grant it the layer in policy conjur/cluster/%s", ErrNotClusterMember, host, layer, cluster)
+		i.refuse(ctx, archive.KindStandby, req, err.Error())
+		return nil, err
+	}
+	dns := append([]string{node}, req.DNSNames...)
+	ips := append([]net.IP{net.IPv4(127, 0, 0, 1)}, req.IPs...)
+	nodeCert, err := i.c.CA.Issue(ctx, pki.ProfileLeaderServer, pki.Request{CommonName: node, DNSNames: dns, IPAddresses: ips})
+	if err != nil {
+		return nil, fmt.Errorf("seed: issue the Standby's node certificate: %w", err)
+	}
+	peerCert, err := i.c.CA.Issue(ctx, pki.ProfileEtcdPeer, pki.Request{CommonName: node, DNSNames: dns, IPAddresses: ips})
+	if err != nil {
+		return nil, fmt.Errorf("seed: issue the Standby's etcd peer certificate: %w", err)
+	}
+	files, err := certFiles(map[string]*pki.Issued{"tls/node": nodeCert, "tls/etcd-peer": peerCert})
+	if err != nil {
+		return nil, err
+	}
+	token, err := newToken()
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, archive.File{Path: "enrollment-token", Mode: 0o600, Data: []byte(token + "\n")})
+	enroll := &Enrollment{TokenHash: TokenHash(token), Host: host, NodeName: node}
+	iss, err := i.build(ctx, archive.KindStandby, req, rcpt, dns, host, node, files, enroll, nodeCert, peerCert)
+	if err != nil {
+		return nil, err
+	}
+	iss.EnrollmentToken = token
+	return iss, nil
+}
+
+func certFiles(certs map[string]*pki.Issued) ([]archive.File, error) {
+	var files []archive.File
+	for base, is := range certs {
+		keyPEM, err := is.KeyPEM()
+		if err != nil {
+			return nil, err
+		}
+		files = append(files,
+			archive.File{Path: base + ".pem", Mode: 0o644, Data: is.CertPEM()},
+			archive.File{Path: base + "-key.pem", Mode: 0o600, Data: keyPEM})
+	}
+	return files, nil
+}
+
+func newToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)), nil
+}
+
+func newID() (string, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// build signs and seals the archive and records it.
+func (i *Issuer) build(ctx context.Context, kind archive.Kind, req Request, rcpt age.Recipient, names []string, host, node string, files []archive.File, enroll *Enrollment, certs ...*pki.Issued) (*Issued, error) {
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	now := i.now().UTC()
+	exp := now.Add(i.c.TTL)
+	files = append(files,
+		archive.File{Path: "tls/ca.pem", Mode: 0o644, Data: i.c.CA.BundlePEM()},
+		archive.File{Path: "data.key", Mode: 0o600, Data: i.c.DataKey()})
+	if node == "" {
+		node = names[0]
+	}
+	md := archive.Metadata{
+		SeedID: id, Kind: kind, Account: i.c.Account, Cluster: i.c.Cluster,
+		Node:      archive.Node{Name: node, Role: host},
+		Hostnames: names, Endpoints: i.c.Endpoints(), CAPin: i.c.CA.Pin(),
+		IssuedAt: now, ExpiresAt: exp,
+	}
+	signer, err := i.c.Signer()
+	if err != nil {
+		return nil, fmt.Errorf("seed: signing key: %w", err)
+	}
+	b, err := archive.NewBuilder(signer)
+	if err != nil {
+		return nil, fmt.Errorf("seed: signing key: %w", err)
+	}
+	var buf bytes.Buffer
+	if rcpt != nil {
+		_, err = b.Seal(&buf, rcpt, md, files)
+	} else {
+		_, err = b.WritePlain(&buf, md, files)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("seed: build the archive: %w", err)
+	}
+	rec := Record{ID: id, Kind: kind, Requester: req.Requester, Host: host, Node: node, Hostnames: names,
+		Sealed: rcpt != nil, From: req.From, IssuedAt: now, ExpiresAt: exp}
+	for _, c := range certs {
+		rec.Serials = append(rec.Serials, c.Leaf().SerialNumber.Text(16))
+	}
+	if enroll != nil {
+		enroll.SeedID, enroll.ExpiresAt = id, exp
+	}
+	if err := i.c.Store.Put(ctx, rec, enroll); err != nil {
+		return nil, fmt.Errorf("seed: record seed %s: %w", id, err)
+	}
+	return &Issued{Record: rec, Archive: buf.Bytes(), CAPin: i.c.CA.Pin()}, nil
+}
+
+// List returns the seed records.
+func (i *Issuer) List(ctx context.Context) ([]Record, error) { return i.c.Store.List(ctx) }
+
+// Revoke voids a seed: its certificates are revoked and its enrollment
+// token deleted.
+func (i *Issuer) Revoke(ctx context.Context, id, by string) (Record, error) {
+	return i.c.Store.Revoke(ctx, id, by, i.now().UTC())
+}
