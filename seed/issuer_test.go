@@ -153,7 +153,7 @@ func newFixture(t *testing.T, allowPlain bool) fixture {
 	}
 	st := newMemStore()
 	iss, err := seed.New(seed.Config{
-		Account: "acme", Cluster: "prod", Policy: seed.GraphPolicy{G: g}, CA: ca, Store: st,
+		Account: "acme", Cluster: "prod", Policy: seed.GraphPolicy{Graph: func() *policy.Graph { return g }}, CA: ca, Store: st,
 		Signer:     func() (archive.Signer, error) { return archive.Signer{Key: signer.Key, Chain: signer.Chain}, nil },
 		DataKey:    kr.Marshal,
 		Endpoints:  func() archive.Endpoints { return archive.Endpoints{Leader: []string{"https://leader-1.example:8443"}} },

@@ -2,8 +2,10 @@ package seed
 
 import "github.com/sowerproject/sower/policy"
 
-// GraphPolicy answers the Issuer's questions from a permission graph.
-type GraphPolicy struct{ G *policy.Graph }
+// GraphPolicy answers the Issuer's questions from the current permission
+// graph; Graph is called on every question because the server may replace
+// the graph when it reloads from etcd.
+type GraphPolicy struct{ Graph func() *policy.Graph }
 
 // Allowed reports whether role holds privilege on resource.
 func (p GraphPolicy) Allowed(role, privilege, resource string) bool {
@@ -15,7 +17,7 @@ func (p GraphPolicy) Allowed(role, privilege, resource string) bool {
 	if err != nil {
 		return false
 	}
-	return p.G.Allowed(r, privilege, res)
+	return p.Graph().Allowed(r, privilege, res)
 }
 
 // Annotation returns a resource's annotation.
@@ -24,7 +26,7 @@ func (p GraphPolicy) Annotation(resource, name string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	info, ok := p.G.Resource(id)
+	info, ok := p.Graph().Resource(id)
 	if !ok {
 		return "", false
 	}
@@ -46,7 +48,7 @@ func (p GraphPolicy) IsMember(role, member string) bool {
 	if err != nil {
 		return false
 	}
-	for _, x := range p.G.AllRoles(m) {
+	for _, x := range p.Graph().AllRoles(m) {
 		if x == r {
 			return true
 		}
