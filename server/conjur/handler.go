@@ -20,6 +20,7 @@ const maxBody = 1 << 20
 // Handler serves Conjur's REST API by calling the node's gRPC services.
 type Handler struct {
 	authn sowerv1.AuthnServiceClient
+	seed  sowerv1.SeedServiceClient
 }
 
 // New returns a Handler calling through conn.
@@ -27,7 +28,7 @@ func New(conn grpc.ClientConnInterface) (*Handler, error) {
 	if conn == nil {
 		return nil, errors.New("conjur: gRPC connection is required")
 	}
-	return &Handler{authn: sowerv1.NewAuthnServiceClient(conn)}, nil
+	return &Handler{authn: sowerv1.NewAuthnServiceClient(conn), seed: sowerv1.NewSeedServiceClient(conn)}, nil
 }
 
 // Register mounts Conjur's routes on mux.
@@ -36,6 +37,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /authn/{account}/{login}/authenticate", h.authenticate)
 	mux.HandleFunc("PUT /authn/{account}/api_key", h.rotateAPIKey)
 	mux.HandleFunc("GET /whoami", h.whoami)
+	mux.HandleFunc("POST /configuration/{account}/seed/follower", h.followerSeed)
+	mux.HandleFunc("POST /configuration/{account}/seed/standby", h.standbySeed)
 }
 
 // outgoing carries the caller's Authorization header and address to gRPC,
