@@ -35,7 +35,7 @@ const (
 )
 
 // revokedPrefix holds one key per revoked serial (hex), watched by every node.
-const revokedPrefix = "/sower/pki/revoked/"
+const revokedPrefix = etcdstore.RevokedPrefix
 
 // nodePKI is a node's trust and certificates: the cluster CA (on nodes that
 // can issue), the CA bundle every link verifies against, the node's own
