@@ -51,6 +51,11 @@ type EtcdConfig struct {
 	// defaults (100ms, 1s).
 	HeartbeatInterval time.Duration
 	ElectionTimeout   time.Duration
+	// MaxTxnOps and MaxRequestBytes bound one etcd transaction (etcd's
+	// --max-txn-ops and --max-request-bytes). Zero takes etcd's defaults
+	// (128 operations, 1.5 MiB); the policy store splits larger loads.
+	MaxTxnOps       uint
+	MaxRequestBytes uint
 	// Logger receives etcd's own log lines at Warn and above. Nil discards.
 	Logger *slog.Logger
 }
@@ -153,6 +158,12 @@ func (c EtcdConfig) embedConfig(closing *atomic.Bool) (*embed.Config, error) {
 	}
 	if c.ElectionTimeout > 0 {
 		cfg.ElectionMs = uint(c.ElectionTimeout / time.Millisecond)
+	}
+	if c.MaxTxnOps > 0 {
+		cfg.MaxTxnOps = c.MaxTxnOps
+	}
+	if c.MaxRequestBytes > 0 {
+		cfg.MaxRequestBytes = c.MaxRequestBytes
 	}
 	if c.ClientTLS != nil {
 		cfg.ClientTLSInfo = c.ClientTLS.info()
