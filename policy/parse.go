@@ -27,6 +27,7 @@ func (d *Document) Len() int { return len(d.stmts) }
 // same text.
 func Parse(filename string, text []byte) (*Document, error) {
 	p := &parser{filename: filename, events: yamlevent.NewParser(text), anchors: map[string]any{}}
+	defer p.events.Close()
 	stmts, err := p.stream()
 	if err != nil {
 		return nil, err
