@@ -123,6 +123,16 @@ func (r *remoteKeys) keys(ctx context.Context, kid string, refresh bool) ([]jose
 			cached = keys
 		}
 	}
+	if cached == nil {
+		// Never fetched successfully: that is an outage, not an unknown key.
+		r.mu.Lock()
+		err := r.lastErr
+		r.mu.Unlock()
+		if err == nil {
+			err = fmt.Errorf("%w from %s: not fetched yet", errFetch, r.uri)
+		}
+		return nil, err
+	}
 	return matching(cached, kid), nil
 }
 

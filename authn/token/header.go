@@ -43,9 +43,15 @@ func ParseAuthorization(h string) ([]byte, error) {
 	if value == "" {
 		return nil, authn.Refuse(authn.ReasonMissing, "Authorization token value is empty; %s", headerHint)
 	}
+	if strings.ContainsAny(value, "\r\n") { // base64 decoding would skip them
+		return nil, authn.Refuse(authn.ReasonMalformed, "Authorization token value contains a line break")
+	}
 	raw, err := decodeSegment(value)
 	if err != nil {
 		return nil, authn.Refuse(authn.ReasonMalformed, "Authorization token is not base64: %w", err)
+	}
+	if len(raw) == 0 {
+		return nil, authn.Refuse(authn.ReasonMissing, "Authorization token value is empty; %s", headerHint)
 	}
 	return raw, nil
 }

@@ -480,6 +480,9 @@ func TestParseAuthorization(t *testing.T) {
 		"empty value":       {h: `Token token=""`, reason: authn.ReasonMissing},
 		"unbalanced quote":  {h: `Token token="` + std, reason: authn.ReasonMalformed},
 		"not base64":        {h: `Token token="%%%"`, reason: authn.ReasonMalformed},
+		"only padding":      {h: `Token token="=="`, reason: authn.ReasonMissing},
+		"line break":        {h: "Token token=\"" + std[:10] + "\r\n" + std[10:] + "\"", reason: authn.ReasonMalformed},
+		"fuzz: lone CR":     {h: "Token token=\"\r\"", reason: authn.ReasonMalformed},
 		"too long":          {h: `Token token="` + strings.Repeat("A", 3*MaxTokenSize) + `"`, reason: authn.ReasonMalformed},
 	}
 	for name, tc := range tests {
