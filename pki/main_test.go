@@ -76,6 +76,16 @@ func static(t testing.TB, c *pki.Issued) pki.CertificateSource {
 // certificate the client saw.
 func handshake(t *testing.T, srvCfg, cliCfg *tls.Config) (cliErr, srvErr error, seen *x509.Certificate) {
 	t.Helper()
+	cliErr, srvErr, cs := handshakeState(t, srvCfg, cliCfg)
+	if cliErr == nil {
+		seen = cs.PeerCertificates[0]
+	}
+	return cliErr, srvErr, seen
+}
+
+// handshakeState is handshake returning the client's connection state.
+func handshakeState(t *testing.T, srvCfg, cliCfg *tls.Config) (cliErr, srvErr error, cs tls.ConnectionState) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +104,10 @@ func handshake(t *testing.T, srvCfg, cliCfg *tls.Config) (cliErr, srvErr error, 
 		c.SetDeadline(deadline)
 		tc := tls.Server(c, srvCfg)
 		if err := tc.Handshake(); err != nil {
+			// Let the client read the alert: closing a socket with unread
+			// client data would reset the connection and lose it.
+			c.(*net.TCPConn).CloseWrite()
+			io.Copy(io.Discard, c)
 			srvDone <- err
 			return
 		}
@@ -118,12 +132,10 @@ func handshake(t *testing.T, srvCfg, cliCfg *tls.Config) (cliErr, srvErr error, 
 			_, cliErr = io.ReadFull(tc, buf)
 		}
 	}
-	if cliErr == nil {
-		seen = tc.ConnectionState().PeerCertificates[0]
-	}
+	cs = tc.ConnectionState()
 	tc.Close()
 	srvErr = <-srvDone
-	return cliErr, srvErr, seen
+	return cliErr, srvErr, cs
 }
 
 func wantErr(t *testing.T, side string, err, sentinel error, words ...string) {

@@ -121,6 +121,12 @@ func ServerTLS(roots []*x509.Certificate, certs CertificateSource, opts ...TLSOp
 			}
 			return fmt.Errorf("%w: client certificate required", ErrNoCertificate)
 		}
+		// The presented certificates as well as the verified chains: a
+		// resumed session carries both, and a revoked leaf must be caught
+		// either way.
+		if err := o.checkRevoked("client", cs.PeerCertificates); err != nil {
+			return err
+		}
 		for _, chain := range cs.VerifiedChains {
 			if err := o.checkRevoked("client", chain); err != nil {
 				return err

@@ -283,3 +283,36 @@ func TestNoServerName(t *testing.T) {
 		t.Fatal("misclassified")
 	}
 }
+
+// TestRevokedOnResumption: a client revoked after its first connection is
+// refused on its next handshake even when that handshake resumes the TLS
+// session instead of presenting the certificate again.
+func TestRevokedOnResumption(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	server := f.issue(t, pki.ProfileLeaderServer, pki.Request{CommonName: "leader-0", DNSNames: []string{leaderName}})
+	client := f.issue(t, pki.ProfileFollowerClient, pki.Request{CommonName: "follower-0"})
+	revoked := pki.NewRevokedSet()
+	srv, err := pki.ServerTLS(f.ca.Roots(), static(t, server), pki.WithTLSClock(f.clock), pki.WithRevocations(revoked))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := pki.ClientTLS(f.ca.Roots(), leaderName, static(t, client), pki.WithTLSClock(f.clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+
+	for i, wantResume := range []bool{false, true} {
+		cliErr, srvErr, cs := handshakeState(t, srv, cli)
+		wantErr(t, "client", cliErr, nil)
+		wantErr(t, "server", srvErr, nil)
+		if cs.DidResume != wantResume {
+			t.Fatalf("connection %d: resumed %v, want %v", i, cs.DidResume, wantResume)
+		}
+	}
+	revoked.Add(client.Leaf().SerialNumber)
+	cliErr, srvErr, _ := handshakeState(t, srv, cli)
+	wantErr(t, "server", srvErr, pki.ErrRevoked, "revoked", "follower-0")
+	wantErr(t, "client", cliErr, nil, "bad certificate")
+}
