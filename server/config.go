@@ -25,6 +25,11 @@ type Config struct {
 	EtcdPeerAddr   string
 	// Version is the build version reported by the status API.
 	Version string
+	// AllowPlainSeeds lets callers receive unsealed seeds (Conjur's own
+	// seed fetcher expects a plain tar). Off by default.
+	AllowPlainSeeds bool
+	// SeedTTL is how long an issued seed stays valid; zero means 1h.
+	SeedTTL time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once shutdown starts. Zero means 5s.
 	ShutdownTimeout time.Duration

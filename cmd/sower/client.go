@@ -150,12 +150,21 @@ func (c *apiClient) url(segments ...string) string {
 // do sends an authenticated request and returns the status and body. A
 // non-2xx status is returned as an error carrying the server's message.
 func (c *apiClient) do(ctx context.Context, method, u string, body io.Reader, contentType string) (int, []byte, error) {
+	resp, out, err := c.doResp(ctx, method, u, body, contentType)
+	if resp == nil {
+		return 0, out, err
+	}
+	return resp.StatusCode, out, err
+}
+
+// doResp is do, returning the response for its headers.
+func (c *apiClient) doResp(ctx context.Context, method, u string, body io.Reader, contentType string) (*http.Response, []byte, error) {
 	if err := c.authenticate(ctx); err != nil {
-		return 0, nil, err
+		return nil, nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return 0, nil, err
+		return nil, nil, err
 	}
 	req.Header.Set("Authorization", c.token)
 	if contentType != "" {
@@ -163,17 +172,17 @@ func (c *apiClient) do(ctx context.Context, method, u string, body io.Reader, co
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("reach %s: %w", c.base.Host, err)
+		return nil, nil, fmt.Errorf("reach %s: %w", c.base.Host, err)
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return resp.StatusCode, nil, err
+		return resp, nil, err
 	}
 	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, out, fmt.Errorf("%s %s: %s", method, req.URL.Path, serverMessage(resp.Status, out))
+		return resp, out, fmt.Errorf("%s %s: %s", method, req.URL.Path, serverMessage(resp.Status, out))
 	}
-	return resp.StatusCode, out, nil
+	return resp, out, nil
 }
 
 // serverMessage extracts the message of Conjur's error JSON or gRPC
