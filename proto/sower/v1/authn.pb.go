@@ -22,6 +22,81 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AuthenticateJWTRequest carries a JWT for one authenticator service.
+type AuthenticateJWTRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// service_id names the authenticator: conjur/authn-jwt/<service_id> or
+	// conjur/authn-k8s/<service_id>.
+	ServiceId string `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	// account is the Conjur account.
+	Account string `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	// host is the host to log in as ("host/ns/app" or "ns/app"); leave it
+	// empty when the service's token-app-property names the host.
+	Host string `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	// jwt is the token in compact form.
+	Jwt           string `protobuf:"bytes,4,opt,name=jwt,proto3" json:"jwt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthenticateJWTRequest) Reset() {
+	*x = AuthenticateJWTRequest{}
+	mi := &file_sower_v1_authn_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthenticateJWTRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthenticateJWTRequest) ProtoMessage() {}
+
+func (x *AuthenticateJWTRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthenticateJWTRequest.ProtoReflect.Descriptor instead.
+func (*AuthenticateJWTRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AuthenticateJWTRequest) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+func (x *AuthenticateJWTRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *AuthenticateJWTRequest) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *AuthenticateJWTRequest) GetJwt() string {
+	if x != nil {
+		return x.Jwt
+	}
+	return ""
+}
+
 // LoginRequest carries a login and its secret.
 type LoginRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -37,7 +112,7 @@ type LoginRequest struct {
 
 func (x *LoginRequest) Reset() {
 	*x = LoginRequest{}
-	mi := &file_sower_v1_authn_proto_msgTypes[0]
+	mi := &file_sower_v1_authn_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +124,7 @@ func (x *LoginRequest) String() string {
 func (*LoginRequest) ProtoMessage() {}
 
 func (x *LoginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_authn_proto_msgTypes[0]
+	mi := &file_sower_v1_authn_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +137,7 @@ func (x *LoginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
 func (*LoginRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_authn_proto_rawDescGZIP(), []int{0}
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *LoginRequest) GetAccount() string {
@@ -97,7 +172,7 @@ type LoginResponse struct {
 
 func (x *LoginResponse) Reset() {
 	*x = LoginResponse{}
-	mi := &file_sower_v1_authn_proto_msgTypes[1]
+	mi := &file_sower_v1_authn_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -109,7 +184,7 @@ func (x *LoginResponse) String() string {
 func (*LoginResponse) ProtoMessage() {}
 
 func (x *LoginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_authn_proto_msgTypes[1]
+	mi := &file_sower_v1_authn_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -122,7 +197,7 @@ func (x *LoginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
 func (*LoginResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_authn_proto_rawDescGZIP(), []int{1}
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *LoginResponse) GetApiKey() string {
@@ -147,7 +222,7 @@ type AuthenticateRequest struct {
 
 func (x *AuthenticateRequest) Reset() {
 	*x = AuthenticateRequest{}
-	mi := &file_sower_v1_authn_proto_msgTypes[2]
+	mi := &file_sower_v1_authn_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -159,7 +234,7 @@ func (x *AuthenticateRequest) String() string {
 func (*AuthenticateRequest) ProtoMessage() {}
 
 func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_authn_proto_msgTypes[2]
+	mi := &file_sower_v1_authn_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -172,7 +247,7 @@ func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateRequest.ProtoReflect.Descriptor instead.
 func (*AuthenticateRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_authn_proto_rawDescGZIP(), []int{2}
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AuthenticateRequest) GetAccount() string {
@@ -209,7 +284,7 @@ type AuthenticateResponse struct {
 
 func (x *AuthenticateResponse) Reset() {
 	*x = AuthenticateResponse{}
-	mi := &file_sower_v1_authn_proto_msgTypes[3]
+	mi := &file_sower_v1_authn_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +296,7 @@ func (x *AuthenticateResponse) String() string {
 func (*AuthenticateResponse) ProtoMessage() {}
 
 func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_authn_proto_msgTypes[3]
+	mi := &file_sower_v1_authn_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +309,7 @@ func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateResponse.ProtoReflect.Descriptor instead.
 func (*AuthenticateResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_authn_proto_rawDescGZIP(), []int{3}
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AuthenticateResponse) GetToken() []byte {
@@ -264,7 +339,7 @@ type RotateAPIKeyRequest struct {
 
 func (x *RotateAPIKeyRequest) Reset() {
 	*x = RotateAPIKeyRequest{}
-	mi := &file_sower_v1_authn_proto_msgTypes[4]
+	mi := &file_sower_v1_authn_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -276,7 +351,7 @@ func (x *RotateAPIKeyRequest) String() string {
 func (*RotateAPIKeyRequest) ProtoMessage() {}
 
 func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_authn_proto_msgTypes[4]
+	mi := &file_sower_v1_authn_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -289,7 +364,7 @@ func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_authn_proto_rawDescGZIP(), []int{4}
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RotateAPIKeyRequest) GetAccount() string {
@@ -317,7 +392,7 @@ type RotateAPIKeyResponse struct {
 
 func (x *RotateAPIKeyResponse) Reset() {
 	*x = RotateAPIKeyResponse{}
-	mi := &file_sower_v1_authn_proto_msgTypes[5]
+	mi := &file_sower_v1_authn_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +404,7 @@ func (x *RotateAPIKeyResponse) String() string {
 func (*RotateAPIKeyResponse) ProtoMessage() {}
 
 func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_authn_proto_msgTypes[5]
+	mi := &file_sower_v1_authn_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +417,7 @@ func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_authn_proto_rawDescGZIP(), []int{5}
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RotateAPIKeyResponse) GetApiKey() string {
@@ -361,7 +436,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_sower_v1_authn_proto_msgTypes[6]
+	mi := &file_sower_v1_authn_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +448,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_authn_proto_msgTypes[6]
+	mi := &file_sower_v1_authn_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +461,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_authn_proto_rawDescGZIP(), []int{6}
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{7}
 }
 
 // WhoAmIResponse describes the caller, with Conjur's /whoami fields.
@@ -408,7 +483,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_sower_v1_authn_proto_msgTypes[7]
+	mi := &file_sower_v1_authn_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +495,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_authn_proto_msgTypes[7]
+	mi := &file_sower_v1_authn_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +508,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_authn_proto_rawDescGZIP(), []int{7}
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WhoAmIResponse) GetAccount() string {
@@ -471,11 +546,82 @@ func (x *WhoAmIResponse) GetClientIp() string {
 	return ""
 }
 
+// AuthenticateJWTResponse carries the access token of the host the JWT
+// authenticated.
+type AuthenticateJWTResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the access token in Conjur's JSON form (a JSON-serialized JWS).
+	Token []byte `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// expires_at is the token's expiry, in Unix seconds.
+	ExpiresAt int64 `protobuf:"varint,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// login is the authenticated host's login, "host/...".
+	Login         string `protobuf:"bytes,3,opt,name=login,proto3" json:"login,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthenticateJWTResponse) Reset() {
+	*x = AuthenticateJWTResponse{}
+	mi := &file_sower_v1_authn_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthenticateJWTResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthenticateJWTResponse) ProtoMessage() {}
+
+func (x *AuthenticateJWTResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthenticateJWTResponse.ProtoReflect.Descriptor instead.
+func (*AuthenticateJWTResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AuthenticateJWTResponse) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *AuthenticateJWTResponse) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+func (x *AuthenticateJWTResponse) GetLogin() string {
+	if x != nil {
+		return x.Login
+	}
+	return ""
+}
+
 var File_sower_v1_authn_proto protoreflect.FileDescriptor
 
 const file_sower_v1_authn_proto_rawDesc = "" +
 	"\n" +
-	"\x14sower/v1/authn.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"V\n" +
+	"\x14sower/v1/authn.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"w\n" +
+	"\x16AuthenticateJWTRequest\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x01 \x01(\tR\tserviceId\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12\x10\n" +
+	"\x03jwt\x18\x04 \x01(\tR\x03jwt\"V\n" +
 	"\fLoginRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x14\n" +
 	"\x05login\x18\x02 \x01(\tR\x05login\x12\x16\n" +
@@ -501,13 +647,19 @@ const file_sower_v1_authn_proto_rawDesc = "" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x17\n" +
 	"\arole_id\x18\x03 \x01(\tR\x06roleId\x12&\n" +
 	"\x0ftoken_issued_at\x18\x04 \x01(\tR\rtokenIssuedAt\x12\x1b\n" +
-	"\tclient_ip\x18\x05 \x01(\tR\bclientIp2\xb9\x03\n" +
+	"\tclient_ip\x18\x05 \x01(\tR\bclientIp\"d\n" +
+	"\x17AuthenticateJWTResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\fR\x05token\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\x03R\texpiresAt\x12\x14\n" +
+	"\x05login\x18\x03 \x01(\tR\x05login2\xd0\x04\n" +
 	"\fAuthnService\x12^\n" +
 	"\x05Login\x12\x16.sower.v1.LoginRequest\x1a\x17.sower.v1.LoginResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/authn/{account}/login\x12z\n" +
 	"\fAuthenticate\x12\x1d.sower.v1.AuthenticateRequest\x1a\x1e.sower.v1.AuthenticateResponse\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/authn/{account}/authenticate\x12|\n" +
 	"\fRotateAPIKey\x12\x1d.sower.v1.RotateAPIKeyRequest\x1a\x1e.sower.v1.RotateAPIKeyResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/v1/authn/{account}/api-key:rotate\x12O\n" +
 	"\x06WhoAmI\x12\x17.sower.v1.WhoAmIRequest\x1a\x18.sower.v1.WhoAmIResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
-	"/v1/whoamiB6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
+	"/v1/whoami\x12\x94\x01\n" +
+	"\x0fAuthenticateJWT\x12 .sower.v1.AuthenticateJWTRequest\x1a!.sower.v1.AuthenticateJWTResponse\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/authn-jwt/{service_id}/{account}/authenticateB6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
 
 var (
 	file_sower_v1_authn_proto_rawDescOnce sync.Once
@@ -521,28 +673,32 @@ func file_sower_v1_authn_proto_rawDescGZIP() []byte {
 	return file_sower_v1_authn_proto_rawDescData
 }
 
-var file_sower_v1_authn_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_sower_v1_authn_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_sower_v1_authn_proto_goTypes = []any{
-	(*LoginRequest)(nil),         // 0: sower.v1.LoginRequest
-	(*LoginResponse)(nil),        // 1: sower.v1.LoginResponse
-	(*AuthenticateRequest)(nil),  // 2: sower.v1.AuthenticateRequest
-	(*AuthenticateResponse)(nil), // 3: sower.v1.AuthenticateResponse
-	(*RotateAPIKeyRequest)(nil),  // 4: sower.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil), // 5: sower.v1.RotateAPIKeyResponse
-	(*WhoAmIRequest)(nil),        // 6: sower.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),       // 7: sower.v1.WhoAmIResponse
+	(*AuthenticateJWTRequest)(nil),  // 0: sower.v1.AuthenticateJWTRequest
+	(*LoginRequest)(nil),            // 1: sower.v1.LoginRequest
+	(*LoginResponse)(nil),           // 2: sower.v1.LoginResponse
+	(*AuthenticateRequest)(nil),     // 3: sower.v1.AuthenticateRequest
+	(*AuthenticateResponse)(nil),    // 4: sower.v1.AuthenticateResponse
+	(*RotateAPIKeyRequest)(nil),     // 5: sower.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),    // 6: sower.v1.RotateAPIKeyResponse
+	(*WhoAmIRequest)(nil),           // 7: sower.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),          // 8: sower.v1.WhoAmIResponse
+	(*AuthenticateJWTResponse)(nil), // 9: sower.v1.AuthenticateJWTResponse
 }
 var file_sower_v1_authn_proto_depIdxs = []int32{
-	0, // 0: sower.v1.AuthnService.Login:input_type -> sower.v1.LoginRequest
-	2, // 1: sower.v1.AuthnService.Authenticate:input_type -> sower.v1.AuthenticateRequest
-	4, // 2: sower.v1.AuthnService.RotateAPIKey:input_type -> sower.v1.RotateAPIKeyRequest
-	6, // 3: sower.v1.AuthnService.WhoAmI:input_type -> sower.v1.WhoAmIRequest
-	1, // 4: sower.v1.AuthnService.Login:output_type -> sower.v1.LoginResponse
-	3, // 5: sower.v1.AuthnService.Authenticate:output_type -> sower.v1.AuthenticateResponse
-	5, // 6: sower.v1.AuthnService.RotateAPIKey:output_type -> sower.v1.RotateAPIKeyResponse
-	7, // 7: sower.v1.AuthnService.WhoAmI:output_type -> sower.v1.WhoAmIResponse
-	4, // [4:8] is the sub-list for method output_type
-	0, // [0:4] is the sub-list for method input_type
+	1, // 0: sower.v1.AuthnService.Login:input_type -> sower.v1.LoginRequest
+	3, // 1: sower.v1.AuthnService.Authenticate:input_type -> sower.v1.AuthenticateRequest
+	5, // 2: sower.v1.AuthnService.RotateAPIKey:input_type -> sower.v1.RotateAPIKeyRequest
+	7, // 3: sower.v1.AuthnService.WhoAmI:input_type -> sower.v1.WhoAmIRequest
+	0, // 4: sower.v1.AuthnService.AuthenticateJWT:input_type -> sower.v1.AuthenticateJWTRequest
+	2, // 5: sower.v1.AuthnService.Login:output_type -> sower.v1.LoginResponse
+	4, // 6: sower.v1.AuthnService.Authenticate:output_type -> sower.v1.AuthenticateResponse
+	6, // 7: sower.v1.AuthnService.RotateAPIKey:output_type -> sower.v1.RotateAPIKeyResponse
+	8, // 8: sower.v1.AuthnService.WhoAmI:output_type -> sower.v1.WhoAmIResponse
+	9, // 9: sower.v1.AuthnService.AuthenticateJWT:output_type -> sower.v1.AuthenticateJWTResponse
+	5, // [5:10] is the sub-list for method output_type
+	0, // [0:5] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -559,7 +715,7 @@ func file_sower_v1_authn_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sower_v1_authn_proto_rawDesc), len(file_sower_v1_authn_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthnService_Login_FullMethodName        = "/sower.v1.AuthnService/Login"
-	AuthnService_Authenticate_FullMethodName = "/sower.v1.AuthnService/Authenticate"
-	AuthnService_RotateAPIKey_FullMethodName = "/sower.v1.AuthnService/RotateAPIKey"
-	AuthnService_WhoAmI_FullMethodName       = "/sower.v1.AuthnService/WhoAmI"
+	AuthnService_Login_FullMethodName           = "/sower.v1.AuthnService/Login"
+	AuthnService_Authenticate_FullMethodName    = "/sower.v1.AuthnService/Authenticate"
+	AuthnService_RotateAPIKey_FullMethodName    = "/sower.v1.AuthnService/RotateAPIKey"
+	AuthnService_WhoAmI_FullMethodName          = "/sower.v1.AuthnService/WhoAmI"
+	AuthnService_AuthenticateJWT_FullMethodName = "/sower.v1.AuthnService/AuthenticateJWT"
 )
 
 // AuthnServiceClient is the client API for AuthnService service.
@@ -47,6 +48,14 @@ type AuthnServiceClient interface {
 	RotateAPIKey(ctx context.Context, in *RotateAPIKeyRequest, opts ...grpc.CallOption) (*RotateAPIKeyResponse, error)
 	// WhoAmI describes the caller's access token.
 	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
+	// AuthenticateJWT exchanges a JWT (a Kubernetes service-account token, or
+	// any JWT an authn-jwt service trusts) for an access token. The service is
+	// enabled by policy: webservice conjur/authn-jwt/<service_id> (a JWT
+	// authenticator) or conjur/authn-k8s/<service_id> (the Kubernetes form,
+	// with its host-id forms and owner-chain checks); its settings are the
+	// variables under that policy. Every refusal is the same Unauthenticated
+	// answer; the node's log and audit trail say which check failed.
+	AuthenticateJWT(ctx context.Context, in *AuthenticateJWTRequest, opts ...grpc.CallOption) (*AuthenticateJWTResponse, error)
 }
 
 type authnServiceClient struct {
@@ -97,6 +106,16 @@ func (c *authnServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts
 	return out, nil
 }
 
+func (c *authnServiceClient) AuthenticateJWT(ctx context.Context, in *AuthenticateJWTRequest, opts ...grpc.CallOption) (*AuthenticateJWTResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthenticateJWTResponse)
+	err := c.cc.Invoke(ctx, AuthnService_AuthenticateJWT_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthnServiceServer is the server API for AuthnService service.
 // All implementations must embed UnimplementedAuthnServiceServer
 // for forward compatibility.
@@ -119,6 +138,14 @@ type AuthnServiceServer interface {
 	RotateAPIKey(context.Context, *RotateAPIKeyRequest) (*RotateAPIKeyResponse, error)
 	// WhoAmI describes the caller's access token.
 	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
+	// AuthenticateJWT exchanges a JWT (a Kubernetes service-account token, or
+	// any JWT an authn-jwt service trusts) for an access token. The service is
+	// enabled by policy: webservice conjur/authn-jwt/<service_id> (a JWT
+	// authenticator) or conjur/authn-k8s/<service_id> (the Kubernetes form,
+	// with its host-id forms and owner-chain checks); its settings are the
+	// variables under that policy. Every refusal is the same Unauthenticated
+	// answer; the node's log and audit trail say which check failed.
+	AuthenticateJWT(context.Context, *AuthenticateJWTRequest) (*AuthenticateJWTResponse, error)
 	mustEmbedUnimplementedAuthnServiceServer()
 }
 
@@ -140,6 +167,9 @@ func (UnimplementedAuthnServiceServer) RotateAPIKey(context.Context, *RotateAPIK
 }
 func (UnimplementedAuthnServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
+}
+func (UnimplementedAuthnServiceServer) AuthenticateJWT(context.Context, *AuthenticateJWTRequest) (*AuthenticateJWTResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AuthenticateJWT not implemented")
 }
 func (UnimplementedAuthnServiceServer) mustEmbedUnimplementedAuthnServiceServer() {}
 func (UnimplementedAuthnServiceServer) testEmbeddedByValue()                      {}
@@ -234,6 +264,24 @@ func _AuthnService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthnService_AuthenticateJWT_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthenticateJWTRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthnServiceServer).AuthenticateJWT(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthnService_AuthenticateJWT_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthnServiceServer).AuthenticateJWT(ctx, req.(*AuthenticateJWTRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthnService_ServiceDesc is the grpc.ServiceDesc for AuthnService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -256,6 +304,10 @@ var AuthnService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WhoAmI",
 			Handler:    _AuthnService_WhoAmI_Handler,
+		},
+		{
+			MethodName: "AuthenticateJWT",
+			Handler:    _AuthnService_AuthenticateJWT_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
