@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.uber.org/zap"
 )
 
 var (
@@ -82,9 +83,13 @@ func (f *TLSFiles) info() transport.TLSInfo {
 	}
 }
 
+// maxLearners is how many members may be learners at once (etcd's
+// default is one, which would make concurrent Standby joins fail).
+const maxLearners = 3
+
 // Etcd is a running embedded etcd member.
 type Etcd struct {
-	e      *embed.Etcd
+	e       *embed.Etcd
 	client  *clientv3.Client
 	closing *atomic.Bool
 	once    sync.Once
@@ -171,6 +176,8 @@ func (c EtcdConfig) embedConfig(closing *atomic.Bool) (*embed.Config, error) {
 	if c.PeerTLS != nil {
 		cfg.PeerTLSInfo = c.PeerTLS.info()
 	}
+	// Standbys join as learners; a few may join at once.
+	cfg.MaxLearners = maxLearners
 	// etcd's metrics would otherwise register into the default Prometheus
 	// registry twice in tests that run two members in one process.
 	cfg.Metrics = "basic"
@@ -189,6 +196,12 @@ func hostURL(scheme, addr, key string) (url.URL, error) {
 // Client returns an in-process client of this member. It stays valid until
 // Close.
 func (e *Etcd) Client() *clientv3.Client { return e.client }
+
+// ClientURL is the URL other nodes reach this member's client listener at.
+func (e *Etcd) ClientURL() string { return e.e.Config().AdvertiseClientUrls[0].String() }
+
+// PeerURL is the URL other members reach this member's peer listener at.
+func (e *Etcd) PeerURL() string { return e.e.Config().AdvertisePeerUrls[0].String() }
 
 // Err reports a fatal error of the running member (for example a listener
 // that failed). The channel is never closed.
@@ -245,4 +258,26 @@ func (e *Etcd) MemberName(id uint64) string {
 		}
 	}
 	return ""
+}
+
+// DialMembers returns a network client of the cluster's members that
+// authenticates with the files of tls (the node's certificate, which etcd's
+// client listeners require) and verifies them against its CA. The files
+// are read on every handshake, so renewed certificates are picked up.
+// Maintenance calls (Status) may name any member's client URL.
+func DialMembers(endpoints []string, tls *TLSFiles) (*clientv3.Client, error) {
+	cfg := clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop()}
+	if tls != nil {
+		info := tls.info()
+		tc, err := info.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("cluster: TLS for the etcd client: %w", err)
+		}
+		cfg.TLS = tc
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: etcd client of %v: %w", endpoints, err)
+	}
+	return cli, nil
 }

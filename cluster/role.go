@@ -26,11 +26,25 @@ func (r Role) String() string {
 	return "unknown"
 }
 
-// RoleOf derives a member's role from its raft view: the raft leader is the
-// sower Leader (it is the only member whose writes commit without a forward),
-// a learner is a Standby that is still catching up, and any other voting
-// member is a Standby.
-func RoleOf(i Info) Role {
+// RoleOf derives a member's role from the Leader election: the member that
+// holds the election key is the Leader, a learner is a Standby that is still
+// catching up, and any other voting member is a Standby. The raft leader is
+// not the Leader: sower keeps the two on different members (see Members).
+func RoleOf(i Info, leader Leader, known bool) Role {
+	switch {
+	case i.IsLearner:
+		return RoleLearner
+	case known && i.MemberID != 0 && leader.MemberID == i.MemberID:
+		return RoleLeader
+	case i.MemberID != 0:
+		return RoleStandby
+	}
+	return RoleUnknown
+}
+
+// RaftRoleOf derives a role from the raft view alone, for a member that
+// takes no part in the Leader election.
+func RaftRoleOf(i Info) Role {
 	switch {
 	case i.IsLearner:
 		return RoleLearner

@@ -348,7 +348,7 @@ type node struct{ etcd *cluster.Etcd }
 
 func (n *node) Info() cluster.Info          { return n.etcd.Info() }
 func (n *node) MemberName(id uint64) string { return n.etcd.MemberName(id) }
-func (n *node) Role() cluster.Role          { return cluster.RoleOf(n.etcd.Info()) }
+func (n *node) Role() cluster.Role          { return cluster.RaftRoleOf(n.etcd.Info()) }
 
 // newGatewayMux returns the REST mux. The gateway forwards the
 // Authorization header to gRPC as "authorization" metadata by itself, and
