@@ -263,7 +263,7 @@ func (p *Policies) Run(ctx context.Context) error {
 func (p *Policies) watch(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wc := p.cli.Watch(ctx, policyPrefix, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(p.Revision()+1))
+	wc := p.cli.Watch(ctx, policyPrefix, clientv3.WithPrefix(), clientv3.WithRev(p.Revision()+1))
 	for resp := range wc {
 		if err := resp.Err(); err != nil {
 			return err
@@ -324,10 +324,10 @@ func (p *Policies) applyEvents(ctx context.Context, evs []*clientv3.Event) error
 					return fmt.Errorf("%w: %w", ErrCorruptPolicy, err)
 				}
 				cs.Created = append(cs.Created, f)
-			} else if ev.PrevKv != nil {
-				f, err := policy.UnmarshalFact(fk, ev.PrevKv.Value)
+			} else {
+				f, err := factOfKey(fk)
 				if err != nil {
-					return fmt.Errorf("%w: %w", ErrCorruptPolicy, err)
+					return err
 				}
 				cs.Deleted = append(cs.Deleted, f)
 			}
@@ -360,13 +360,14 @@ func changeSetOf(ops []op) policy.ChangeSet {
 		if !strings.HasPrefix(o.Key, factPrefix) {
 			continue
 		}
-		f, err := policy.UnmarshalFact(strings.TrimPrefix(o.Key, factPrefix), o.Value)
-		if err != nil {
-			continue // written by Commit from a valid fact
-		}
+		key := strings.TrimPrefix(o.Key, factPrefix)
 		if o.Delete {
-			cs.Deleted = append(cs.Deleted, f)
-		} else {
+			if f, err := factOfKey(key); err == nil {
+				cs.Deleted = append(cs.Deleted, f)
+			}
+			continue
+		}
+		if f, err := policy.UnmarshalFact(key, o.Value); err == nil {
 			cs.Created = append(cs.Created, f)
 		}
 	}

@@ -24,8 +24,7 @@ type guard struct {
 }
 
 // op is one stored operation. Values are JSON documents (facts, credentials,
-// versions); a delete of a fact carries the fact's last value, which a
-// graph needs to remove it.
+// versions); a deleted fact is known by its key (factOfKey).
 type op struct {
 	Key    string          `json:"k"`
 	Value  json.RawMessage `json:"v,omitempty"`
@@ -97,11 +96,7 @@ func (p *Policies) Commit(ctx context.Context, snap PolicySnapshot, c PolicyComm
 	b := newOpBuilder()
 	cs := c.ChangeSet
 	for _, f := range cs.Deleted {
-		v, err := policy.MarshalFact(f)
-		if err != nil {
-			return nil, 0, err
-		}
-		b.add(op{Key: FactKey(f), Value: v, Delete: true})
+		b.add(op{Key: FactKey(f), Delete: true})
 	}
 	for _, set := range [][]policy.Fact{cs.Created, cs.Updated} {
 		for _, f := range set {
