@@ -1,0 +1,212 @@
+// Package policy implements sower.v1.PolicyService: Conjur policy loads
+// (append, update, replace, dry run, and repository syncs as one load) and
+// the questions Conjur's REST API answers about the permission model
+// (permission checks, resource listings, permitted roles, role members and
+// memberships).
+//
+// It is the adapter between the policy engine (package policy), its etcd
+// store (etcdstore.Policies) and the API: it authorizes each call against
+// the in-memory graph, plans loads, issues the API keys of the users and
+// hosts a load creates, and converts between domain and proto types. Domain
+// errors become gRPC codes in one function, toStatus.
+//
+// A load, step by step:
+//
+//  1. Begin: the store's snapshot, once the graph holds every stored load.
+//  2. Authorize: `create` (append) or `update` (update, replace) on each
+//     target policy. A policy the caller cannot see is NotFound.
+//  3. Plan (Graph.Plan, or Graph.PlanAll for a sync); errors in the text are
+//     InvalidArgument with ErrorInfo reason "policy_invalid".
+//  4. Prepare the new users' and hosts' API keys (nothing stored yet).
+//  5. Commit: facts, credentials and versions in one transaction compared
+//     with the snapshot; a conflict plans again (up to three times), then is
+//     Aborted with reason "policy_conflict".
+//
+// The service also implements the authn service's Authorizer (Allowed) from
+// the same graph.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sowerproject/sower/authn"
+	"github.com/sowerproject/sower/authn/apikey"
+	"github.com/sowerproject/sower/policy"
+	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
+	"github.com/sowerproject/sower/server/etcdstore"
+)
+
+// Store persists loads and holds the graph; etcdstore.Policies implements it.
+type Store interface {
+	// Graph returns the current graph.
+	Graph() *policy.Graph
+	// Begin returns a snapshot to plan against.
+	Begin(ctx context.Context) (etcdstore.PolicySnapshot, error)
+	// Commit stores a planned load or fails with
+	// etcdstore.ErrPolicyConflict.
+	Commit(ctx context.Context, snap etcdstore.PolicySnapshot, c etcdstore.PolicyCommit) ([]etcdstore.PolicyVersion, int64, error)
+	// Versions returns a policy's versions, oldest first.
+	Versions(ctx context.Context, policyID string) ([]etcdstore.PolicyVersion, error)
+}
+
+// KeyIssuer prepares API keys without storing them; *apikey.Manager
+// implements it.
+type KeyIssuer interface {
+	Prepare(roleID string) (key string, cred *apikey.Credential, err error)
+}
+
+// Config holds the service's dependencies.
+type Config struct {
+	// Account is the cluster's account; requests for another are NotFound.
+	Account string
+	Store   Store
+	Keys    KeyIssuer
+	Logger  *slog.Logger
+}
+
+// Service implements sowerv1.PolicyServiceServer.
+type Service struct {
+	sowerv1.UnsafePolicyServiceServer
+	c Config
+	// loadMu runs this node's loads one at a time; etcd's compare guards
+	// against other nodes.
+	loadMu sync.Mutex
+}
+
+// Errors of New.
+var (
+	ErrAccountRequired = errors.New("policy service: Account is required")
+	ErrStoreRequired   = errors.New("policy service: Store is required")
+	ErrKeysRequired    = errors.New("policy service: Keys is required")
+)
+
+// New checks the dependencies and returns the service.
+func New(c Config) (*Service, error) {
+	switch {
+	case c.Account == "":
+		return nil, ErrAccountRequired
+	case c.Store == nil:
+		return nil, ErrStoreRequired
+	case c.Keys == nil:
+		return nil, ErrKeysRequired
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{c: c}, nil
+}
+
+// Register adds the service to a gRPC server.
+func (s *Service) Register(g grpc.ServiceRegistrar) { sowerv1.RegisterPolicyServiceServer(g, s) }
+
+// RegisterGateway maps the /v1 REST paths.
+func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+	return sowerv1.RegisterPolicyServiceHandler(ctx, mux, conn)
+}
+
+// Allowed answers whether roleID may exercise privilege on resourceID, from
+// the graph: the Authorizer other services (authn, seed) use.
+func (s *Service) Allowed(_ context.Context, roleID, privilege, resourceID string) (bool, error) {
+	role, err := policy.ParseID(roleID)
+	if err != nil {
+		return false, err
+	}
+	res, err := policy.ParseID(resourceID)
+	if err != nil {
+		return false, err
+	}
+	return s.c.Store.Graph().Allowed(role, privilege, res), nil
+}
+
+// caller returns the authenticated caller's role.
+func (s *Service) caller(ctx context.Context) (policy.ID, error) {
+	id, ok := authn.FromContext(ctx)
+	if !ok {
+		return policy.ID{}, status.Error(codes.Unauthenticated, "authentication required")
+	}
+	return policy.NewID(id.Account, id.Kind, id.ID), nil
+}
+
+// checkAccount refuses another account than the cluster's.
+func (s *Service) checkAccount(account string) error {
+	if account != s.c.Account {
+		return status.Errorf(codes.NotFound, "account %q not found: this cluster serves account %q", account, s.c.Account)
+	}
+	return nil
+}
+
+// ref builds an id from a request's kind and identifier.
+func (s *Service) ref(kind, identifier string) (policy.ID, error) {
+	if kind == "" || identifier == "" {
+		return policy.ID{}, status.Error(codes.InvalidArgument, "name the record by kind and identifier, for example variable and db/password")
+	}
+	return policy.NewID(s.c.Account, kind, identifier), nil
+}
+
+// roleRef parses a role parameter: "kind:identifier" or a full id.
+func (s *Service) roleRef(r string) (policy.ID, error) {
+	id, err := policy.ParseRef(r, s.c.Account, "")
+	if err != nil {
+		return policy.ID{}, status.Errorf(codes.InvalidArgument, "role %q: write kind:identifier or account:kind:identifier, for example host:myapp", r)
+	}
+	return id, nil
+}
+
+// Reasons carried in errdetails.ErrorInfo; the Conjur adapter uses them as
+// Conjur's error codes.
+const (
+	ReasonPolicyInvalid  = "policy_invalid"
+	ReasonPolicyConflict = "policy_conflict"
+	errorDomain          = "sower.policy"
+)
+
+// toStatus turns a domain error into the gRPC status the caller sees. An
+// unknown error is Internal with a generic message; its detail is logged.
+func (s *Service) toStatus(ctx context.Context, op string, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var perr *policy.Error
+	switch {
+	case errors.As(err, &perr):
+		st := status.New(codes.InvalidArgument, err.Error())
+		md := map[string]string{"filename": perr.Filename, "line": strconv.Itoa(perr.Line), "column": strconv.Itoa(perr.Column), "message": perr.Message}
+		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonPolicyInvalid, Domain: errorDomain, Metadata: md}); derr == nil {
+			return d.Err()
+		}
+		return st.Err()
+	case errors.Is(err, policy.ErrInvalid):
+		return withReason(codes.InvalidArgument, ReasonPolicyInvalid, err.Error())
+	case errors.Is(err, policy.ErrPolicyNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, policy.ErrInvalidID):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, etcdstore.ErrPolicyConflict):
+		return withReason(codes.Aborted, ReasonPolicyConflict, "concurrent policy loads kept changing the policies; retry the load")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "request canceled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "request timed out; a large load may need a longer client timeout")
+	}
+	s.c.Logger.ErrorContext(ctx, "policy service failed", "op", op, "err", err)
+	return status.Error(codes.Internal, fmt.Sprintf("%s failed; the server log has the details", op))
+}
+
+func withReason(c codes.Code, reason, msg string) error {
+	st := status.New(c, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}); err == nil {
+		return d.Err()
+	}
+	return st.Err()
+}
