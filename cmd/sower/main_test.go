@@ -225,3 +225,19 @@ func TestImportedRootBecomesTheClusterCA(t *testing.T) {
 		t.Fatalf("cluster pin %q, want the imported root's %q", out, want)
 	}
 }
+
+// TestSeedKeygenIsIdempotent: keygen writes a 0600 identity once and prints
+// the same recipient on every later run.
+func TestSeedKeygenIsIdempotent(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "seed.key")
+	code, first := runSower(t, nil, "seed", "keygen", f)
+	if code != 0 || !strings.HasPrefix(first, "age1") {
+		t.Fatalf("keygen: exit %d, %q", code, first)
+	}
+	if st, _ := os.Stat(f); st.Mode().Perm() != 0o600 {
+		t.Fatalf("identity mode %v", st.Mode().Perm())
+	}
+	if code, again := runSower(t, nil, "seed", "keygen", f); code != 0 || again != first {
+		t.Fatalf("second keygen: exit %d, %q, want %q", code, again, first)
+	}
+}

@@ -21,7 +21,7 @@ import (
 func newSeedCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "seed", Short: "Issue, list, revoke and unpack seeds"}
 	cmd.AddCommand(newSeedIssueCommand("follower"), newSeedIssueCommand("standby"),
-		newSeedListCommand(), newSeedRevokeCommand(), newSeedUnpackCommand())
+		newSeedListCommand(), newSeedRevokeCommand(), newSeedUnpackCommand(), newSeedKeygenCommand())
 	return cmd
 }
 
@@ -217,5 +217,51 @@ func newSeedUnpackCommand() *cobra.Command {
 	cmd.Flags().String("ca-pin", os.Getenv("SOWER_CA_PIN"), "the cluster CA pin (env SOWER_CA_PIN)")
 	cmd.Flags().String("identity", "", "age identity file the seed was sealed to (omit for a plain seed)")
 	cmd.Flags().String("dir", "", "directory to unpack into (created; must not exist or hold a seed)")
+	return cmd
+}
+
+func newSeedKeygenCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "keygen FILE",
+		Short: "Create the age key pair a node receives its seed with: the identity goes to FILE (0600), the recipient to stdout",
+		Long: `Create an age X25519 key pair on the node that will unpack a seed. The
+identity (private) is written to FILE with mode 0600 and never leaves the
+node; the recipient (public, age1...) is printed, to be passed as --recipient
+when the seed is requested. If FILE already holds an identity, its recipient
+is printed and nothing is written, so the command is idempotent.`,
+		Example: `  sower seed keygen /var/lib/sower/seed.key`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if raw, err := os.ReadFile(args[0]); err == nil {
+				ids, err := age.ParseIdentities(bytes.NewReader(raw))
+				if err != nil || len(ids) != 1 {
+					return &usageError{fmt.Errorf("%s exists and is not an age identity; move it away", args[0])}
+				}
+				x, ok := ids[0].(*age.X25519Identity)
+				if !ok {
+					return &usageError{fmt.Errorf("%s is not an X25519 identity", args[0])}
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), x.Recipient().String())
+				return nil
+			}
+			id, err := age.GenerateX25519Identity()
+			if err != nil {
+				return err
+			}
+			f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return &usageError{err}
+			}
+			if _, err := fmt.Fprintln(f, id.String()); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), id.Recipient().String())
+			return nil
+		},
+	}
 	return cmd
 }
