@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sowerproject/sower/server/etcdstore"
 )
 
 // Keys of the cluster's identity in etcd. Every sower key lives under
@@ -89,4 +92,33 @@ func loadOrBootstrap(ctx context.Context, cli *clientv3.Client, c Config, b Boot
 		return clusterMeta{}, false, fmt.Errorf("server: bootstrap cluster: %w", err)
 	}
 	return m, true, nil
+}
+
+// Limits of one etcd request, raised from etcd's defaults (128 operations,
+// 1.5 MiB) so that most policy loads are one transaction; larger ones are
+// split by the policy store (see etcdstore.Policies). 8 MiB stays under
+// etcd's recommended maximum of 10 MiB.
+const (
+	etcdMaxTxnOps       = 16384
+	etcdMaxRequestBytes = 8 << 20
+)
+
+// maxMessageBytes bounds one gRPC message on the node's server and its own
+// gateway connection: a policy text, or a load's answer with the API keys
+// of 100,000 new hosts, is larger than gRPC's default of 4 MiB.
+const maxMessageBytes = 128 << 20
+
+// openPolicies reads the permission model into memory and makes sure the
+// account has its root policy, owned by the admin user, as a Conjur account
+// does: created on a new cluster, and on one bootstrapped before policies
+// existed. The admin's credential is the bootstrap's.
+func openPolicies(ctx context.Context, cli *clientv3.Client, account string, lg *slog.Logger) (*etcdstore.Policies, error) {
+	pol := etcdstore.NewPolicies(cli, etcdstore.PolicyConfig{MaxTxnOps: etcdMaxTxnOps, MaxTxnBytes: etcdMaxRequestBytes, Logger: lg})
+	if err := pol.Open(ctx); err != nil {
+		return nil, fmt.Errorf("server: read policies: %w", err)
+	}
+	if err := pol.EnsureAccount(ctx, account); err != nil {
+		return nil, fmt.Errorf("server: create the root policy of account %q: %w", account, err)
+	}
+	return pol, nil
 }

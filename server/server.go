@@ -160,6 +160,9 @@ func (s *Server) Run(ctx context.Context) error {
 		ClientTLS:  etcdClientTLS,
 		PeerTLS:    etcdPeerTLS,
 		Logger:     s.lg,
+
+		MaxTxnOps:       etcdMaxTxnOps,
+		MaxRequestBytes: etcdMaxRequestBytes,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -200,6 +203,11 @@ func (s *Server) Run(ctx context.Context) error {
 		s.lg.Info("rejoined existing cluster", "cluster_id", meta.ID, "account", meta.Account)
 	}
 
+	policies, err := openPolicies(ctx, etcd.Client(), s.c.Account, s.lg)
+	if err != nil {
+		return err
+	}
+
 	n := &node{etcd: etcd}
 	m := newMetrics(etcd.Info)
 	auth := &authenticator{tokens: an.tokens, account: s.c.Account, lg: s.lg}
@@ -213,6 +221,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(serverTLS)),
+		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.ChainUnaryInterceptor(recoverUnary(s.lg), m.unary, auth.unary),
 		grpc.ChainStreamInterceptor(recoverStream(s.lg), m.stream, auth.stream),
 	)
@@ -220,7 +229,7 @@ func (s *Server) Run(ctx context.Context) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an})
+	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies})
 	if err != nil {
 		return err
 	}
@@ -230,7 +239,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// The gateway dials this node's own gRPC listener over mTLS, so every
 	// REST call runs the same interceptors as a gRPC call.
-	conn, err := grpc.NewClient(dialTarget(grpcLis.Addr()), grpc.WithTransportCredentials(credentials.NewTLS(gatewayTLS)))
+	conn, err := grpc.NewClient(dialTarget(grpcLis.Addr()), grpc.WithTransportCredentials(credentials.NewTLS(gatewayTLS)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)))
 	if err != nil {
 		return fmt.Errorf("server: gateway connection: %w", err)
 	}
@@ -280,6 +290,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	g.Go(func() error { return np.run(gctx, etcd.Client()) })
+	g.Go(func() error { return policies.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		hs.Shutdown()

@@ -8,7 +8,9 @@ import (
 
 	"github.com/sowerproject/sower/cluster"
 	authnapi "github.com/sowerproject/sower/server/api/authn"
+	policyapi "github.com/sowerproject/sower/server/api/policy"
 	"github.com/sowerproject/sower/server/api/status"
+	"github.com/sowerproject/sower/server/etcdstore"
 )
 
 // apiService is what every package under server/api provides.
@@ -25,6 +27,8 @@ type serviceDeps struct {
 	meta  clusterMeta
 	etcd  *cluster.Etcd
 	authn *authnParts
+	// policies is the permission model; its graph answers every check.
+	policies *etcdstore.Policies
 }
 
 // services builds every API service of the node. A new service is one more
@@ -34,11 +38,16 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	if err != nil {
 		return nil, err
 	}
+	pol, err := policyapi.New(policyapi.Config{Account: s.c.Account, Store: d.policies, Keys: d.authn.keys, Logger: s.lg})
+	if err != nil {
+		return nil, err
+	}
 	au, err := authnapi.New(authnapi.Config{
 		Account: s.c.Account, Keys: d.authn.keys, Tokens: d.authn.tokens, Limiter: d.authn.limiter, Logger: s.lg,
+		Authorizer: pol,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return []apiService{st, au}, nil
+	return []apiService{st, au, pol}, nil
 }
