@@ -20,8 +20,9 @@ PROTOC_GEN_OPENAPI   := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-ope
 GRPCURL              := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 
 # System packages the tests drive for real: ansible-playbook (the Standby
-# role's tests) and etcdctl (cross-checks `sower cluster members`).
-APT_PACKAGES := ansible-core etcd-client
+# role's tests) and etcdctl (cross-checks `sower cluster members`); and
+# libyaml's headers, which the policy parser's cgo binding builds against.
+APT_PACKAGES := ansible-core etcd-client libyaml-dev
 
 .PHONY: help
 help: ## list the targets
@@ -55,13 +56,14 @@ system-deps: ## install the Debian packages the tests need (apt, as root)
 	@missing=""; \
 	  command -v ansible-playbook >/dev/null || missing="$$missing ansible-core"; \
 	  command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
+	  [ -f /usr/include/yaml.h ] || missing="$$missing libyaml-dev"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" != 0 ]; then echo "make test: need$$missing; run as root or install them with apt-get" >&2; exit 1; fi; \
 	    echo "installing$$missing"; \
 	    apt-get update -qq || { echo "make test: apt-get update failed; cannot install$$missing" >&2; exit 1; }; \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || { echo "make test: apt-get install$$missing failed" >&2; exit 1; }; \
 	  fi; \
-	  command -v ansible-playbook >/dev/null && command -v etcdctl >/dev/null || { echo "make test: ansible-playbook or etcdctl still missing after install" >&2; exit 1; }
+	  command -v ansible-playbook >/dev/null && command -v etcdctl >/dev/null && [ -f /usr/include/yaml.h ] || { echo "make test: ansible-playbook, etcdctl or yaml.h still missing after install" >&2; exit 1; }
 
 .PHONY: tools
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2 $(BIN)/grpcurl ## install the pinned code generators into ./bin
