@@ -1,0 +1,228 @@
+package etcdstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sowerproject/sower/pki"
+)
+
+func newSecrets(t *testing.T, cli *clientv3.Client) *Secrets {
+	t.Helper()
+	kr, err := pki.GenerateKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSecrets(cli, kr, SecretsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const dbPassword = "acme:variable:db/password"
+
+func TestSecretVersionsAreNumberedAndTheLatest20Kept(t *testing.T) {
+	cli := startEtcd(t)
+	s := newSecrets(t, cli)
+	ctx := context.Background()
+	if _, _, err := s.Get(ctx, dbPassword, 0); !errors.Is(err, ErrNoSecret) {
+		t.Fatalf("Get before any value: %v, want ErrNoSecret", err)
+	}
+	for i := 1; i <= 25; i++ {
+		v, err := s.Put(ctx, dbPassword, "acme:user:admin", fmt.Appendf(nil, "value-%d", i))
+		if err != nil || v != int64(i) {
+			t.Fatalf("Put %d = %d, %v", i, v, err)
+		}
+	}
+	versions, err := s.Versions(ctx, dbPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int64{}
+	for i := int64(6); i <= 25; i++ {
+		want = append(want, i)
+	}
+	if !slices.Equal(versions, want) {
+		t.Fatalf("versions kept %v, want 6..25", versions)
+	}
+	tests := map[string]struct {
+		version     int64
+		wantValue   string
+		wantVersion int64
+		wantMissing bool
+	}{
+		"latest":          {0, "value-25", 25, false},
+		"oldest kept":     {6, "value-6", 6, false},
+		"a middle one":    {17, "value-17", 17, false},
+		"pruned":          {5, "", 0, true},
+		"not yet written": {26, "", 0, true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			v, n, err := s.Get(ctx, dbPassword, tc.version)
+			if tc.wantMissing {
+				var miss *MissingSecretError
+				if !errors.As(err, &miss) || miss.ResourceID != dbPassword || miss.Version != tc.version {
+					t.Fatalf("Get(%d) = %q, %v; want a MissingSecretError", tc.version, v, err)
+				}
+				return
+			}
+			if err != nil || string(v) != tc.wantValue || n != tc.wantVersion {
+				t.Fatalf("Get(%d) = %q (v%d), %v; want %q (v%d)", tc.version, v, n, err, tc.wantValue, tc.wantVersion)
+			}
+		})
+	}
+}
+
+// TestSecretValuesAreSealedAndBoundToTheirKey: etcd never holds the
+// plaintext, and a sealed value moved to another variable does not open.
+func TestSecretValuesAreSealedAndBoundToTheirKey(t *testing.T) {
+	cli := startEtcd(t)
+	s := newSecrets(t, cli)
+	ctx := context.Background()
+	secret := []byte("correct horse battery staple")
+	if _, err := s.Put(ctx, dbPassword, "acme:user:admin", secret); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Get(ctx, secretPrefix, clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("stored keys: %v, %v", resp, err)
+	}
+	if bytes.Contains(resp.Kvs[0].Value, secret) {
+		t.Fatal("etcd holds the plaintext")
+	}
+	audit, err := cli.Get(ctx, AuditPrefix, clientv3.WithPrefix())
+	if err != nil || len(audit.Kvs) != 1 || bytes.Contains(audit.Kvs[0].Value, secret) || !bytes.Contains(audit.Kvs[0].Value, []byte(`"secret-updated"`)) {
+		t.Fatalf("audit of the write: %v, %v", audit.Kvs, err)
+	}
+	other := "acme:variable:other"
+	if _, err := cli.Put(ctx, secretKey(other, 1), string(resp.Kvs[0].Value)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := s.Get(ctx, other, 0); err == nil || errors.Is(err, ErrNoSecret) {
+		t.Fatalf("a value copied to another variable opened: %q, %v", v, err)
+	}
+}
+
+// TestSecretPrefixesDoNotOverlap: a variable whose id looks like another's
+// version key stays separate.
+func TestSecretPrefixesDoNotOverlap(t *testing.T) {
+	cli := startEtcd(t)
+	s := newSecrets(t, cli)
+	ctx := context.Background()
+	a, b := "acme:variable:a", "acme:variable:a/000000000001"
+	if _, err := s.Put(ctx, b, "admin", []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Get(ctx, a, 0); !errors.Is(err, ErrNoSecret) {
+		t.Fatalf("Get(%s) sees %s's value: %v", a, b, err)
+	}
+	if v, err := s.Put(ctx, a, "admin", []byte("a")); err != nil || v != 1 {
+		t.Fatalf("Put(%s) = %d, %v", a, v, err)
+	}
+	if id, ok := resourceOfKey(secretKey(b, 7)); !ok || id != b {
+		t.Fatalf("resourceOfKey = %q, %v", id, ok)
+	}
+}
+
+func TestGetManyReadsAllOrNamesTheMissingOne(t *testing.T) {
+	cli := startEtcd(t)
+	s := newSecrets(t, cli)
+	ctx := context.Background()
+	var ids []string
+	for i := range 150 { // more than one transaction's worth
+		id := fmt.Sprintf("acme:variable:app/v%03d", i)
+		ids = append(ids, id)
+		if _, err := s.Put(ctx, id, "admin", []byte(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.GetMany(ctx, ids)
+	if err != nil || len(got) != len(ids) {
+		t.Fatalf("GetMany = %d values, %v", len(got), err)
+	}
+	for _, id := range ids {
+		if string(got[id]) != id {
+			t.Fatalf("value of %s = %q", id, got[id])
+		}
+	}
+	_, err = s.GetMany(ctx, []string{ids[0], "acme:variable:empty", ids[1]})
+	var miss *MissingSecretError
+	if !errors.As(err, &miss) || miss.ResourceID != "acme:variable:empty" {
+		t.Fatalf("GetMany with an empty variable: %v", err)
+	}
+}
+
+func TestConcurrentPutsGetDistinctVersions(t *testing.T) {
+	cli := startEtcd(t)
+	s := newSecrets(t, cli)
+	var mu sync.Mutex
+	var got []int64
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			v, err := s.Put(context.Background(), dbPassword, "admin", fmt.Appendf(nil, "w%d", i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			got = append(got, v)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	slices.Sort(got)
+	if !slices.Equal(got, []int64{1, 2, 3, 4, 5, 6, 7, 8}) {
+		t.Fatalf("versions %v", got)
+	}
+}
+
+// TestOnChangeHearsLocalAndRemoteWrites: a write through this store is
+// reported at once; one through another node's store through the watch.
+func TestOnChangeHearsLocalAndRemoteWrites(t *testing.T) {
+	cli := startEtcd(t)
+	s := newSecrets(t, cli)
+	changes := make(chan string, 16)
+	s.OnChange(func(id string) { changes <- id })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	if id := <-changes; id != "" {
+		t.Fatalf("first change %q, want \"\" (the watch started)", id)
+	}
+	other, err := NewSecrets(cli, s.sealer, SecretsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Put(ctx, "acme:variable:conjur/authn-jwt/k8s/issuer", "admin", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-changes; id != "acme:variable:conjur/authn-jwt/k8s/issuer" {
+		t.Fatalf("watched change %q", id)
+	}
+	if _, err := s.Put(ctx, dbPassword, "admin", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	// The local notification comes before Put returns; the watch's follows.
+	if id := <-changes; id != dbPassword {
+		t.Fatalf("local change %q", id)
+	}
+	if id := <-changes; id != dbPassword {
+		t.Fatalf("watched local change %q", id)
+	}
+}
