@@ -34,6 +34,7 @@ run: build ## start a single-node Leader under ./.sower and print how to call it
 
 .PHONY: build
 build: ## build bin/sower and the pod programs
+	@[ -f /usr/include/yaml.h ] || { echo "make build: the policy parser links the system libyaml (cgo); install it: apt-get install libyaml-dev" >&2; exit 1; }
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
