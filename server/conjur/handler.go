@@ -19,8 +19,9 @@ const maxBody = 1 << 20
 
 // Handler serves Conjur's REST API by calling the node's gRPC services.
 type Handler struct {
-	authn sowerv1.AuthnServiceClient
-	seed  sowerv1.SeedServiceClient
+	authn  sowerv1.AuthnServiceClient
+	seed   sowerv1.SeedServiceClient
+	policy sowerv1.PolicyServiceClient
 }
 
 // New returns a Handler calling through conn.
@@ -28,7 +29,10 @@ func New(conn grpc.ClientConnInterface) (*Handler, error) {
 	if conn == nil {
 		return nil, errors.New("conjur: gRPC connection is required")
 	}
-	return &Handler{authn: sowerv1.NewAuthnServiceClient(conn), seed: sowerv1.NewSeedServiceClient(conn)}, nil
+	return &Handler{
+		authn: sowerv1.NewAuthnServiceClient(conn), seed: sowerv1.NewSeedServiceClient(conn),
+		policy: sowerv1.NewPolicyServiceClient(conn),
+	}, nil
 }
 
 // Register mounts Conjur's routes on mux.
@@ -39,6 +43,16 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /whoami", h.whoami)
 	mux.HandleFunc("POST /configuration/{account}/seed/follower", h.followerSeed)
 	mux.HandleFunc("POST /configuration/{account}/seed/standby", h.standbySeed)
+	mux.HandleFunc("GET /{$}", h.root)
+	mux.HandleFunc("POST /policies/{account}/policy/{identifier...}", h.loadPolicy(sowerv1.LoadMode_LOAD_MODE_APPEND))
+	mux.HandleFunc("PATCH /policies/{account}/policy/{identifier...}", h.loadPolicy(sowerv1.LoadMode_LOAD_MODE_UPDATE))
+	mux.HandleFunc("PUT /policies/{account}/policy/{identifier...}", h.loadPolicy(sowerv1.LoadMode_LOAD_MODE_REPLACE))
+	mux.HandleFunc("GET /policies/{account}/policy/{identifier...}", h.getPolicy)
+	mux.HandleFunc("GET /resources/{account}", h.listResources)
+	mux.HandleFunc("GET /resources/{account}/{$}", h.listResources)
+	mux.HandleFunc("GET /resources/{account}/{kind}", h.listResources)
+	mux.HandleFunc("GET /resources/{account}/{kind}/{identifier...}", h.resource)
+	mux.HandleFunc("GET /roles/{account}/{kind}/{identifier...}", h.role)
 }
 
 // outgoing carries the caller's Authorization header and address to gRPC,
