@@ -25,6 +25,6 @@ and read-only Followers that start from a seed the Leader issues.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{err: err}
 	})
-	root.AddCommand(newServerCommand(), newConfigCommand(), newCACommand(), newSeedCommand())
+	root.AddCommand(newServerCommand(), newConfigCommand(), newCACommand(), newSeedCommand(), newPolicyCommand())
 	return root
 }
