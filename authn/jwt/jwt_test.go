@@ -255,6 +255,40 @@ func TestJWKSRefresh(t *testing.T) {
 	}
 }
 
+// TestJWKSConcurrentFirstFetch: callers that arrive while the first fetch is
+// in flight wait for it instead of failing, and the issuer sees one fetch.
+func TestJWKSConcurrentFirstFetch(t *testing.T) {
+	t.Parallel()
+	k := jwttest.RSA("k1", 0)
+	srv := jwttest.NewJWKSServer(t, k)
+	a := newAuthenticator(t, jwt.Settings{JWKSURI: srv.URI(), CACert: srv.CACert()}, jwt.WithClock(func() time.Time { return now }))
+	tok := k.Sign(t, claims(nil))
+	const n = 16
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := a.Verify(context.Background(), tok)
+			errs <- err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent first Verify = %v (%s)", err, reasonOf(err))
+		}
+	}
+	if srv.Hits() != 1 {
+		t.Fatalf("JWKS fetched %d times, want 1", srv.Hits())
+	}
+}
+
 func TestJWKSUnavailable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

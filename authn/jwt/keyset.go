@@ -98,40 +98,29 @@ type remoteKeys struct {
 	fetchedAt time.Time // last successful fetch
 	triedAt   time.Time // last attempt
 	lastErr   error     // of the last attempt
-	fetches   int
 }
 
-func (r *remoteKeys) snapshot() ([]jose.JSONWebKey, time.Time, time.Time) {
+func (r *remoteKeys) snapshot() ([]jose.JSONWebKey, time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.cached, r.fetchedAt, r.triedAt
+	return r.cached, r.fetchedAt
 }
 
 func (r *remoteKeys) keys(ctx context.Context, kid string, refresh bool) ([]jose.JSONWebKey, error) {
-	cached, fetchedAt, triedAt := r.snapshot()
-	now := r.now()
-	stale := cached == nil || now.Sub(fetchedAt) >= r.ttl
-	mayFetch := triedAt.IsZero() || now.Sub(triedAt) >= r.refreshInterval
-	if (stale || refresh) && mayFetch {
+	cached, fetchedAt := r.snapshot()
+	if cached == nil || refresh || r.now().Sub(fetchedAt) >= r.ttl {
+		// fetch joins a fetch in flight and is rate-limited inside, so
+		// callers arriving during the first fetch wait for it rather than
+		// fail, and made-up kids cannot make more than one fetch per interval.
 		keys, err := r.fetch(ctx)
-		if err != nil {
-			if cached == nil {
-				return nil, err
-			}
-			// Keep verifying with the keys we have while the issuer is down.
-		} else {
+		switch {
+		case err == nil:
 			cached = keys
+		case cached == nil:
+			// Never fetched successfully: an outage, not an unknown key.
+			return nil, err
 		}
-	}
-	if cached == nil {
-		// Never fetched successfully: that is an outage, not an unknown key.
-		r.mu.Lock()
-		err := r.lastErr
-		r.mu.Unlock()
-		if err == nil {
-			err = fmt.Errorf("%w from %s: not fetched yet", errFetch, r.uri)
-		}
-		return nil, err
+		// Otherwise keep verifying with the keys we have while the issuer is down.
 	}
 	return matching(cached, kid), nil
 }
@@ -141,7 +130,8 @@ func (r *remoteKeys) keys(ctx context.Context, kid string, refresh bool) ([]jose
 // up does not fail the others.
 func (r *remoteKeys) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 	v, err, _ := r.group.Do("jwks", func() (any, error) {
-		// A caller that waited for an earlier flight may find it just done.
+		// Within the refresh interval of the last attempt, answer with its
+		// result rather than fetch again.
 		r.mu.Lock()
 		if !r.triedAt.IsZero() && r.now().Sub(r.triedAt) < r.refreshInterval {
 			keys, err := r.cached, r.lastErr
@@ -152,7 +142,6 @@ func (r *remoteKeys) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 			return keys, nil
 		}
 		r.triedAt = r.now()
-		r.fetches++
 		r.mu.Unlock()
 
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
@@ -207,12 +196,6 @@ func (r *remoteKeys) get(ctx context.Context) ([]jose.JSONWebKey, error) {
 		return nil, fmt.Errorf("%w from %s: %w", errFetch, r.uri, err)
 	}
 	return keys, nil
-}
-
-func (r *remoteKeys) fetchCount() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.fetches
 }
 
 func (r *remoteKeys) close() { r.client.CloseIdleConnections() }
