@@ -8,10 +8,12 @@ import (
 	"os"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/apikey"
@@ -45,16 +47,40 @@ func openDataKey(path string, create bool) (*pki.Keyring, error) {
 	return kr, nil
 }
 
-// authnParts are a node's authentication engines.
+// authnParts are a node's authentication engines, the secret store that
+// holds the JWT authenticators' settings, and the audit trail.
 type authnParts struct {
 	keys    *apikey.Manager
 	tokens  *token.Service
 	limiter *authn.Limiter
+	secrets *etcdstore.Secrets
+	audit   *etcdstore.AuthnAudit
+	closers []func()
 }
 
+// onClose adds fn to what run calls when it ends.
+func (a *authnParts) onClose(fn func()) { a.closers = append(a.closers, fn) }
+
+// run follows secret changes (for the JWT authenticators' caches) and
+// writes the audit trail until ctx ends.
+func (a *authnParts) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.secrets.Run(gctx) })
+	g.Go(func() error { return a.audit.Run(gctx) })
+	err := g.Wait()
+	for _, fn := range a.closers {
+		fn()
+	}
+	return err
+}
+
+// WithKubernetes gives the node a Kubernetes API client (in-cluster, say)
+// for authn-k8s services whose variables do not name an API server.
+func WithKubernetes(k kubernetes.Interface) Option { return func(s *Server) { s.kube = k } }
+
 // openAuthn loads (or, on a new cluster, creates) the API-key pepper and the
-// token signing key ring.
-func openAuthn(ctx context.Context, cli *clientv3.Client, sealer authn.Sealer) (*authnParts, error) {
+// token signing key ring, and opens the secret store and the audit trail.
+func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, node string, lg *slog.Logger) (*authnParts, error) {
 	pepper, err := loadOrCreatePepper(ctx, cli, sealer)
 	if err != nil {
 		return nil, err
@@ -70,7 +96,12 @@ func openAuthn(ctx context.Context, cli *clientv3.Client, sealer authn.Sealer) (
 	if err := tokens.EnsureKey(ctx); err != nil {
 		return nil, fmt.Errorf("server: token signing key: %w", err)
 	}
-	return &authnParts{keys: keys, tokens: tokens, limiter: authn.NewLimiter(authn.LimiterConfig{})}, nil
+	secrets, err := etcdstore.NewSecrets(cli, sealer, etcdstore.SecretsConfig{Logger: lg})
+	if err != nil {
+		return nil, err
+	}
+	return &authnParts{keys: keys, tokens: tokens, limiter: authn.NewLimiter(authn.LimiterConfig{}), secrets: secrets,
+		audit: etcdstore.NewAuthnAudit(cli, etcdstore.AuditConfig{Node: node, Logger: lg})}, nil
 }
 
 func loadOrCreatePepper(ctx context.Context, cli *clientv3.Client, sealer authn.Sealer) ([]byte, error) {
@@ -123,6 +154,7 @@ var publicMethods = map[string]bool{
 	"/sower.v1.StatusService/GetStatus":                              true,
 	"/sower.v1.AuthnService/Login":                                   true,
 	"/sower.v1.AuthnService/Authenticate":                            true,
+	"/sower.v1.AuthnService/AuthenticateJWT":                         true,
 }
 
 // authenticator is the gRPC interceptor that turns the "authorization"
@@ -132,6 +164,8 @@ type authenticator struct {
 	tokens  *token.Service
 	account string
 	lg      *slog.Logger
+	// audit records refused tokens; nil records nothing.
+	audit *etcdstore.AuthnAudit
 }
 
 func (a *authenticator) authenticate(ctx context.Context, method string) (context.Context, error) {
@@ -153,6 +187,15 @@ func (a *authenticator) authenticate(ctx context.Context, method string) (contex
 	}
 	reason, detail := authn.ReasonOf(err)
 	a.lg.Info("access token refused", "method", method, "reason", reason, "detail", detail, "peer", rpcctx.PeerAddr(ctx))
+	if a.audit != nil {
+		// A refused token names nobody it can be trusted for; the detail
+		// carries the subject of an expired one.
+		if reason == "" {
+			reason = authn.ReasonUnavailable
+		}
+		a.audit.Record(etcdstore.AuthnEvent{Outcome: etcdstore.OutcomeFailure, Authenticator: "access-token",
+			Source: rpcctx.PeerAddr(ctx), Reason: string(reason), Detail: detail, Method: method})
+	}
 	if errors.Is(err, authn.ErrUnauthenticated) {
 		return nil, status.Error(codes.Unauthenticated, "authentication required: send a valid access token as `Authorization: Token token=\"<base64>\"`")
 	}

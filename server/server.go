@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/server/conjur"
@@ -48,6 +49,9 @@ type Server struct {
 	meta      clusterMeta
 	bootstrap bool
 	pin       string
+	// kube is the Kubernetes API client of authn-k8s services whose
+	// variables name none (WithKubernetes).
+	kube kubernetes.Interface
 }
 
 // New checks the configuration and returns a Server that has not started.
@@ -185,7 +189,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer np.ca.Close()
-	an, err := openAuthn(ctx, etcd.Client(), dataKey)
+	an, err := openAuthn(ctx, etcd.Client(), dataKey, s.c.Name, s.lg)
 	if err != nil {
 		return err
 	}
@@ -210,7 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	n := &node{etcd: etcd}
 	m := newMetrics(etcd.Info)
-	auth := &authenticator{tokens: an.tokens, account: s.c.Account, lg: s.lg}
+	auth := &authenticator{tokens: an.tokens, account: s.c.Account, lg: s.lg, audit: an.audit}
 	serverTLS, err := np.serverTLS()
 	if err != nil {
 		return err
@@ -290,6 +294,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	g.Go(func() error { return np.run(gctx, etcd.Client()) })
+	g.Go(func() error { return an.run(gctx) })
 	g.Go(func() error { return policies.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()

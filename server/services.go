@@ -9,6 +9,7 @@ import (
 	"github.com/sowerproject/sower/cluster"
 	authnapi "github.com/sowerproject/sower/server/api/authn"
 	policyapi "github.com/sowerproject/sower/server/api/policy"
+	secretsapi "github.com/sowerproject/sower/server/api/secrets"
 	"github.com/sowerproject/sower/server/api/status"
 	"github.com/sowerproject/sower/server/etcdstore"
 )
@@ -45,9 +46,17 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	au, err := authnapi.New(authnapi.Config{
 		Account: s.c.Account, Keys: d.authn.keys, Tokens: d.authn.tokens, Limiter: d.authn.limiter, Logger: s.lg,
 		Authorizer: pol,
+		Graph:      d.policies.Graph, Variables: d.authn.secrets, Kube: s.kube, Audit: d.authn.audit,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return []apiService{st, au, pol}, nil
+	// A changed variable drops the JWT authenticator built from it.
+	d.authn.secrets.OnChange(au.InvalidateJWT)
+	d.authn.onClose(func() { _ = au.Close() })
+	sec, err := secretsapi.New(secretsapi.Config{Account: s.c.Account, Store: d.authn.secrets, Graph: d.policies.Graph, Logger: s.lg})
+	if err != nil {
+		return nil, err
+	}
+	return []apiService{st, au, pol, sec}, nil
 }

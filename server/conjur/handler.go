@@ -22,6 +22,8 @@ type Handler struct {
 	authn  sowerv1.AuthnServiceClient
 	seed   sowerv1.SeedServiceClient
 	policy sowerv1.PolicyServiceClient
+	// secrets serves /secrets.
+	secrets sowerv1.SecretsServiceClient
 }
 
 // New returns a Handler calling through conn.
@@ -31,7 +33,7 @@ func New(conn grpc.ClientConnInterface) (*Handler, error) {
 	}
 	return &Handler{
 		authn: sowerv1.NewAuthnServiceClient(conn), seed: sowerv1.NewSeedServiceClient(conn),
-		policy: sowerv1.NewPolicyServiceClient(conn),
+		policy: sowerv1.NewPolicyServiceClient(conn), secrets: sowerv1.NewSecretsServiceClient(conn),
 	}, nil
 }
 
@@ -53,6 +55,11 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /resources/{account}/{kind}", h.listResources)
 	mux.HandleFunc("GET /resources/{account}/{kind}/{identifier...}", h.resource)
 	mux.HandleFunc("GET /roles/{account}/{kind}/{identifier...}", h.role)
+	mux.HandleFunc("POST /authn-jwt/{service_id}/{account}/authenticate", h.authenticateJWT)
+	mux.HandleFunc("POST /authn-jwt/{service_id}/{account}/{host}/authenticate", h.authenticateJWT)
+	mux.HandleFunc("POST /secrets/{account}/{kind}/{identifier...}", h.setSecret)
+	mux.HandleFunc("GET /secrets/{account}/{kind}/{identifier...}", h.getSecret)
+	mux.HandleFunc("GET /secrets", h.batchSecrets)
 }
 
 // outgoing carries the caller's Authorization header and address to gRPC,

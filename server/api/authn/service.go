@@ -1,8 +1,16 @@
 // Package authn implements sower.v1.AuthnService: API key login, access
-// tokens, API key rotation and whoami. It adapts the authn domain packages
-// to the API and turns their errors into gRPC status codes (see toStatus):
-// a refused credential is always the same Unauthenticated answer, while the
-// log says which check failed.
+// tokens, API key rotation, whoami, and the JWT / Kubernetes authenticator
+// (AuthenticateJWT). It adapts the authn domain packages to the API: a
+// refused credential is always the same Unauthenticated answer, while the
+// log and the audit trail say which check failed.
+//
+// The JWT authenticator of a service id is enabled by policy (webservice
+// conjur/authn-jwt/<id>, or conjur/authn-k8s/<id> for the Kubernetes form)
+// and configured by the variables under that policy (jwks-uri or
+// public-keys, issuer, audience, token-app-property, identity-path, and
+// kubernetes/api-url, kubernetes/ca-cert, kubernetes/service-account-token
+// for the Kubernetes API). Its verifier is built on first use and cached
+// until one of those variables changes (InvalidateJWT).
 package authn
 
 import (
@@ -17,12 +25,16 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/apikey"
+	"github.com/sowerproject/sower/authn/jwt"
 	"github.com/sowerproject/sower/authn/token"
+	"github.com/sowerproject/sower/policy"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
 	"github.com/sowerproject/sower/server/api/rpcctx"
+	"github.com/sowerproject/sower/server/etcdstore"
 )
 
 // Authorizer answers permission questions; the policy engine implements it.
@@ -40,12 +52,32 @@ type Config struct {
 	// (`update` on it). Nil allows only rotating one's own key.
 	Authorizer Authorizer
 	Logger     *slog.Logger
+
+	// Graph and Variables enable AuthenticateJWT: the policy graph (which
+	// services are enabled, hosts, annotations, authenticate permissions)
+	// and the variables holding each service's settings.
+	Graph     func() *policy.Graph
+	Variables Variables
+	// Kube is the Kubernetes API client for authn-k8s services whose
+	// variables do not name an API server (kubernetes/api-url); optional.
+	Kube kubernetes.Interface
+	// JWTOptions apply to every JWT verifier (a clock, a leeway).
+	JWTOptions []jwt.Option
+	// Audit records every authentication, successful or not; optional.
+	Audit Auditor
+}
+
+// Auditor records authentications without blocking; *etcdstore.AuthnAudit
+// implements it.
+type Auditor interface {
+	Record(etcdstore.AuthnEvent)
 }
 
 // Service implements sowerv1.AuthnServiceServer.
 type Service struct {
 	sowerv1.UnsafeAuthnServiceServer
-	c Config
+	c    Config
+	jwts *jwtServices
 }
 
 // New checks the dependencies and returns the service.
@@ -63,7 +95,11 @@ func New(c Config) (*Service, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{c: c}, nil
+	s := &Service{c: c}
+	if c.Graph != nil && c.Variables != nil {
+		s.jwts = newJWTServices(c)
+	}
+	return s, nil
 }
 
 // Register adds the service to a gRPC server.
@@ -79,24 +115,24 @@ var errUnauthenticated = status.Error(codes.Unauthenticated, "authentication fai
 
 // checkSecret verifies login and secret with the failed-login limiter in
 // front, so repeated failures for one identity slow down that identity only.
-func (s *Service) checkSecret(ctx context.Context, account, login, secret string, allowPassword bool) (authn.Identity, apikey.Method, error) {
+func (s *Service) checkSecret(ctx context.Context, method, account, login, secret string, allowPassword bool) (authn.Identity, apikey.Method, error) {
 	if account != s.c.Account {
-		s.refused(ctx, login, authn.Refuse(authn.ReasonUnknownIdentity, "account %q is not this cluster's account", account))
+		s.refused(ctx, "authn", clipped(login), method, authn.Refuse(authn.ReasonUnknownIdentity, "account %q is not this cluster's account", clipped(account)))
 		return authn.Identity{}, "", errUnauthenticated
 	}
 	id, err := authn.ParseLogin(account, login)
 	if err != nil {
-		s.refused(ctx, login, authn.Refuse(authn.ReasonMalformed, "%v", err))
+		s.refused(ctx, "authn", clipped(login), method, authn.Refuse(authn.ReasonMalformed, "%v", err))
 		return authn.Identity{}, "", errUnauthenticated
 	}
 	limitKey := id.RoleID()
 	if wait, ok := s.c.Limiter.Allow(limitKey); !ok {
-		s.refused(ctx, login, authn.Refuse(authn.ReasonRateLimited, "too many failed attempts; next allowed in %s", wait.Round(time.Millisecond)))
+		s.refused(ctx, "authn", id.RoleID(), method, authn.Refuse(authn.ReasonRateLimited, "too many failed attempts; next allowed in %s", wait.Round(time.Millisecond)))
 		return authn.Identity{}, "", status.Errorf(codes.ResourceExhausted, "too many failed logins for this identity; try again in %s", wait.Round(time.Second)+time.Second)
 	}
-	var method apikey.Method = apikey.MethodAPIKey
+	var used apikey.Method = apikey.MethodAPIKey
 	if allowPassword {
-		method, err = s.c.Keys.Login(ctx, id.RoleID(), secret)
+		used, err = s.c.Keys.Login(ctx, id.RoleID(), secret)
 	} else {
 		err = s.c.Keys.Verify(ctx, id.RoleID(), secret)
 	}
@@ -106,34 +142,39 @@ func (s *Service) checkSecret(ctx context.Context, account, login, secret string
 			return authn.Identity{}, "", status.Error(codes.Unavailable, "cannot check credentials right now; try again")
 		}
 		s.c.Limiter.Fail(limitKey)
-		s.refused(ctx, login, err)
+		s.refused(ctx, "authn", id.RoleID(), method, err)
 		return authn.Identity{}, "", errUnauthenticated
 	}
 	s.c.Limiter.Succeed(limitKey)
-	return id, method, nil
+	return id, used, nil
 }
 
-func (s *Service) refused(ctx context.Context, login string, err error) {
+// refused logs and audits a refusal: who (the identity claimed), how, from
+// where and which check failed; never the credential.
+func (s *Service) refused(ctx context.Context, how, identity, method string, err error) {
 	reason, detail := authn.ReasonOf(err)
-	s.c.Logger.Info("authentication refused", "authenticator", "authn", "login", login, "reason", reason, "detail", detail, "peer", rpcctx.PeerAddr(ctx))
+	s.c.Logger.InfoContext(ctx, "authentication refused", "authenticator", how, "identity", identity, "reason", reason, "detail", detail, "peer", rpcctx.PeerAddr(ctx))
+	s.audit(ctx, etcdstore.AuthnEvent{Outcome: etcdstore.OutcomeFailure, Authenticator: how, Identity: identity,
+		Reason: string(reason), Detail: detail, Method: method})
 }
 
 // Login checks an API key (or password) and returns the API key.
 func (s *Service) Login(ctx context.Context, req *sowerv1.LoginRequest) (*sowerv1.LoginResponse, error) {
-	_, method, err := s.checkSecret(ctx, req.GetAccount(), req.GetLogin(), req.GetSecret(), true)
+	id, method, err := s.checkSecret(ctx, "Login", req.GetAccount(), req.GetLogin(), req.GetSecret(), true)
 	if err != nil {
 		return nil, err
 	}
 	if method != apikey.MethodAPIKey {
+		s.succeeded(ctx, "authn", id.RoleID(), "Login (password)")
 		return nil, status.Error(codes.FailedPrecondition, "sower keeps API keys only as hashes, so a password login cannot return the current key; rotate it with PUT /authn/{account}/api_key using the same basic-auth credentials")
 	}
-	s.c.Logger.Info("login", "login", req.GetLogin(), "peer", rpcctx.PeerAddr(ctx))
+	s.succeeded(ctx, "authn", id.RoleID(), "Login")
 	return &sowerv1.LoginResponse{ApiKey: req.GetSecret()}, nil
 }
 
 // Authenticate exchanges an API key for an access token.
 func (s *Service) Authenticate(ctx context.Context, req *sowerv1.AuthenticateRequest) (*sowerv1.AuthenticateResponse, error) {
-	id, _, err := s.checkSecret(ctx, req.GetAccount(), req.GetLogin(), strings.TrimSpace(req.GetApiKey()), false)
+	id, _, err := s.checkSecret(ctx, "Authenticate", req.GetAccount(), req.GetLogin(), strings.TrimSpace(req.GetApiKey()), false)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +183,7 @@ func (s *Service) Authenticate(ctx context.Context, req *sowerv1.AuthenticateReq
 		s.c.Logger.Error("issue access token", "login", id.Login(), "err", err)
 		return nil, status.Error(codes.Unavailable, "cannot issue access tokens right now; try again")
 	}
-	s.c.Logger.Info("authenticated", "authenticator", "authn", "login", id.Login(), "peer", rpcctx.PeerAddr(ctx))
+	s.succeeded(ctx, "authn", id.RoleID(), "Authenticate")
 	return &sowerv1.AuthenticateResponse{Token: tok.JSON, ExpiresAt: tok.Claims.Expires.Unix()}, nil
 }
 
