@@ -118,6 +118,9 @@ func NewElection(c ElectionConfig) (*Election, error) {
 	return &Election{c: c, cli: c.Client, lg: lg, changed: make(chan struct{})}, nil
 }
 
+// Self is this node's record, as it campaigns with it.
+func (e *Election) Self() Leader { return e.c.Self }
+
 // Leader returns the current Leader as this node last observed it.
 func (e *Election) Leader() (Leader, bool) {
 	e.mu.Lock()

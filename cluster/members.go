@@ -223,6 +223,11 @@ func (m *Members) Remove(ctx context.Context, id uint64, force bool) error {
 	}
 	m.lg.Info("removed a member", "name", ms[i].Name, "id", strconv.FormatUint(id, 16), "forced", force)
 	m.forgetJoin(ctx, id)
+	if ms[i].Name != "" {
+		if _, err := m.c.Election.Txn(ctx, nil, []clientv3.Op{clientv3.OpDelete(NodesPrefix + ms[i].Name)}, nil); err != nil {
+			m.lg.Warn("delete a removed member's endpoints", "name", ms[i].Name, "err", err)
+		}
+	}
 	return nil
 }
 

@@ -155,6 +155,11 @@ var publicMethods = map[string]bool{
 	"/sower.v1.AuthnService/Login":                                   true,
 	"/sower.v1.AuthnService/Authenticate":                            true,
 	"/sower.v1.AuthnService/AuthenticateJWT":                         true,
+	// A joining Standby has no token: the seed's certificate and
+	// enrollment token authenticate it (server/api/cluster).
+	"/sower.v1.ClusterService/GetLeader":         true,
+	"/sower.v1.ClusterService/Enroll":            true,
+	"/sower.v1.ClusterService/AbandonEnrollment": true,
 }
 
 // authenticator is the gRPC interceptor that turns the "authorization"

@@ -7,6 +7,8 @@ import (
 	"net"
 	"regexp"
 	"time"
+
+	"github.com/sowerproject/sower/pki"
 )
 
 // Config is a node's configuration, already parsed from flags, environment
@@ -30,6 +32,18 @@ type Config struct {
 	AllowPlainSeeds bool
 	// SeedTTL is how long an issued seed stays valid; zero means 1h.
 	SeedTTL time.Duration
+	// Cluster is the name of the auto-failover cluster, whose policy is
+	// conjur/cluster/<Cluster>. A new cluster records it at bootstrap
+	// ("default" when empty); a joining node takes it from its seed; a
+	// restarting node reads it from etcd, and a non-empty value must match.
+	Cluster string
+	// FailoverTTL is the Leader's lease when the cluster policy has no ttl
+	// annotation: how long the cluster waits for a silent Leader before a
+	// Standby takes over. Zero means cluster.DefaultFailoverTTL.
+	FailoverTTL time.Duration
+	// Join, when set, makes a node whose data dir has no etcd data join an
+	// existing cluster from a Standby seed instead of bootstrapping one.
+	Join *Join
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once shutdown starts. Zero means 5s.
 	ShutdownTimeout time.Duration
@@ -73,6 +87,15 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: %s and %s are both %q: give each listener its own port", ErrInvalidConfig, prev, a.key, a.val)
 		}
 		seen[a.val] = a.key
+	}
+	if c.Cluster != "" && !accountRE.MatchString(c.Cluster) {
+		return fmt.Errorf("%w: cluster %q: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrInvalidConfig, c.Cluster)
+	}
+	if c.FailoverTTL < 0 {
+		return fmt.Errorf("%w: failover-ttl %s: must not be negative", ErrInvalidConfig, c.FailoverTTL)
+	}
+	if j := c.Join; j != nil && (len(j.Seed) == 0 || j.Identity == nil || j.Pin == (pki.Pin{})) {
+		return fmt.Errorf("%w: joining from a seed needs the seed, the age identity it is sealed to, and the cluster's CA pin", ErrInvalidConfig)
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("%w: shutdown-timeout %s: must not be negative", ErrInvalidConfig, c.ShutdownTimeout)

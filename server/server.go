@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sowerproject/sower/cluster"
+	"github.com/sowerproject/sower/seed"
 	"github.com/sowerproject/sower/server/conjur"
 	"github.com/sowerproject/sower/server/etcdstore"
 )
@@ -138,6 +139,16 @@ func (s *Server) Run(ctx context.Context) error {
 	// with etcd data but no key could not open a single secret.
 	_, statErr := os.Stat(dd.join("etcd"))
 	newNode := os.IsNotExist(statErr)
+	// A node with a Standby seed enrolls with the Leader and takes its
+	// data key and certificates from the seed: it starts like a node
+	// restarting, with an etcd member that joins the existing cluster.
+	var js *joinStart
+	if s.c.Join != nil {
+		if js, err = s.joinFromSeed(ctx, dd, !newNode); err != nil {
+			return err
+		}
+		newNode = false
+	}
 	dataKey, err := openDataKey(dd.join("data.key"), newNode)
 	if err != nil {
 		return err
@@ -156,7 +167,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	etcdClientTLS, etcdPeerTLS := np.etcdTLS()
-	etcd, err := cluster.StartEtcd(ctx, cluster.EtcdConfig{
+	ec := cluster.EtcdConfig{
 		Name:       s.c.Name,
 		Dir:        dd.join("etcd"),
 		ClientAddr: s.c.EtcdClientAddr,
@@ -167,8 +178,17 @@ func (s *Server) Run(ctx context.Context) error {
 
 		MaxTxnOps:       etcdMaxTxnOps,
 		MaxRequestBytes: etcdMaxRequestBytes,
-	})
+	}
+	if js != nil {
+		ec.InitialCluster, ec.Existing = js.initialCluster, true
+	}
+	etcd, err := cluster.StartEtcd(ctx, ec)
 	if err != nil {
+		if js != nil {
+			// A join that never started leaves the quorum as it was.
+			js.abandon()
+			os.RemoveAll(dd.join("etcd"))
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -178,6 +198,12 @@ func (s *Server) Run(ctx context.Context) error {
 		etcd.Close()
 		s.lg.Info("sower node stopped", "name", s.c.Name)
 	}()
+	if err := s.waitVoter(ctx, etcd); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 
 	kv := etcdstore.NewKV(etcd.Client())
 	if caMem != nil {
@@ -212,8 +238,19 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 
-	n := &node{etcd: etcd}
-	m := newMetrics(etcd.Info)
+	wantCluster := s.c.Cluster
+	if js != nil {
+		wantCluster = js.cluster
+	}
+	q, err := s.openQuorum(ctx, etcd, np, seed.GraphPolicy{Graph: policies.Graph}, wantCluster)
+	if err != nil {
+		return err
+	}
+	defer q.close()
+
+	n := &node{etcd: etcd, election: q.election}
+	m := newMetrics(n.Info)
+	registerRoleMetrics(m, n.Role)
 	auth := &authenticator{tokens: an.tokens, account: s.c.Account, lg: s.lg, audit: an.audit}
 	serverTLS, err := np.serverTLS()
 	if err != nil {
@@ -226,14 +263,14 @@ func (s *Server) Run(ctx context.Context) error {
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(serverTLS)),
 		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
-		grpc.ChainUnaryInterceptor(recoverUnary(s.lg), m.unary, auth.unary),
+		grpc.ChainUnaryInterceptor(recoverUnary(s.lg), m.unary, auth.unary, q.leaderOnly, notLeaderUnary),
 		grpc.ChainStreamInterceptor(recoverStream(s.lg), m.stream, auth.stream),
 	)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies})
+	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies, quorum: q})
 	if err != nil {
 		return err
 	}
@@ -296,6 +333,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return np.run(gctx, etcd.Client()) })
 	g.Go(func() error { return an.run(gctx) })
 	g.Go(func() error { return policies.Run(gctx) })
+	g.Go(func() error { return q.run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		hs.Shutdown()
@@ -303,13 +341,17 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 
+	// Ready means a Leader is known (on a new cluster: this node), so a
+	// first write does not meet an election in progress. Without a quorum
+	// none will be; the node serves reads and health anyway.
+	s.awaitLeader(gctx, q.election)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.mu.Lock()
 	s.grpcAddr, s.httpAddr, s.meta, s.bootstrap = grpcLis.Addr(), httpLis.Addr(), meta, created
 	s.pin = np.ca.Pin().String()
 	s.mu.Unlock()
 	close(s.ready)
-	s.lg.Info("sower node ready", "name", s.c.Name, "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+	s.lg.Info("sower node ready", "name", s.c.Name, "role", n.Role().String(), "cluster", q.name, "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
 
 	return g.Wait()
 }
@@ -359,12 +401,30 @@ func dialTarget(a net.Addr) string {
 	return net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
 }
 
-// node adapts the running etcd member to what the API services read.
-type node struct{ etcd *cluster.Etcd }
+// node adapts the running etcd member and the Leader election to what the
+// API services read.
+type node struct {
+	etcd     *cluster.Etcd
+	election *cluster.Election
+}
 
-func (n *node) Info() cluster.Info          { return n.etcd.Info() }
+// Info is the member's view, with LeaderID naming sower's Leader (the
+// holder of the election key) when one is known, else the raft leader.
+func (n *node) Info() cluster.Info {
+	i := n.etcd.Info()
+	if l, ok := n.election.Leader(); ok {
+		i.LeaderID = l.MemberID
+	}
+	return i
+}
+
 func (n *node) MemberName(id uint64) string { return n.etcd.MemberName(id) }
-func (n *node) Role() cluster.Role          { return cluster.RaftRoleOf(n.etcd.Info()) }
+
+// Role is the node's role from the election.
+func (n *node) Role() cluster.Role {
+	l, ok := n.election.Leader()
+	return cluster.RoleOf(n.etcd.Info(), l, ok)
+}
 
 // newGatewayMux returns the REST mux. The gateway forwards the
 // Authorization header to gRPC as "authorization" metadata by itself, and

@@ -30,6 +30,12 @@ type serviceDeps struct {
 	authn *authnParts
 	// policies is the permission model; its graph answers every check.
 	policies *etcdstore.Policies
+	// quorum is the node's part in the Leader/Standby quorum. Its
+	// election is the WriteGuard: a service calls quorum.election.Check
+	// before work only the Leader does, and commits its writes through
+	// quorum.election.Txn (or adds quorum.election.Fence to its own
+	// transaction), so a Standby or a former Leader never commits one.
+	quorum *quorum
 }
 
 // services builds every API service of the node. A new service is one more
@@ -58,5 +64,9 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []apiService{st, au, pol, sec}, nil
+	cl, err := d.quorum.service(s, d.node.Role, pol)
+	if err != nil {
+		return nil, err
+	}
+	return []apiService{st, au, pol, sec, cl}, nil
 }

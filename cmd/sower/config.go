@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/viper"
 	"gopkg.in/yaml.v3"
 
+	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/server"
 )
 
@@ -33,6 +34,8 @@ type nodeConfig struct {
 	LogFormat       string `yaml:"log-format"`
 	LogLevel        string `yaml:"log-level"`
 	ShutdownTimeout string `yaml:"shutdown-timeout"`
+	Cluster         string `yaml:"cluster"`
+	FailoverTTL     string `yaml:"failover-ttl"`
 }
 
 // nodeFlags declares the node flags with defaults that work on a laptop.
@@ -48,11 +51,13 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.String("log-format", "text", "log format: text or json")
 	fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.String("shutdown-timeout", "5s", "how long in-flight requests may run after SIGTERM")
+	fs.String("cluster", "", `auto-failover cluster name, policy conjur/cluster/<name> (default: the cluster's own, "default" for a new one)`)
+	fs.String("failover-ttl", "", "how long a silent Leader keeps its role before a Standby takes over, when the cluster policy has no ttl annotation (default 10s, at least 2s)")
 }
 
 // configKeys are the keys a config file may hold.
 var configKeys = []string{"data-dir", "account", "name", "grpc-addr", "http-addr", "etcd-client-addr",
-	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout"}
+	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl"}
 
 // secretKeys are redacted by `sower config print`. None of today's keys is
 // a secret (credentials live in files under the data dir); the list exists
@@ -103,6 +108,7 @@ func loadNodeConfig(fs *pflag.FlagSet) (nodeConfig, error) {
 		EtcdClientAddr: v.GetString("etcd-client-addr"), EtcdPeerAddr: v.GetString("etcd-peer-addr"),
 		LogFormat: v.GetString("log-format"), LogLevel: v.GetString("log-level"),
 		ShutdownTimeout: v.GetString("shutdown-timeout"),
+		Cluster:         v.GetString("cluster"), FailoverTTL: v.GetString("failover-ttl"),
 	}
 	if _, err := c.serverConfig(io.Discard); err != nil {
 		return nodeConfig{}, err
@@ -146,11 +152,19 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 	if err != nil || d <= 0 {
 		return server.Config{}, &usageError{fmt.Errorf("shutdown-timeout %q: give a positive duration such as 5s or 1m", c.ShutdownTimeout)}
 	}
+	var ttl time.Duration
+	if c.FailoverTTL != "" {
+		ttl, err = time.ParseDuration(c.FailoverTTL)
+		if err != nil || ttl < cluster.MinFailoverTTL {
+			return server.Config{}, &usageError{fmt.Errorf("failover-ttl %q: give a duration of at least %s (etcd's lowest lease), such as 10s", c.FailoverTTL, cluster.MinFailoverTTL)}
+		}
+	}
 	sc := server.Config{
 		Name: c.Name, Account: c.Account, DataDir: c.DataDir,
 		GRPCAddr: c.GRPCAddr, HTTPAddr: c.HTTPAddr,
 		EtcdClientAddr: c.EtcdClientAddr, EtcdPeerAddr: c.EtcdPeerAddr,
 		Version: version, ShutdownTimeout: d, Logger: lg,
+		Cluster: c.Cluster, FailoverTTL: ttl,
 	}
 	if err := sc.Validate(); err != nil {
 		return server.Config{}, &usageError{err}

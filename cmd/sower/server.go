@@ -17,14 +17,18 @@ import (
 func newServerCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run a sower node (a new single-node Leader on an empty data dir)",
+		Short: "Run a sower node (a new single-node Leader on an empty data dir, or a Standby with --seed)",
 		Long: `Run a sower node. On first start with an empty data dir it bootstraps a new
 single-node cluster as Leader: it creates the account and its admin user and
 writes the admin's API key to <data-dir>/admin.key (mode 0600). Later starts
-reuse the data dir. SIGINT or SIGTERM stop it cleanly.`,
+reuse the data dir. SIGINT or SIGTERM stop it cleanly.
+
+With --seed, a node with an empty data dir joins an existing cluster as a
+Standby instead (see sower standby join).`,
 		Example: `  sower server
   sower server --data-dir /var/lib/sower --account myorg --name leader-1
-  SOWER_HTTP_ADDR=0.0.0.0:8443 sower server --config /etc/sower/sower.yaml`,
+  SOWER_HTTP_ADDR=0.0.0.0:8443 sower server --config /etc/sower/sower.yaml
+  sower server --name standby-1 --seed standby-1.seed --seed-identity standby-1.key --ca-pin sha256:...`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nc, err := loadNodeConfig(cmd.Flags())
@@ -35,10 +39,14 @@ reuse the data dir. SIGINT or SIGTERM stop it cleanly.`,
 			if err != nil {
 				return err
 			}
+			if sc.Join, err = joinFromFlags(cmd.Flags(), nc.DataDir, false); err != nil {
+				return err
+			}
 			return runServer(cmd.Context(), sc, cmd.ErrOrStderr())
 		},
 	}
 	nodeFlags(cmd.Flags())
+	joinFlags(cmd.Flags())
 	return cmd
 }
 
@@ -74,7 +82,7 @@ func printHowToCall(w io.Writer, srv *server.Server) {
 	fmt.Fprintf(w, "  gRPC:  grpcurl -cacert %s %s list\n", ca, hostPort(g))
 	if created {
 		fmt.Fprintf(w, "  admin API key (created now, mode 0600): %s\n", srv.AdminKeyPath())
-	} else {
+	} else if _, err := os.Stat(srv.AdminKeyPath()); err == nil {
 		fmt.Fprintf(w, "  admin API key: %s\n", srv.AdminKeyPath())
 	}
 	fmt.Fprintln(w, "  stop:  Ctrl-C (data stays in the data dir)")
