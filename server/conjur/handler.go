@@ -60,6 +60,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /secrets/{account}/{kind}/{identifier...}", h.setSecret)
 	mux.HandleFunc("GET /secrets/{account}/{kind}/{identifier...}", h.getSecret)
 	mux.HandleFunc("GET /secrets", h.batchSecrets)
+	mux.HandleFunc("GET /secrets/{$}", h.batchSecrets) // conjur-api-go's form
 }
 
 // outgoing carries the caller's Authorization header and address to gRPC,
