@@ -156,13 +156,13 @@ var (
 func guessScalar(s string) any {
 	switch {
 	case reDecimal.MatchString(s):
-		return parseInt(strings.NewReplacer("_", "", ",", "").Replace(s), 10)
+		return parseInt(s, strings.NewReplacer("_", "", ",", "").Replace(s), 10)
 	case reOctal.MatchString(s):
-		return parseInt(s[1:], 8)
+		return parseInt(s, s[1:], 8)
 	case reHex.MatchString(s):
-		return parseInt(s[2:], 16)
+		return parseInt(s, s[2:], 16)
 	case reBinary.MatchString(s):
-		return parseInt(strings.ReplaceAll(s[2:], "_", ""), 2)
+		return parseInt(s, strings.ReplaceAll(s[2:], "_", ""), 2)
 	}
 	if reFloat.MatchString(s) && strings.ContainsAny(s, "0123456789") {
 		if f, err := strconv.ParseFloat(strings.ReplaceAll(s, "_", ""), 64); err == nil {
@@ -189,13 +189,16 @@ func guessScalar(s string) any {
 	return s
 }
 
-func parseInt(digits string, base int) any {
+// parseInt reads digits in base; when they are no number at all (a binary
+// literal of underscores only, "0b__"), the scalar stays the string it was,
+// as Ruby's Integer() raises and Psych keeps the text.
+func parseInt(scalar, digits string, base int) any {
 	if n, err := strconv.ParseInt(digits, base, 64); err == nil {
 		return n
 	}
 	n, ok := new(big.Int).SetString(digits, base)
 	if !ok {
-		return digits
+		return scalar
 	}
 	return n
 }
