@@ -17,7 +17,9 @@ import (
 // keys are sealed under the data key.
 const (
 	credentialPrefix = "/sower/authn/credentials/"
-	signingKeyPrefix = "/sower/authn/signing-keys/"
+	// SigningKeyPrefix holds the token signing keys, sealed under
+	// token.KeyAADPrefix+<kid> (not their key path).
+	SigningKeyPrefix = "/sower/authn/signing-keys/"
 	// PepperKey holds the API-key hashing pepper, sealed.
 	PepperKey = "/sower/authn/pepper"
 )
@@ -94,20 +96,20 @@ func NewSigningKeys(cli *clientv3.Client) *SigningKeys { return &SigningKeys{cli
 
 // Keys returns every stored key.
 func (s *SigningKeys) Keys(ctx context.Context) ([]token.SealedKey, error) {
-	resp, err := s.cli.Get(ctx, signingKeyPrefix, clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, SigningKeyPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: read signing keys: %w", err)
 	}
 	out := make([]token.SealedKey, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		out = append(out, token.SealedKey{KID: strings.TrimPrefix(string(kv.Key), signingKeyPrefix), Sealed: kv.Value})
+		out = append(out, token.SealedKey{KID: strings.TrimPrefix(string(kv.Key), SigningKeyPrefix), Sealed: kv.Value})
 	}
 	return out, nil
 }
 
 // AddKey stores a new key; it refuses to overwrite an existing id.
 func (s *SigningKeys) AddKey(ctx context.Context, k token.SealedKey) error {
-	key := signingKeyPrefix + k.KID
+	key := SigningKeyPrefix + k.KID
 	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(k.Sealed))).Commit()
 	if err != nil {
@@ -121,7 +123,7 @@ func (s *SigningKeys) AddKey(ctx context.Context, k token.SealedKey) error {
 
 // DeleteKey removes a key.
 func (s *SigningKeys) DeleteKey(ctx context.Context, kid string) error {
-	if _, err := s.cli.Delete(ctx, signingKeyPrefix+kid); err != nil {
+	if _, err := s.cli.Delete(ctx, SigningKeyPrefix+kid); err != nil {
 		return fmt.Errorf("etcdstore: delete signing key: %w", err)
 	}
 	return nil

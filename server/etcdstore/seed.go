@@ -111,9 +111,7 @@ func (s *Seeds) Revoke(ctx context.Context, id, by string, at time.Time) (seed.R
 	r.RevokedAt, r.RevokedBy = at, by
 	raw, _ := json.Marshal(r)
 	ops := []clientv3.Op{clientv3.OpPut(seedPrefix+id, string(raw)), auditOp(at, "seed-revoked", r)}
-	for _, serial := range r.Serials {
-		ops = append(ops, clientv3.OpPut(RevokedPrefix+serial, string(raw)))
-	}
+	ops = append(ops, revocationOps(r.Serials, by, "seed "+id+" revoked", at)...)
 	enr, err := s.cli.Get(ctx, EnrollPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return seed.Record{}, err
