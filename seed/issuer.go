@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base32"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -136,6 +138,13 @@ func WithClock(now func() time.Time) Option { return func(i *Issuer) { i.now = n
 type Issuer struct {
 	c   Config
 	now func() time.Time
+
+	// builder is reused while the signing certificate stays the same:
+	// making one checks the signer's chain, which costs two signature
+	// verifications per seed otherwise.
+	mu          sync.Mutex
+	builder     *archive.Builder
+	builderLeaf *x509.Certificate
 }
 
 // New checks the dependencies.
@@ -393,15 +402,12 @@ func (i *Issuer) build(ctx context.Context, kind archive.Kind, req Request, rcpt
 		Hostnames: names, Endpoints: i.c.Endpoints(), CAPin: i.c.CA.Pin(),
 		IssuedAt: now, ExpiresAt: exp,
 	}
-	signer, err := i.c.Signer()
+	b, err := i.builderFor()
 	if err != nil {
-		return nil, fmt.Errorf("seed: signing key: %w", err)
-	}
-	b, err := archive.NewBuilder(signer)
-	if err != nil {
-		return nil, fmt.Errorf("seed: signing key: %w", err)
+		return nil, err
 	}
 	var buf bytes.Buffer
+	buf.Grow(archiveSizeHint(files))
 	if rcpt != nil {
 		_, err = b.Seal(&buf, rcpt, md, files)
 	} else {
@@ -422,6 +428,35 @@ func (i *Issuer) build(ctx context.Context, kind archive.Kind, req Request, rcpt
 		return nil, fmt.Errorf("seed: record seed %s: %w", id, err)
 	}
 	return &Issued{Record: rec, Archive: buf.Bytes(), CAPin: i.c.CA.Pin()}, nil
+}
+
+// builderFor returns the archive builder of the current signing certificate.
+func (i *Issuer) builderFor() (*archive.Builder, error) {
+	signer, err := i.c.Signer()
+	if err != nil || len(signer.Chain) == 0 {
+		return nil, fmt.Errorf("seed: signing key: %w", err)
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.builder != nil && i.builderLeaf.Equal(signer.Chain[0]) {
+		return i.builder, nil
+	}
+	b, err := archive.NewBuilder(signer)
+	if err != nil {
+		return nil, fmt.Errorf("seed: signing key: %w", err)
+	}
+	i.builder, i.builderLeaf = b, signer.Chain[0]
+	return b, nil
+}
+
+// archiveSizeHint estimates the archive's size: the files plus tar headers,
+// the manifest, the signature with its chain, and age's framing.
+func archiveSizeHint(files []archive.File) int {
+	n := 16 << 10
+	for _, f := range files {
+		n += len(f.Data) + 1024
+	}
+	return n
 }
 
 // List returns the seed records.
