@@ -20,23 +20,21 @@ import (
 // Key layout of the permission model (see docs/architecture.md):
 //
 //	/sower/policy/facts/<fact key>               one fact (policy.Fact.Key), JSON
-//	/sower/policy/guard                          bumped by every load; loads compare it
+//	/sower/policy/guard                          written by every load; loads compare it
 //	/sower/policy/versions/<policy>/<version>    one policy version, JSON
-//	/sower/policy/intents/<id>/chunks/<n>        a large load's operations, written first
-//	/sower/policy/intents/<id>/commit            the record that makes a large load happen
-//	/sower/policy/intents/<id>/applied           marks the copying of a committed large load
+//	/sower/policy/intents/<id>/owner             a large load's writer, under a lease
 //
-// Every load is one etcd transaction that compares the guard's revision with
-// the one it planned against: all of it applies or none, and concurrent loads
-// never interleave. A load too large for one transaction (etcd's
-// --max-txn-ops and --max-request-bytes) is written as an intent: its
-// operations go to chunk keys no reader looks at, then one small
-// transaction commits it (the guard compare, the commit record); from that
-// revision on every node's graph holds the whole load, and the operations are
-// copied to their keys in batches afterwards. Until the copy is done, a
-// reader of the fact keys overlays the committed intent; a node that finds a
-// committed intent at start finishes the copy; an intent without commit
-// record is garbage and is removed.
+// Every load compares the guard's revision with the one it planned
+// against, so concurrent loads never interleave: the loser plans again.
+// A load that fits in one etcd transaction (--max-txn-ops,
+// --max-request-bytes) is that transaction. A larger load claims the guard
+// first (its value names the load and the revision of the state before
+// it), writes its operations to their keys in transactions fenced on the
+// claim, and commits by clearing the guard. While a load is claimed,
+// readers use the state at the claim's base revision (etcd keeps history)
+// and watchers hold its writes back until the commit; a load that fails, or
+// whose writer's lease expires, is rolled back to that base. Either way the
+// whole load applies or none of it.
 const (
 	policyPrefix  = "/sower/policy/"
 	factPrefix    = policyPrefix + "facts/"
@@ -89,6 +87,18 @@ type Policies struct {
 	revMu sync.Mutex
 	rev   int64
 	revCh chan struct{}
+
+	// The watch's view of a large load in progress (under applyMu): its
+	// id, whether this node writes it (then the writer applies it),
+	// whether it is being rolled back, and the writes held back.
+	intent    string
+	aborting  bool
+	held      policy.ChangeSet
+	ownIntent string
+
+	// hookBatch, when set (tests), runs before each batch of a large
+	// load and may fail it.
+	hookBatch func(n int) error
 }
 
 // NewPolicies returns the store. Call Open before anything else.
@@ -148,56 +158,43 @@ func (p *Policies) WaitFor(ctx context.Context, rev int64) error {
 	}
 }
 
-// Open finishes a large load a previous writer left half copied, then reads
-// every fact into a new graph. Run keeps the graph current from there.
-func (p *Policies) Open(ctx context.Context) error {
-	if err := p.recover(ctx); err != nil {
-		return err
-	}
-	return p.load(ctx)
-}
+// Open reads every fact into a new graph. Run keeps the graph current
+// from there. (A large load left unfinished by a writer that died is rolled
+// back by the next Begin, on whichever node writes next.)
+func (p *Policies) Open(ctx context.Context) error { return p.load(ctx) }
 
-// load reads the facts at one revision, overlays a committed intent that is
-// still being copied, and replaces the graph.
+// load reads the facts into a new graph: the current ones, or, while a
+// large load is claimed, those at its base revision (the watch then sees
+// the load from its claim on).
 func (p *Policies) load(ctx context.Context) error {
-	facts := map[string][]byte{}
-	rev, err := p.scan(ctx, factPrefix, 0, func(k, v []byte) error {
-		facts[string(k)] = v
-		return nil
-	})
+	resp, err := p.cli.Get(ctx, guardKey)
 	if err != nil {
-		return err
+		return fmt.Errorf("etcdstore: read policy guard: %w", err)
 	}
-	g, err := p.readGuard(ctx, rev)
-	if err != nil {
-		return err
-	}
-	if g.Pending != "" {
-		ops, err := p.readIntent(ctx, g.Pending, rev)
+	rev := resp.Header.Revision
+	if len(resp.Kvs) == 1 {
+		g, err := decodeGuard(resp.Kvs[0].Value)
 		if err != nil {
 			return err
 		}
-		for _, op := range ops {
-			if !strings.HasPrefix(op.Key, factPrefix) {
-				continue
-			}
-			if op.Delete {
-				delete(facts, op.Key)
-			} else {
-				facts[op.Key] = op.Value
-			}
+		if g.Intent != "" {
+			rev = g.Base
 		}
 	}
-	list := make([]policy.Fact, 0, len(facts))
-	for k, v := range facts {
-		f, err := policy.UnmarshalFact(strings.TrimPrefix(k, factPrefix), v)
+	var list []policy.Fact
+	if _, err := p.scan(ctx, factPrefix, rev, false, func(kv *mvccpb.KeyValue) error {
+		f, err := policy.UnmarshalFact(strings.TrimPrefix(string(kv.Key), factPrefix), kv.Value)
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrCorruptPolicy, err)
 		}
 		list = append(list, f)
+		return nil
+	}); err != nil {
+		return err
 	}
 	p.applyMu.Lock()
 	p.graph.Store(policy.NewGraph(list...))
+	p.intent, p.aborting, p.held = "", false, policy.ChangeSet{}
 	p.revMu.Lock()
 	p.rev = rev
 	close(p.revCh)
@@ -213,13 +210,16 @@ const scanPage = 10000
 
 // scan calls fn for every key under prefix at revision rev (the current
 // revision when zero) in pages, and returns the revision read.
-func (p *Policies) scan(ctx context.Context, prefix string, rev int64, fn func(k, v []byte) error) (int64, error) {
+func (p *Policies) scan(ctx context.Context, prefix string, rev int64, keysOnly bool, fn func(*mvccpb.KeyValue) error) (int64, error) {
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	key := prefix
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(scanPage)}
 		if rev > 0 {
 			opts = append(opts, clientv3.WithRev(rev))
+		}
+		if keysOnly {
+			opts = append(opts, clientv3.WithKeysOnly())
 		}
 		resp, err := p.cli.Get(ctx, key, opts...)
 		if err != nil {
@@ -229,7 +229,7 @@ func (p *Policies) scan(ctx context.Context, prefix string, rev int64, fn func(k
 			rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			if err := fn(kv.Key, kv.Value); err != nil {
+			if err := fn(kv); err != nil {
 				return 0, err
 			}
 		}
@@ -278,7 +278,7 @@ func (p *Policies) watch(ctx context.Context) error {
 			for n < len(evs) && evs[n].Kv.ModRevision == evs[0].Kv.ModRevision {
 				n++
 			}
-			if err := p.applyEvents(ctx, evs[:n]); err != nil {
+			if err := p.applyEvents(evs[:n]); err != nil {
 				return err
 			}
 			evs = evs[n:]
@@ -290,86 +290,90 @@ func (p *Policies) watch(ctx context.Context) error {
 	return errors.New("etcdstore: policy watch closed")
 }
 
-// applyEvents applies the events of one transaction.
-func (p *Policies) applyEvents(ctx context.Context, evs []*clientv3.Event) error {
+// applyEvents applies the events of one transaction. A large load's
+// writes are held back from its claim to its commit, and dropped when it
+// is rolled back; this node's own large loads are applied by their writer.
+func (p *Policies) applyEvents(evs []*clientv3.Event) error {
 	rev := evs[0].Kv.ModRevision
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
-	if rev <= p.Revision() {
-		return nil // applied when this node stored it
-	}
-	var (
-		cs      policy.ChangeSet
-		copying bool
-		commit  string
-	)
+	var g *guard
 	for _, ev := range evs {
-		key := string(ev.Kv.Key)
-		switch {
-		case strings.HasPrefix(key, intentPrefix):
-			id, rest, _ := strings.Cut(strings.TrimPrefix(key, intentPrefix), "/")
-			switch {
-			case rest == "commit" && ev.Type == mvccpb.PUT:
-				commit = id
-			default:
-				// Copying or cleaning up a committed intent: its facts
-				// were applied with its commit record.
-				copying = true
+		if string(ev.Kv.Key) == guardKey && ev.Type == mvccpb.PUT {
+			v, err := decodeGuard(ev.Kv.Value)
+			if err != nil {
+				return err
 			}
-		case strings.HasPrefix(key, factPrefix):
-			fk := strings.TrimPrefix(key, factPrefix)
-			if ev.Type == mvccpb.PUT {
-				f, err := policy.UnmarshalFact(fk, ev.Kv.Value)
-				if err != nil {
-					return fmt.Errorf("%w: %w", ErrCorruptPolicy, err)
-				}
-				cs.Created = append(cs.Created, f)
-			} else {
-				f, err := factOfKey(fk)
-				if err != nil {
-					return err
-				}
-				cs.Deleted = append(cs.Deleted, f)
-			}
+			g = &v
 		}
 	}
-	if commit != "" {
-		ops, err := p.readIntent(ctx, commit, rev)
-		if err != nil {
-			return err
+	// Decide what the facts of this transaction are for.
+	const (
+		skip = iota // applied already, or never to be applied
+		hold        // part of a large load not yet committed
+		apply
+	)
+	what, ending := apply, false
+	switch {
+	case p.intent == "" && g != nil && g.Intent != "":
+		p.intent, p.aborting, p.held = g.Intent, g.Aborting, policy.ChangeSet{}
+		what = skip // the claim writes no facts
+	case p.intent != "" && (g == nil || g.Intent != ""):
+		if g != nil && g.Aborting {
+			p.aborting, p.held = true, policy.ChangeSet{}
 		}
-		cs = changeSetOf(ops)
-	} else if copying {
-		cs = policy.ChangeSet{}
+		what = hold
+		if p.aborting || p.intent == p.ownIntent {
+			what = skip
+		}
+	case p.intent != "":
+		ending = true
+		if p.aborting || p.intent == p.ownIntent {
+			what = skip
+		}
+	case rev <= p.Revision():
+		what = skip // this node stored it and applied it already
 	}
-	if !cs.Empty() {
-		g := p.Graph()
-		cs.Revision = g.Revision()
-		if err := g.Apply(&cs); err != nil {
+	if what != skip {
+		if err := collectFacts(evs, &p.held); err != nil {
 			return err
 		}
+	}
+	if ending || (what == apply && p.intent == "") {
+		if what == apply && !p.held.Empty() && rev > p.Revision() {
+			gr := p.Graph()
+			p.held.Revision = gr.Revision()
+			if err := gr.Apply(&p.held); err != nil {
+				return err
+			}
+		}
+		p.intent, p.aborting, p.held = "", false, policy.ChangeSet{}
 	}
 	p.setRevision(rev)
 	return nil
 }
 
-// changeSetOf turns stored operations into the graph's change set.
-func changeSetOf(ops []op) policy.ChangeSet {
-	var cs policy.ChangeSet
-	for _, o := range ops {
-		if !strings.HasPrefix(o.Key, factPrefix) {
+// collectFacts adds the fact writes among evs to cs.
+func collectFacts(evs []*clientv3.Event, cs *policy.ChangeSet) error {
+	for _, ev := range evs {
+		key := string(ev.Kv.Key)
+		if !strings.HasPrefix(key, factPrefix) {
 			continue
 		}
-		key := strings.TrimPrefix(o.Key, factPrefix)
-		if o.Delete {
-			if f, err := factOfKey(key); err == nil {
-				cs.Deleted = append(cs.Deleted, f)
+		fk := key[len(factPrefix):]
+		if ev.Type == mvccpb.PUT {
+			f, err := policy.UnmarshalFact(fk, ev.Kv.Value)
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrCorruptPolicy, err)
 			}
+			cs.Created = append(cs.Created, f)
 			continue
 		}
-		if f, err := policy.UnmarshalFact(key, o.Value); err == nil {
-			cs.Created = append(cs.Created, f)
+		f, err := factOfKey(fk)
+		if err != nil {
+			return err
 		}
+		cs.Deleted = append(cs.Deleted, f)
 	}
-	return cs
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sowerproject/sower/authn/apikey"
@@ -18,17 +19,32 @@ import (
 
 // guard is the value of the guard key.
 type guard struct {
-	// Pending names a committed intent whose operations are still being
-	// copied; no load commits until it is done.
-	Pending string `json:"pending,omitempty"`
+	// Intent names a large load that claimed the guard and is not
+	// finished; Base is the revision whose state is the one before it.
+	Intent string `json:"intent,omitempty"`
+	Base   int64  `json:"base,omitempty"`
+	// Aborting says the load is being rolled back to Base.
+	Aborting bool `json:"aborting,omitempty"`
 }
 
-// op is one stored operation. Values are JSON documents (facts, credentials,
-// versions); a deleted fact is known by its key (factOfKey).
+func decodeGuard(raw []byte) (guard, error) {
+	var g guard
+	if err := json.Unmarshal(raw, &g); err != nil {
+		return guard{}, fmt.Errorf("%w: guard: %w", ErrCorruptPolicy, err)
+	}
+	return g, nil
+}
+
+func (g guard) encode() string {
+	b, _ := json.Marshal(g)
+	return string(b)
+}
+
+// op is one write of a load.
 type op struct {
-	Key    string          `json:"k"`
-	Value  json.RawMessage `json:"v,omitempty"`
-	Delete bool            `json:"d,omitempty"`
+	Key    string
+	Value  []byte
+	Delete bool
 }
 
 func (o op) size() int { return len(o.Key) + len(o.Value) + 16 }
@@ -43,28 +59,48 @@ func (o op) etcd() clientv3.Op {
 // txnMargin is room left in a transaction for the guard and framing.
 const txnMargin = 64 << 10
 
+// A large load is written in batches of at most batchOps operations and
+// batchBytes bytes (within etcd's limits): etcd applies such a transaction
+// in well under its 100 ms "slow request" threshold, beyond which it
+// formats and logs every request, at a cost larger than the write.
+var (
+	batchOps   = 1024
+	batchBytes = 512 << 10
+)
+
+// intentTTL is how long a large load's writer may go silent (its lease)
+// before another writer rolls the load back.
+const intentTTL = 30 // seconds
+
 // PolicySnapshot is the state a load is planned against: Begin returns it,
 // Commit refuses a change set if the policies changed since.
-type PolicySnapshot struct{ guardRev int64 }
+type PolicySnapshot struct {
+	// guardRev is the guard's revision; base the revision read at, whose
+	// state a large load's readers use until it commits.
+	guardRev, base int64
+}
 
 // Begin returns a snapshot for planning a load once the graph holds every
-// load stored so far. It finishes a large load left half copied first.
+// load stored so far. A large load in progress is waited for, or rolled
+// back if its writer is gone.
 func (p *Policies) Begin(ctx context.Context) (PolicySnapshot, error) {
-	for range 8 {
+	for range 64 {
 		resp, err := p.cli.Get(ctx, guardKey)
 		if err != nil {
 			return PolicySnapshot{}, fmt.Errorf("etcdstore: read policy guard: %w", err)
 		}
-		var g guard
-		var rev int64
+		var (
+			g   guard
+			rev int64
+		)
 		if len(resp.Kvs) == 1 {
 			rev = resp.Kvs[0].ModRevision
-			if err := json.Unmarshal(resp.Kvs[0].Value, &g); err != nil {
-				return PolicySnapshot{}, fmt.Errorf("%w: guard: %w", ErrCorruptPolicy, err)
+			if g, err = decodeGuard(resp.Kvs[0].Value); err != nil {
+				return PolicySnapshot{}, err
 			}
 		}
-		if g.Pending != "" {
-			if err := p.finish(ctx, g.Pending, rev); err != nil {
+		if g.Intent != "" {
+			if err := p.settle(ctx, g, rev); err != nil {
 				return PolicySnapshot{}, err
 			}
 			continue
@@ -72,9 +108,32 @@ func (p *Policies) Begin(ctx context.Context) (PolicySnapshot, error) {
 		if err := p.WaitFor(ctx, rev); err != nil {
 			return PolicySnapshot{}, err
 		}
-		return PolicySnapshot{guardRev: rev}, nil
+		return PolicySnapshot{guardRev: rev, base: resp.Header.Revision}, nil
 	}
 	return PolicySnapshot{}, ErrPolicyConflict
+}
+
+// settle deals with a large load found in progress: while its writer (or
+// the node rolling it back) holds its lease, wait for the guard to move;
+// once the lease is gone, roll it back here.
+func (p *Policies) settle(ctx context.Context, g guard, guardRev int64) error {
+	owner, err := p.cli.Get(ctx, ownerKey(g.Intent))
+	if err != nil {
+		return fmt.Errorf("etcdstore: read policy load owner: %w", err)
+	}
+	if len(owner.Kvs) == 0 {
+		p.lg.Warn("rolling back a policy load whose writer is gone", "intent", g.Intent)
+		return p.rollback(ctx, g, guardRev)
+	}
+	wctx, cancel := context.WithTimeout(ctx, (intentTTL+5)*time.Second)
+	defer cancel()
+	wc := p.cli.Watch(wctx, guardKey, clientv3.WithRev(guardRev+1))
+	for resp := range wc {
+		if resp.Err() != nil || len(resp.Events) > 0 {
+			break
+		}
+	}
+	return ctx.Err()
 }
 
 // PolicyCommit is one load to store.
@@ -88,13 +147,13 @@ type PolicyCommit struct {
 	Versions []PolicyVersion
 }
 
-// Commit stores a load in one transaction, or refuses it with
+// Commit stores a load, all of it or nothing, or refuses it with
 // ErrPolicyConflict if another load was stored since snap. The graph holds
 // the load when Commit returns. It returns the numbered versions and the
 // etcd revision of the load.
 func (p *Policies) Commit(ctx context.Context, snap PolicySnapshot, c PolicyCommit) ([]PolicyVersion, int64, error) {
-	b := newOpBuilder()
 	cs := c.ChangeSet
+	b := newOpBuilder(len(cs.Created) + len(cs.Updated) + len(cs.Deleted) + 2*len(c.Credentials) + len(c.Versions))
 	for _, f := range cs.Deleted {
 		b.add(op{Key: FactKey(f), Delete: true})
 	}
@@ -139,280 +198,280 @@ func (p *Policies) Commit(ctx context.Context, snap PolicySnapshot, c PolicyComm
 		versions[i] = v
 	}
 
-	ops := b.ops
-	if len(ops)+len(prunes)+1 <= p.c.MaxTxnOps && b.bytes+txnMargin <= p.c.MaxTxnBytes {
-		rev, err := p.commitDirect(ctx, snap, ops, prunes)
-		if err != nil {
-			return nil, 0, err
-		}
-		p.applyLocally(ctx, cs, rev)
-		return versions, rev, p.WaitFor(ctx, rev)
+	all := make([]clientv3.Op, 0, len(b.ops)+len(prunes))
+	sizes := make([]int, 0, len(b.ops)+len(prunes))
+	for _, o := range b.ops {
+		all, sizes = append(all, o.etcd()), append(sizes, o.size())
 	}
-	rev, err := p.commitIntent(ctx, snap, ops, prunes, cs)
+	for _, pr := range prunes {
+		all, sizes = append(all, pr), append(sizes, 128)
+	}
+	var (
+		rev int64
+		err error
+	)
+	if len(all)+1 <= p.c.MaxTxnOps && b.bytes+len(prunes)*128+txnMargin <= p.c.MaxTxnBytes {
+		rev, err = p.commitDirect(ctx, snap, all, cs)
+	} else {
+		rev, err = p.commitLarge(ctx, snap, all, sizes, cs)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
-	return versions, rev, nil
+	return versions, rev, p.WaitFor(ctx, rev)
 }
 
-func (p *Policies) commitDirect(ctx context.Context, snap PolicySnapshot, ops []op, prunes []clientv3.Op) (int64, error) {
-	then := make([]clientv3.Op, 0, len(ops)+len(prunes)+1)
-	for _, o := range ops {
-		then = append(then, o.etcd())
-	}
-	then = append(then, prunes...)
-	then = append(then, clientv3.OpPut(guardKey, "{}"))
-	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).Then(then...).Commit()
+func (p *Policies) commitDirect(ctx context.Context, snap PolicySnapshot, ops []clientv3.Op, cs *policy.ChangeSet) (int64, error) {
+	ops = append(ops, clientv3.OpPut(guardKey, guard{}.encode()))
+	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).Then(ops...).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("etcdstore: store policy load: %w", err)
 	}
 	if !resp.Succeeded {
 		return 0, ErrPolicyConflict
 	}
+	p.applyLocally(cs, resp.Header.Revision, false)
 	return resp.Header.Revision, nil
 }
 
 // applyLocally applies a stored change set to the graph at once, unless the
-// graph moved since it was planned; then the watch applies what was stored.
-func (p *Policies) applyLocally(_ context.Context, cs *policy.ChangeSet, rev int64) {
+// graph moved since it was planned: then a direct load is applied by the
+// watch, and a large one by reading the graph again. The watch applies a
+// direct load too, whichever comes first; it never applies this node's own
+// large loads (large says so).
+func (p *Policies) applyLocally(cs *policy.ChangeSet, rev int64, large bool) bool {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
-	if rev <= p.Revision() {
-		return // the watch was faster
+	if !large && rev <= p.Revision() {
+		return true // the watch was faster
 	}
 	if err := p.Graph().Apply(cs); err != nil {
-		p.lg.Debug("policy load applied through the watch", "reason", err)
-		return
+		p.lg.Debug("policy load not applied in place", "reason", err)
+		return false
 	}
 	p.setRevision(rev)
+	return true
 }
 
-// commitIntent stores a load too large for one transaction: chunks first,
-// then the commit (the only step that decides), then the copy.
-func (p *Policies) commitIntent(ctx context.Context, snap PolicySnapshot, ops []op, prunes []clientv3.Op, cs *policy.ChangeSet) (int64, error) {
+// commitLarge stores a load too large for one transaction: claim the guard
+// (under a lease that says this writer is alive), write the operations in
+// batches fenced on the claim, commit by clearing the guard. On failure the
+// load is rolled back here; if this process dies, by the next Begin.
+func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all []clientv3.Op, sizes []int, cs *policy.ChangeSet) (int64, error) {
 	idb := make([]byte, 8)
 	if _, err := rand.Read(idb); err != nil {
 		return 0, err
 	}
 	id := hex.EncodeToString(idb)
-	prefix := intentPrefix + id + "/"
-	chunkLimit := p.c.MaxTxnBytes - txnMargin
-	var (
-		chunk  []op
-		size   int
-		chunks int
-	)
-	flush := func() error {
-		raw, err := json.Marshal(chunk)
-		if err != nil {
-			return err
-		}
-		if _, err := p.cli.Put(ctx, chunkKey(prefix, chunks), string(raw)); err != nil {
-			return fmt.Errorf("etcdstore: store policy load (part %d): %w", chunks+1, err)
-		}
-		chunks++
-		chunk, size = chunk[:0], 0
-		return nil
+	lease, err := p.cli.Grant(ctx, intentTTL)
+	if err != nil {
+		return 0, fmt.Errorf("etcdstore: lease for a large policy load: %w", err)
 	}
-	for _, o := range ops {
-		if size+o.size() > chunkLimit && len(chunk) > 0 {
-			if err := flush(); err != nil {
-				p.discard(prefix)
-				return 0, err
-			}
-		}
-		chunk = append(chunk, o)
-		size += o.size()
+	kctx, stopKeepAlive := context.WithCancel(context.Background())
+	defer stopKeepAlive()
+	if err := p.keepAlive(kctx, lease.ID); err != nil {
+		return 0, fmt.Errorf("etcdstore: keep a large policy load's lease: %w", err)
 	}
-	if err := flush(); err != nil {
-		p.discard(prefix)
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = p.cli.Revoke(rctx, lease.ID)
+	}()
+
+	claim := guard{Intent: id, Base: snap.base}
+	p.applyMu.Lock()
+	p.ownIntent = id
+	p.applyMu.Unlock()
+	defer func() {
+		p.applyMu.Lock()
+		p.ownIntent = ""
+		p.applyMu.Unlock()
+	}()
+	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).
+		Then(clientv3.OpPut(guardKey, claim.encode()), clientv3.OpPut(ownerKey(id), "writer", clientv3.WithLease(lease.ID))).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("etcdstore: claim a large policy load: %w", err)
+	}
+	if !resp.Succeeded {
+		return 0, ErrPolicyConflict
+	}
+	claimRev := resp.Header.Revision
+	fail := func(err error) (int64, error) {
+		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if rerr := p.rollback(rctx, claim, claimRev); rerr != nil {
+			p.lg.Error("roll back a failed policy load (the next load retries)", "intent", id, "err", rerr)
+		}
 		return 0, err
 	}
-	record, _ := json.Marshal(map[string]int{"chunks": chunks})
-	pending, _ := json.Marshal(guard{Pending: id})
-	resp, err := p.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev),
-			// A cleanup that removed chunk 0 may have removed any chunk;
-			// one that ran before chunk 0 was written removed none.
-			clientv3.Compare(clientv3.CreateRevision(chunkKey(prefix, 0)), ">", 0)).
-		Then(clientv3.OpPut(prefix+"commit", string(record)), clientv3.OpPut(guardKey, string(pending))).
-		Commit()
-	if err != nil || !resp.Succeeded {
-		p.discard(prefix)
-		if err != nil {
-			return 0, fmt.Errorf("etcdstore: commit policy load: %w", err)
-		}
+
+	fenced, err := p.batches(ctx, claimRev, all, sizes)
+	if err != nil {
+		return fail(err)
+	}
+	if fenced {
+		return 0, ErrPolicyConflict // rolled back by another writer
+	}
+	resp, err = p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", claimRev)).
+		Then(clientv3.OpPut(guardKey, guard{}.encode()), clientv3.OpDelete(intentPrefix+id+"/", clientv3.WithPrefix())).Commit()
+	if err != nil {
+		return fail(fmt.Errorf("etcdstore: commit a large policy load: %w", err))
+	}
+	if !resp.Succeeded {
 		return 0, ErrPolicyConflict
 	}
 	rev := resp.Header.Revision
-	p.applyLocally(ctx, cs, rev)
-	if err := p.copyIntent(ctx, id, rev, ops, prunes); err != nil {
-		// Committed: the next Begin or Open finishes the copy.
-		return 0, err
-	}
-	return rev, p.WaitFor(ctx, rev)
-}
-
-// discard removes an uncommitted intent's chunks (best effort: Open
-// removes what is left).
-func (p *Policies) discard(prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, _ = p.cli.Delete(ctx, prefix, clientv3.WithPrefix())
-}
-
-// copyIntent writes a committed intent's operations to their keys, batch
-// by batch, then removes the intent and clears the guard. Every step
-// compares the guard with the commit's revision, so a late copier never
-// overwrites a later load.
-func (p *Policies) copyIntent(ctx context.Context, id string, commitRev int64, ops []op, prunes []clientv3.Op) error {
-	prefix := intentPrefix + id + "/"
-	same := clientv3.Compare(clientv3.ModRevision(guardKey), "=", commitRev)
-	limitOps, limitBytes := p.c.MaxTxnOps-1, p.c.MaxTxnBytes-txnMargin
-	batch := make([]clientv3.Op, 0, min(len(ops), limitOps))
-	size, n := 0, 0
-	send := func() (bool, error) {
-		n++
-		batch = append(batch, clientv3.OpPut(prefix+"applied", fmt.Sprint(n)))
-		resp, err := p.cli.Txn(ctx).If(same).Then(batch...).Commit()
-		if err != nil {
-			return false, fmt.Errorf("etcdstore: copy policy load (batch %d): %w", n, err)
+	if !p.applyLocally(cs, rev, true) {
+		if err := p.load(ctx); err != nil {
+			return 0, err
 		}
-		batch, size = batch[:0], 0
-		return resp.Succeeded, nil
 	}
-	all := make([]clientv3.Op, 0, len(ops)+len(prunes))
-	sizes := make([]int, 0, len(ops)+len(prunes))
-	for _, o := range ops {
-		all = append(all, o.etcd())
-		sizes = append(sizes, o.size())
-	}
-	for _, pr := range prunes {
-		all = append(all, pr)
-		sizes = append(sizes, 64)
-	}
-	for i, o := range all {
-		if len(batch) > 0 && (len(batch)+1 > limitOps || size+sizes[i] > limitBytes) {
-			ok, err := send()
-			if err != nil {
+	return rev, nil
+}
+
+// batches writes ops in transactions within etcd's limits, each fenced on
+// the guard's revision. fenced reports that the guard moved (the load was
+// rolled back by another writer).
+func (p *Policies) batches(ctx context.Context, guardRev int64, all []clientv3.Op, sizes []int) (fenced bool, err error) {
+	same := clientv3.Compare(clientv3.ModRevision(guardKey), "=", guardRev)
+	limitOps, limitBytes := min(p.c.MaxTxnOps, batchOps), min(p.c.MaxTxnBytes-txnMargin, batchBytes)
+	n, size, start := 0, 0, 0
+	send := func(end int) error {
+		n++
+		if p.hookBatch != nil {
+			if err := p.hookBatch(n); err != nil {
 				return err
 			}
-			if !ok {
-				return nil // finished by another node
+		}
+		resp, err := p.cli.Txn(ctx).If(same).Then(all[start:end]...).Commit()
+		if err != nil {
+			return fmt.Errorf("etcdstore: store policy load (batch %d): %w", n, err)
+		}
+		if !resp.Succeeded {
+			fenced = true
+		}
+		start, size = end, 0
+		return nil
+	}
+	for i := range all {
+		if i > start && (i-start+1 > limitOps || size+sizes[i] > limitBytes) {
+			if err := send(i); err != nil || fenced {
+				return fenced, err
 			}
 		}
-		batch = append(batch, o)
 		size += sizes[i]
 	}
-	if len(batch) > 0 {
-		if ok, err := send(); err != nil || !ok {
-			return err
+	if start < len(all) {
+		if err := send(len(all)); err != nil {
+			return fenced, err
 		}
 	}
-	_, err := p.cli.Txn(ctx).If(same).
-		Then(clientv3.OpDelete(prefix, clientv3.WithPrefix()), clientv3.OpPut(guardKey, "{}")).Commit()
-	if err != nil {
-		return fmt.Errorf("etcdstore: finish policy load: %w", err)
-	}
-	return nil
+	return fenced, nil
 }
 
-// finish completes the copy of a committed intent found pending.
-func (p *Policies) finish(ctx context.Context, id string, guardRev int64) error {
-	ops, err := p.readIntent(ctx, id, 0)
+// rollback restores the state at g.Base after a large load that did not
+// commit: fence the guard (no more of the load's batches land), restore
+// facts and versions as they were, remove the credentials it created and
+// restore those it deleted (leaving keys rotated meanwhile alone), clear
+// the guard.
+func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error {
+	lease, err := p.cli.Grant(ctx, intentTTL)
 	if err != nil {
 		return err
 	}
-	p.lg.Warn("finishing a policy load another writer left half copied", "intent", id, "operations", len(ops))
-	return p.copyIntent(ctx, id, guardRev, ops, nil)
-}
-
-// readIntent returns an intent's operations at revision rev (zero: now).
-func (p *Policies) readIntent(ctx context.Context, id string, rev int64) ([]op, error) {
-	var ops []op
-	_, err := p.scan(ctx, intentPrefix+id+"/chunks/", rev, func(_, v []byte) error {
-		var chunk []op
-		if err := json.Unmarshal(v, &chunk); err != nil {
-			return fmt.Errorf("%w: intent %s: %w", ErrCorruptPolicy, id, err)
-		}
-		ops = append(ops, chunk...)
-		return nil
-	})
-	return ops, err
-}
-
-func (p *Policies) readGuard(ctx context.Context, rev int64) (guard, error) {
-	resp, err := p.cli.Get(ctx, guardKey, clientv3.WithRev(rev))
+	kctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	if err := p.keepAlive(kctx, lease.ID); err != nil {
+		return err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = p.cli.Revoke(rctx, lease.ID)
+	}()
+	fence := guard{Intent: g.Intent, Base: g.Base, Aborting: true}
+	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", guardRev)).
+		Then(clientv3.OpPut(guardKey, fence.encode()), clientv3.OpPut(ownerKey(g.Intent), "rollback", clientv3.WithLease(lease.ID))).Commit()
 	if err != nil {
-		return guard{}, fmt.Errorf("etcdstore: read policy guard: %w", err)
+		return fmt.Errorf("etcdstore: fence a policy load to roll it back: %w", err)
 	}
-	var g guard
-	if len(resp.Kvs) == 1 {
-		if err := json.Unmarshal(resp.Kvs[0].Value, &g); err != nil {
-			return guard{}, fmt.Errorf("%w: guard: %w", ErrCorruptPolicy, err)
-		}
+	if !resp.Succeeded {
+		return nil // someone else moved the guard; Begin looks again
 	}
-	return g, nil
-}
+	fenceRev := resp.Header.Revision
 
-// recover finishes a committed intent and removes uncommitted ones.
-func (p *Policies) recover(ctx context.Context) error {
-	for range 8 {
-		resp, err := p.cli.Get(ctx, guardKey)
-		if err != nil {
-			return fmt.Errorf("etcdstore: read policy guard: %w", err)
+	var (
+		all   []clientv3.Op
+		sizes []int
+	)
+	for _, prefix := range []string{factPrefix, versionPrefix, credentialPrefix} {
+		old := map[string][]byte{}
+		if _, err := p.scan(ctx, prefix, g.Base, false, func(kv *mvccpb.KeyValue) error {
+			old[string(kv.Key)] = kv.Value
+			return nil
+		}); err != nil {
+			return err
 		}
-		var (
-			g   guard
-			rev int64
-		)
-		if len(resp.Kvs) == 1 {
-			rev = resp.Kvs[0].ModRevision
-			if err := json.Unmarshal(resp.Kvs[0].Value, &g); err != nil {
-				return fmt.Errorf("%w: guard: %w", ErrCorruptPolicy, err)
+		now := map[string]bool{}
+		if _, err := p.scan(ctx, prefix, 0, true, func(kv *mvccpb.KeyValue) error {
+			key := string(kv.Key)
+			now[key] = true
+			prev, existed := old[key]
+			switch {
+			case kv.ModRevision <= g.Base:
+			case !existed:
+				all, sizes = append(all, clientv3.OpDelete(key)), append(sizes, len(key)+16)
+			case prefix != credentialPrefix:
+				all, sizes = append(all, clientv3.OpPut(key, string(prev))), append(sizes, len(key)+len(prev)+16)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for key, v := range old {
+			if !now[key] {
+				all, sizes = append(all, clientv3.OpPut(key, string(v))), append(sizes, len(key)+len(v)+16)
 			}
 		}
-		if g.Pending != "" {
-			if err := p.finish(ctx, g.Pending, rev); err != nil {
-				return err
-			}
-			continue
-		}
-		del, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", rev)).
-			Then(clientv3.OpDelete(intentPrefix, clientv3.WithPrefix())).Commit()
-		if err != nil {
-			return fmt.Errorf("etcdstore: remove unfinished policy loads: %w", err)
-		}
-		if !del.Succeeded {
-			continue
-		}
-		if n := del.Responses[0].GetResponseDeleteRange().Deleted; n > 0 {
-			p.lg.Warn("removed the parts of policy loads that never committed", "keys", n)
-		}
-		return nil
 	}
-	return ErrPolicyConflict
+	if fenced, err := p.batches(ctx, fenceRev, all, sizes); err != nil || fenced {
+		return err
+	}
+	_, err = p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", fenceRev)).
+		Then(clientv3.OpPut(guardKey, guard{}.encode()), clientv3.OpDelete(intentPrefix+g.Intent+"/", clientv3.WithPrefix())).Commit()
+	if err != nil {
+		return fmt.Errorf("etcdstore: finish rolling back a policy load: %w", err)
+	}
+	p.lg.Warn("rolled back a policy load that did not commit", "intent", g.Intent, "writes_undone", len(all))
+	return nil
 }
 
-func chunkKey(prefix string, n int) string { return fmt.Sprintf("%schunks/%08d", prefix, n) }
+func ownerKey(id string) string { return intentPrefix + id + "/owner" }
 
-// opBuilder collects operations, one per key (a later one replaces an
-// earlier one: etcd refuses two operations on a key in one transaction).
+// keepAlive keeps a lease alive until ctx ends.
+func (p *Policies) keepAlive(ctx context.Context, id clientv3.LeaseID) error {
+	ch, err := p.cli.KeepAlive(ctx, id)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for range ch {
+		}
+	}()
+	return nil
+}
+
+// opBuilder collects operations. A change set names each key once (its
+// created, updated and deleted facts are disjoint; a role gets or loses a
+// credential, not both), which etcd requires within a transaction.
 type opBuilder struct {
 	ops   []op
-	index map[string]int
 	bytes int
 }
 
-func newOpBuilder() *opBuilder { return &opBuilder{index: map[string]int{}} }
+func newOpBuilder(n int) *opBuilder { return &opBuilder{ops: make([]op, 0, n)} }
 
 func (b *opBuilder) add(o op) {
-	if i, ok := b.index[o.Key]; ok {
-		b.bytes += o.size() - b.ops[i].size()
-		b.ops[i] = o
-		return
-	}
-	b.index[o.Key] = len(b.ops)
 	b.ops = append(b.ops, o)
 	b.bytes += o.size()
 }

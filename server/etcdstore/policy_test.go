@@ -2,7 +2,6 @@ package etcdstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -269,93 +268,164 @@ func TestCommitRefusesAConcurrentLoad(t *testing.T) {
 	}
 }
 
-// A writer that died after committing a large load but before copying it:
-// a reader overlays the committed operations, and Open finishes the copy. An
-// intent that never committed is removed.
-func TestOpenFinishesACommittedIntentAndDropsAnUncommittedOne(t *testing.T) {
+// without returns m without the guard key (whose revision every load moves).
+func without(m map[string]string, keys ...string) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		if !slices.Contains(keys, k) && !strings.HasPrefix(k, intentPrefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// A large load that fails halfway (here: its third batch) is rolled back
+// by its writer: etcd holds what it held, and no graph saw any of it.
+func TestAFailedLargeLoadIsRolledBack(t *testing.T) {
+	t.Parallel()
+	cli := startEtcd(t)
+	cfg := PolicyConfig{MaxTxnOps: 16, MaxTxnBytes: 1 << 20}
+	p := openStore(t, cli, cfg)
+	ctx := context.Background()
+	if err := p.EnsureAccount(ctx, account); err != nil {
+		t.Fatal(err)
+	}
+	load(t, p, policy.Replace, hostsPolicy)
+	standby := openStore(t, cli, cfg)
+	before := without(stored(t, cli, "/sower/"), guardKey)
+	graphBefore := factsOf(t, p.Graph())
+
+	p.hookBatch = func(n int) error {
+		if n == 3 {
+			return errors.New("injected: etcd went away")
+		}
+		return nil
+	}
+	snap, err := p.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := p.Graph().Plan(policy.LoadRequest{Policy: rootPolicy, Mode: policy.Replace, Text: []byte(manyHosts(50))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var creds []*apikey.Credential
+	for _, r := range cs.NewRoles {
+		creds = append(creds, &apikey.Credential{RoleID: r.String()})
+	}
+	if _, _, err := p.Commit(ctx, snap, PolicyCommit{ChangeSet: cs, Credentials: creds,
+		Versions: []PolicyVersion{{Policy: rootPolicy.String(), Mode: "replace"}}}); err == nil {
+		t.Fatal("Commit succeeded through an injected failure")
+	}
+	p.hookBatch = nil
+	if after := without(stored(t, cli, "/sower/"), guardKey); !equalMaps(before, after) {
+		t.Fatalf("etcd after the failed load differs from before: %d keys, was %d", len(after), len(before))
+	}
+	if g := stored(t, cli, guardKey)[guardKey]; g != "{}" {
+		t.Fatalf("guard left as %s", g)
+	}
+	if !equalMaps(factsOf(t, p.Graph()), graphBefore) {
+		t.Fatal("the writer's graph changed")
+	}
+	if err := standby.WaitFor(ctx, latest(t, cli)); err != nil {
+		t.Fatal(err)
+	}
+	if !equalMaps(factsOf(t, standby.Graph()), graphBefore) {
+		t.Fatal("the standby's graph holds part of the failed load")
+	}
+	// The next load goes through.
+	load(t, p, policy.Replace, manyHosts(50))
+	if err := standby.WaitFor(ctx, latest(t, cli)); err != nil {
+		t.Fatal(err)
+	}
+	if !equalMaps(factsOf(t, standby.Graph()), factsOf(t, p.Graph())) {
+		t.Fatal("after the next load the standby and the writer differ")
+	}
+}
+
+// latest returns etcd's current revision.
+func latest(t *testing.T, cli *clientv3.Client) int64 {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), guardKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Revision
+}
+
+// A writer that died in the middle of a large load (its claim and some
+// writes are in etcd, its lease is gone): readers see the state before
+// it, and the next writer rolls it back.
+func TestAnAbandonedLargeLoadIsRolledBackByTheNextWriter(t *testing.T) {
 	t.Parallel()
 	cli := startEtcd(t)
 	ctx := context.Background()
 	cfg := PolicyConfig{MaxTxnOps: 10000, MaxTxnBytes: 4 << 20}
-	seed := NewPolicies(cli, cfg)
-	if err := seed.Open(ctx); err != nil {
+	p := openStore(t, cli, cfg)
+	if err := p.EnsureAccount(ctx, account); err != nil {
 		t.Fatal(err)
 	}
-	if err := seed.EnsureAccount(ctx, account); err != nil {
-		t.Fatal(err)
-	}
-	cs, err := seed.Graph().Plan(policy.LoadRequest{Policy: rootPolicy, Mode: policy.Append, Text: []byte(hostsPolicy)})
+	load(t, p, policy.Replace, hostsPolicy)
+	standby := openStore(t, cli, cfg)
+	before := without(stored(t, cli, "/sower/"), guardKey)
+	graphBefore := factsOf(t, p.Graph())
+
+	// What a writer leaves when it dies after two batches, by hand.
+	cs, err := p.Graph().Plan(policy.LoadRequest{Policy: rootPolicy, Mode: policy.Replace, Text: []byte(manyHosts(5))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// What Commit writes before the copy, by hand.
-	var ops []op
-	for _, f := range cs.Created {
+	base := latest(t, cli)
+	if _, err := cli.Put(ctx, guardKey, guard{Intent: "dead", Base: base}.encode()); err != nil {
+		t.Fatal(err)
+	}
+	half := len(cs.Created) / 2
+	var ops []clientv3.Op
+	for _, f := range cs.Created[:half] {
 		v, _ := policy.MarshalFact(f)
-		ops = append(ops, op{Key: FactKey(f), Value: v})
+		ops = append(ops, clientv3.OpPut(FactKey(f), string(v)))
 	}
-	cred, _ := json.Marshal(apikey.Credential{RoleID: "acme:host:web-01"})
-	ops = append(ops, op{Key: CredentialKey("acme:host:web-01"), Value: cred})
-	half := len(ops) / 2
-	chunk0, _ := json.Marshal(ops[:half])
-	chunk1, _ := json.Marshal(ops[half:])
-	orphan, _ := json.Marshal(ops)
-	pending, _ := json.Marshal(guard{Pending: "dead"})
-	if _, err := cli.Txn(ctx).Then(
-		clientv3.OpPut(chunkKey(intentPrefix+"dead/", 0), string(chunk0)),
-		clientv3.OpPut(chunkKey(intentPrefix+"dead/", 1), string(chunk1)),
-		clientv3.OpPut(intentPrefix+"dead/commit", `{"chunks":2}`),
-		clientv3.OpPut(guardKey, string(pending)),
-		clientv3.OpPut(chunkKey(intentPrefix+"never/", 0), string(orphan)),
-		// The copy had begun: the first fact is at its key already.
-		ops[0].etcd(),
-	).Commit(); err != nil {
+	for _, f := range cs.Deleted {
+		ops = append(ops, clientv3.OpDelete(FactKey(f)))
+	}
+	ops = append(ops, clientv3.OpPut(CredentialKey("acme:host:h-0001"), "{}"), clientv3.OpDelete(CredentialKey("acme:host:web-01")))
+	if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		t.Fatal(err)
 	}
-	want := factsOf(t, func() *policy.Graph {
-		g := seed.Graph()
-		cp := *cs
-		cp.Revision = g.Revision()
-		if err := g.Apply(&cp); err != nil {
-			t.Fatal(err)
-		}
-		return g
-	}())
 
-	// A reader (load without recovery) sees the committed load whole.
+	// A node that starts now reads the state before the load.
 	reader := NewPolicies(cli, cfg)
-	if err := reader.load(ctx); err != nil {
+	if err := reader.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := factsOf(t, reader.Graph()); !equalMaps(got, want) {
-		t.Fatalf("a reader of a half-copied load sees %d facts, want %d", len(got), len(want))
+	if !equalMaps(factsOf(t, reader.Graph()), graphBefore) {
+		t.Fatal("a node opened during an unfinished load reads part of it")
+	}
+	if err := standby.WaitFor(ctx, latest(t, cli)); err != nil {
+		t.Fatal(err)
+	}
+	if !equalMaps(factsOf(t, standby.Graph()), graphBefore) {
+		t.Fatal("a watching node applied part of an unfinished load")
 	}
 
-	p := NewPolicies(cli, cfg)
-	if err := p.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := stored(t, cli, factPrefix); !equalMaps(got, want) {
-		t.Fatalf("after Open etcd holds %d facts, want %d", len(got), len(want))
-	}
-	if got := factsOf(t, p.Graph()); !equalMaps(got, want) {
-		t.Fatal("the opened graph differs from the committed load")
-	}
-	if left := stored(t, cli, intentPrefix); len(left) != 0 {
-		t.Fatalf("intent keys left after Open: %v", slices.Sorted(func(yield func(string) bool) {
-			for k := range left {
-				if !yield(k) {
-					return
-				}
-			}
-		}))
-	}
-	if _, ok := stored(t, cli, credentialPrefix)[CredentialKey("acme:host:web-01")]; !ok {
-		t.Fatal("the committed load's credential was not copied")
-	}
-	// And the next load goes through.
+	// The next writer finds no owner and rolls the load back.
 	if _, err := p.Begin(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if after := without(stored(t, cli, "/sower/"), guardKey); !equalMaps(before, after) {
+		t.Fatalf("after the rollback etcd holds %d keys, before the load %d", len(after), len(before))
+	}
+	load(t, p, policy.Append, "- !host after\n")
+	for _, n := range []*Policies{standby, reader} {
+		if n == reader {
+			go func() { _ = reader.Run(t.Context()) }()
+		}
+		if err := n.WaitFor(ctx, latest(t, cli)); err != nil {
+			t.Fatal(err)
+		}
+		if !equalMaps(factsOf(t, n.Graph()), factsOf(t, p.Graph())) {
+			t.Fatal("a watching node differs from the writer after the rollback and the next load")
+		}
 	}
 }
 

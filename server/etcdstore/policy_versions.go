@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -107,8 +108,8 @@ func (p *Policies) headVersion(ctx context.Context, policyID string) (int64, err
 // Versions returns the versions kept of a policy, oldest first.
 func (p *Policies) Versions(ctx context.Context, policyID string) ([]PolicyVersion, error) {
 	var out []PolicyVersion
-	_, err := p.scan(ctx, versionPrefix+escapeSegment(policyID)+"/", 0, func(_, v []byte) error {
-		pv, err := decodeVersion(v)
+	_, err := p.scan(ctx, versionPrefix+escapeSegment(policyID)+"/", 0, false, func(kv *mvccpb.KeyValue) error {
+		pv, err := decodeVersion(kv.Value)
 		if err != nil {
 			return err
 		}
