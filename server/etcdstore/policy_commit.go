@@ -40,17 +40,23 @@ func (g guard) encode() string {
 	return string(b)
 }
 
-// op is one write of a load.
+// op is one write of a load: a put, a delete, or (with End) the delete of
+// a range. A large load holds hundreds of thousands; etcd's own operation
+// type is built per batch, it is several times larger.
 type op struct {
 	Key    string
 	Value  []byte
 	Delete bool
+	End    string
 }
 
-func (o op) size() int { return len(o.Key) + len(o.Value) + 16 }
+func (o op) size() int { return len(o.Key) + len(o.Value) + len(o.End) + 16 }
 
 func (o op) etcd() clientv3.Op {
-	if o.Delete {
+	switch {
+	case o.End != "":
+		return clientv3.OpDelete(o.Key, clientv3.WithRange(o.End))
+	case o.Delete:
 		return clientv3.OpDelete(o.Key)
 	}
 	return clientv3.OpPut(o.Key, string(o.Value))
@@ -179,7 +185,6 @@ func (p *Policies) Commit(ctx context.Context, snap PolicySnapshot, c PolicyComm
 		b.add(op{Key: CredentialKey(cr.RoleID), Value: v})
 	}
 	versions := make([]PolicyVersion, len(c.Versions))
-	var prunes []clientv3.Op
 	for i, v := range c.Versions {
 		head, err := p.headVersion(ctx, v.Policy)
 		if err != nil {
@@ -193,27 +198,19 @@ func (p *Policies) Commit(ctx context.Context, snap PolicySnapshot, c PolicyComm
 		}
 		b.add(op{Key: versionKey(v.Policy, v.Version), Value: raw})
 		if oldest := v.Version - int64(p.c.VersionsKept); oldest > 0 {
-			prunes = append(prunes, clientv3.OpDelete(versionKey(v.Policy, 0), clientv3.WithRange(versionKey(v.Policy, oldest+1))))
+			b.add(op{Key: versionKey(v.Policy, 0), End: versionKey(v.Policy, oldest+1), Delete: true})
 		}
 		versions[i] = v
 	}
 
-	all := make([]clientv3.Op, 0, len(b.ops)+len(prunes))
-	sizes := make([]int, 0, len(b.ops)+len(prunes))
-	for _, o := range b.ops {
-		all, sizes = append(all, o.etcd()), append(sizes, o.size())
-	}
-	for _, pr := range prunes {
-		all, sizes = append(all, pr), append(sizes, 128)
-	}
 	var (
 		rev int64
 		err error
 	)
-	if len(all)+1 <= p.c.MaxTxnOps && b.bytes+len(prunes)*128+txnMargin <= p.c.MaxTxnBytes {
-		rev, err = p.commitDirect(ctx, snap, all, cs)
+	if len(b.ops)+1 <= p.c.MaxTxnOps && b.bytes+txnMargin <= p.c.MaxTxnBytes {
+		rev, err = p.commitDirect(ctx, snap, b.ops, cs)
 	} else {
-		rev, err = p.commitLarge(ctx, snap, all, sizes, cs)
+		rev, err = p.commitLarge(ctx, snap, b.ops, cs)
 	}
 	if err != nil {
 		return nil, 0, err
@@ -221,9 +218,13 @@ func (p *Policies) Commit(ctx context.Context, snap PolicySnapshot, c PolicyComm
 	return versions, rev, p.WaitFor(ctx, rev)
 }
 
-func (p *Policies) commitDirect(ctx context.Context, snap PolicySnapshot, ops []clientv3.Op, cs *policy.ChangeSet) (int64, error) {
-	ops = append(ops, clientv3.OpPut(guardKey, guard{}.encode()))
-	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).Then(ops...).Commit()
+func (p *Policies) commitDirect(ctx context.Context, snap PolicySnapshot, ops []op, cs *policy.ChangeSet) (int64, error) {
+	then := make([]clientv3.Op, 0, len(ops)+1)
+	for _, o := range ops {
+		then = append(then, o.etcd())
+	}
+	then = append(then, clientv3.OpPut(guardKey, guard{}.encode()))
+	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).Then(then...).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("etcdstore: store policy load: %w", err)
 	}
@@ -257,7 +258,7 @@ func (p *Policies) applyLocally(cs *policy.ChangeSet, rev int64, large bool) boo
 // (under a lease that says this writer is alive), write the operations in
 // batches fenced on the claim, commit by clearing the guard. On failure the
 // load is rolled back here; if this process dies, by the next Begin.
-func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all []clientv3.Op, sizes []int, cs *policy.ChangeSet) (int64, error) {
+func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all []op, cs *policy.ChangeSet) (int64, error) {
 	idb := make([]byte, 8)
 	if _, err := rand.Read(idb); err != nil {
 		return 0, err
@@ -305,7 +306,7 @@ func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all []c
 		return 0, err
 	}
 
-	fenced, err := p.batches(ctx, claimRev, all, sizes)
+	fenced, err := p.batches(ctx, claimRev, all)
 	if err != nil {
 		return fail(err)
 	}
@@ -332,37 +333,40 @@ func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all []c
 // batches writes ops in transactions within etcd's limits, each fenced on
 // the guard's revision. fenced reports that the guard moved (the load was
 // rolled back by another writer).
-func (p *Policies) batches(ctx context.Context, guardRev int64, all []clientv3.Op, sizes []int) (fenced bool, err error) {
+func (p *Policies) batches(ctx context.Context, guardRev int64, all []op) (fenced bool, err error) {
 	same := clientv3.Compare(clientv3.ModRevision(guardKey), "=", guardRev)
 	limitOps, limitBytes := min(p.c.MaxTxnOps, batchOps), min(p.c.MaxTxnBytes-txnMargin, batchBytes)
-	n, size, start := 0, 0, 0
-	send := func(end int) error {
+	batch := make([]clientv3.Op, 0, min(limitOps, len(all)))
+	n, size := 0, 0
+	send := func() error {
 		n++
 		if p.hookBatch != nil {
 			if err := p.hookBatch(n); err != nil {
 				return err
 			}
 		}
-		resp, err := p.cli.Txn(ctx).If(same).Then(all[start:end]...).Commit()
+		resp, err := p.cli.Txn(ctx).If(same).Then(batch...).Commit()
 		if err != nil {
 			return fmt.Errorf("etcdstore: store policy load (batch %d): %w", n, err)
 		}
 		if !resp.Succeeded {
 			fenced = true
 		}
-		start, size = end, 0
+		clear(batch)
+		batch, size = batch[:0], 0
 		return nil
 	}
-	for i := range all {
-		if i > start && (i-start+1 > limitOps || size+sizes[i] > limitBytes) {
-			if err := send(i); err != nil || fenced {
+	for _, o := range all {
+		if len(batch) > 0 && (len(batch)+1 > limitOps || size+o.size() > limitBytes) {
+			if err := send(); err != nil || fenced {
 				return fenced, err
 			}
 		}
-		size += sizes[i]
+		batch = append(batch, o.etcd())
+		size += o.size()
 	}
-	if start < len(all) {
-		if err := send(len(all)); err != nil {
+	if len(batch) > 0 {
+		if err := send(); err != nil {
 			return fenced, err
 		}
 	}
@@ -400,10 +404,7 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 	}
 	fenceRev := resp.Header.Revision
 
-	var (
-		all   []clientv3.Op
-		sizes []int
-	)
+	var all []op
 	for _, prefix := range []string{factPrefix, versionPrefix, credentialPrefix} {
 		old := map[string][]byte{}
 		if _, err := p.scan(ctx, prefix, g.Base, false, func(kv *mvccpb.KeyValue) error {
@@ -420,9 +421,9 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 			switch {
 			case kv.ModRevision <= g.Base:
 			case !existed:
-				all, sizes = append(all, clientv3.OpDelete(key)), append(sizes, len(key)+16)
+				all = append(all, op{Key: key, Delete: true})
 			case prefix != credentialPrefix:
-				all, sizes = append(all, clientv3.OpPut(key, string(prev))), append(sizes, len(key)+len(prev)+16)
+				all = append(all, op{Key: key, Value: prev})
 			}
 			return nil
 		}); err != nil {
@@ -430,11 +431,11 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 		}
 		for key, v := range old {
 			if !now[key] {
-				all, sizes = append(all, clientv3.OpPut(key, string(v))), append(sizes, len(key)+len(v)+16)
+				all = append(all, op{Key: key, Value: v})
 			}
 		}
 	}
-	if fenced, err := p.batches(ctx, fenceRev, all, sizes); err != nil || fenced {
+	if fenced, err := p.batches(ctx, fenceRev, all); err != nil || fenced {
 		return err
 	}
 	_, err = p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", fenceRev)).
