@@ -353,10 +353,7 @@ func (e *Election) waitKey(ctx context.Context, key string, rev int64, poll time
 // campaign tries to create the election key on a new lease; on success it
 // leads until the term ends.
 func (e *Election) campaign(ctx context.Context, handoff clientv3.Cmp) error {
-	ttl := e.c.TTL(ctx)
-	if ttl < MinFailoverTTL {
-		ttl = MinFailoverTTL
-	}
+	ttl := clampTTL(e.c.TTL(ctx))
 	sess, err := concurrency.NewSession(e.cli, concurrency.WithTTL(int(math.Ceil(ttl.Seconds()))), concurrency.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("create election lease: %w", err)
@@ -393,9 +390,23 @@ func (e *Election) lead(ctx context.Context, sess *concurrency.Session, me Leade
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wc := e.cli.Watch(wctx, LeaderKey, clientv3.WithRev(me.Revision+1))
+	// The TTL may change during the term (the cluster policy's ttl is
+	// loaded or edited): the key then moves to a lease of the new TTL.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	reason := ""
 	for reason == "" {
 		select {
+		case <-tick.C:
+			if want := clampTTL(e.c.TTL(ctx)); want != ttl {
+				if ns, err := e.relet(ctx, me, want); err != nil {
+					e.lg.Warn("move the election key to a lease of the new failover TTL", "ttl", want, "err", err)
+				} else {
+					e.release(sess)
+					sess, ttl = ns, want
+					e.lg.Info("the Leader's failover TTL changed", "failover_ttl", ttl, "term", me.Revision)
+				}
+			}
 		case <-sess.Done():
 			reason = "its lease expired (etcd unreachable or the quorum lost for longer than the TTL)"
 		case <-ctx.Done():
@@ -430,6 +441,31 @@ func (e *Election) lead(ctx context.Context, sess *concurrency.Session, me Leade
 	e.release(sess)
 	e.lg.Info("this node is no longer the Leader", "term", me.Revision, "reason", reason)
 }
+
+// relet moves the election key to a new lease of ttl, under the fence: the
+// key keeps its create revision, so the term and its fencing token stay.
+func (e *Election) relet(ctx context.Context, me Leader, ttl time.Duration) (*concurrency.Session, error) {
+	ns, err := concurrency.NewSession(e.cli, concurrency.WithTTL(int(math.Ceil(ttl.Seconds()))), concurrency.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	val, err := json.Marshal(me)
+	if err != nil {
+		e.release(ns)
+		return nil, err
+	}
+	resp, err := e.cli.Txn(ctx).If(fenceCmp(me.Revision)).Then(clientv3.OpPut(LeaderKey, string(val), clientv3.WithLease(ns.Lease()))).Commit()
+	if err != nil || !resp.Succeeded {
+		e.release(ns)
+		if err == nil {
+			err = errors.New("the election key is no longer this term's")
+		}
+		return nil, err
+	}
+	return ns, nil
+}
+
+func clampTTL(ttl time.Duration) time.Duration { return max(ttl, MinFailoverTTL) }
 
 // release revokes a session's lease without blocking on an unreachable
 // quorum for longer than a second.

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -97,6 +98,7 @@ type EnrollerConfig struct {
 type Enroller struct {
 	c  EnrollerConfig
 	lg *slog.Logger
+	mu sync.Mutex // one enrollment at a time
 }
 
 // NewEnroller checks the configuration.
@@ -172,9 +174,19 @@ func (en *Enroller) Enroll(ctx context.Context, req EnrollRequest) (EnrollResult
 		return EnrollResult{}, err
 	}
 
+	// One join at a time: a joining member starts etcd with the
+	// membership it was given, and etcd refuses to start when that is no
+	// longer the cluster's (another learner added in between).
+	en.mu.Lock()
+	defer en.mu.Unlock()
 	list, err := en.c.Client.MemberList(ctx)
 	if err != nil {
 		return EnrollResult{}, fmt.Errorf("cluster: list members: %w", err)
+	}
+	for _, m := range list.Members {
+		if m.IsLearner && m.Name == "" {
+			return EnrollResult{}, fmt.Errorf("%w: member %x was added and has not started yet; retry in a few seconds", ErrJoinInProgress, m.ID)
+		}
 	}
 	for _, m := range list.Members {
 		if m.Name == req.Name {
@@ -239,14 +251,19 @@ const unhealthyWait = 15 * time.Second
 func memberOf(m *memberPB) Member { return Member{ID: m.ID, Name: m.Name} }
 
 // initialCluster writes etcd's --initial-cluster for a member joining an
-// existing cluster, as `etcdctl member add` prints it: every member's
-// name and peer URLs, the new one under its own name.
+// existing cluster: every member's name and peer URLs, the new one under
+// its own name. A member that has not started yet (another join under way)
+// has no name; etcd matches members by peer URL, but the names must be
+// unique, so it gets a placeholder.
 func initialCluster(ms []*memberPB, id uint64, name string) string {
 	var parts []string
 	for _, m := range ms {
 		n := m.Name
-		if m.ID == id {
+		switch {
+		case m.ID == id:
 			n = name
+		case n == "":
+			n = "unstarted-" + strconv.FormatUint(m.ID, 16)
 		}
 		for _, u := range m.PeerURLs {
 			parts = append(parts, n+"="+u)

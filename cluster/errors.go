@@ -38,6 +38,9 @@ var (
 	ErrLearnerNotReady = errors.New("cluster: learner has not caught up yet")
 	// ErrNotLearner is returned when promoting a member that already votes.
 	ErrNotLearner = errors.New("cluster: member is not a learner")
+	// ErrJoinInProgress is returned while another Standby's join is under
+	// way (its learner has not started yet); the joining node retries.
+	ErrJoinInProgress = errors.New("cluster: another Standby is joining")
 	// ErrUnhealthy is returned when etcd refuses a membership change
 	// because a voter is not connected.
 	ErrUnhealthy = errors.New("cluster: a voting member is unreachable")

@@ -73,7 +73,9 @@ func (f *fencedKV) Do(ctx context.Context, op clientv3.Op) (clientv3.OpResponse,
 	return r.OpResponse(), nil
 }
 
-func (f *fencedKV) Txn(ctx context.Context) clientv3.Txn { return &fencedTxn{ctx: ctx, e: f.e, kv: f.KV} }
+func (f *fencedKV) Txn(ctx context.Context) clientv3.Txn {
+	return &fencedTxn{ctx: ctx, e: f.e, kv: f.KV}
+}
 
 // fencedTxn collects a transaction and commits it through Election.Txn.
 type fencedTxn struct {

@@ -169,18 +169,24 @@ type enrollClient struct {
 	leaderAddr string // gRPC address of the Leader that admitted this node
 }
 
-// enrollAttempts bounds the rounds of Leader discovery and enrollment: a
-// failover during a join moves the Leader once, not forever.
-const enrollAttempts = 10
+// enrollPatience bounds how long a node keeps trying to enroll through
+// retryable refusals: the Leader moving (a failover), no Leader yet, or
+// another Standby's join under way (one join at a time; a learner may take
+// a while to receive the Leader's data).
+const enrollPatience = 5 * time.Minute
 
 func (c *enrollClient) enroll(ctx context.Context, token, peerURL string) (*sowerv1.EnrollResponse, error) {
 	var last error
-	for attempt := range enrollAttempts {
+	deadline := time.Now().Add(enrollPatience)
+	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("no Leader admitted this node within %s: %w", enrollPatience, last)
+			}
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+			case <-time.After(min(time.Duration(attempt)*250*time.Millisecond, 3*time.Second)):
 			}
 		}
 		leader, err := c.findLeader(ctx)
@@ -199,12 +205,13 @@ func (c *enrollClient) enroll(ctx context.Context, token, peerURL string) (*sowe
 		}
 		last = err
 		if code := status.Code(err); code == codes.Unavailable || code == codes.DeadlineExceeded || isNotLeader(err) {
-			c.lg.Info("enrollment: the Leader is unreachable or moved; retrying", "err", err)
+			if attempt%10 == 0 {
+				c.lg.Info("enrollment: waiting for the Leader", "reason", status.Convert(err).Message())
+			}
 			continue
 		}
 		return nil, fmt.Errorf("the Leader refused the enrollment: %s", status.Convert(err).Message())
 	}
-	return nil, fmt.Errorf("no Leader admitted this node after %d attempts: %w", enrollAttempts, last)
 }
 
 func isNotLeader(err error) bool {

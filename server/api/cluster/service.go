@@ -337,7 +337,7 @@ func (s *Service) toStatus(what string, err error) error {
 	case errors.Is(err, cluster.ErrWouldLoseQuorum), errors.Is(err, cluster.ErrIsLeader), errors.Is(err, cluster.ErrBadTransferee),
 		errors.Is(err, cluster.ErrLearnerNotReady), errors.Is(err, cluster.ErrNotLearner):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, cluster.ErrUnhealthy):
+	case errors.Is(err, cluster.ErrUnhealthy), errors.Is(err, cluster.ErrJoinInProgress):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
