@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,8 +72,8 @@ const txnMargin = 64 << 10
 // in well under its 100 ms "slow request" threshold, beyond which it
 // formats and logs every request, at a cost larger than the write.
 var (
-	batchOps   = 1024
-	batchBytes = 512 << 10
+	batchOps   = 4096
+	batchBytes = 2 << 20
 )
 
 // intentTTL is how long a large load's writer may go silent (its lease)
@@ -159,63 +161,122 @@ type PolicyCommit struct {
 // etcd revision of the load.
 func (p *Policies) Commit(ctx context.Context, snap PolicySnapshot, c PolicyCommit) ([]PolicyVersion, int64, error) {
 	cs := c.ChangeSet
-	b := newOpBuilder(len(cs.Created) + len(cs.Updated) + len(cs.Deleted) + 2*len(c.Credentials) + len(c.Versions))
-	for _, f := range cs.Deleted {
-		b.add(op{Key: FactKey(f), Delete: true})
-	}
-	for _, set := range [][]policy.Fact{cs.Created, cs.Updated} {
-		for _, f := range set {
-			v, err := policy.MarshalFact(f)
-			if err != nil {
-				return nil, 0, err
-			}
-			b.add(op{Key: FactKey(f), Value: v})
-		}
-	}
-	for _, r := range cs.DeletedRoles {
-		if r.Kind == policy.KindUser || r.Kind == policy.KindHost {
-			b.add(op{Key: CredentialKey(r.String()), Delete: true})
-		}
-	}
-	for _, cr := range c.Credentials {
-		v, err := json.Marshal(cr)
-		if err != nil {
-			return nil, 0, err
-		}
-		b.add(op{Key: CredentialKey(cr.RoleID), Value: v})
-	}
+	// Versions first: they need a read, and are few.
+	var head []op
 	versions := make([]PolicyVersion, len(c.Versions))
 	for i, v := range c.Versions {
-		head, err := p.headVersion(ctx, v.Policy)
+		last, err := p.headVersion(ctx, v.Policy)
 		if err != nil {
 			return nil, 0, err
 		}
-		v.Version = head + 1
+		v.Version = last + 1
 		v.FinishedAt = time.Now().UTC()
 		raw, err := encodeVersion(v)
 		if err != nil {
 			return nil, 0, err
 		}
-		b.add(op{Key: versionKey(v.Policy, v.Version), Value: raw})
+		head = append(head, op{Key: versionKey(v.Policy, v.Version), Value: raw})
 		if oldest := v.Version - int64(p.c.VersionsKept); oldest > 0 {
-			b.add(op{Key: versionKey(v.Policy, 0), End: versionKey(v.Policy, oldest+1), Delete: true})
+			head = append(head, op{Key: versionKey(v.Policy, 0), End: versionKey(v.Policy, oldest+1), Delete: true})
 		}
 		versions[i] = v
 	}
+	src := &opSource{cs: cs, creds: c.Credentials, head: head}
 
 	var (
 		rev int64
 		err error
 	)
-	if len(b.ops)+1 <= p.c.MaxTxnOps && b.bytes+txnMargin <= p.c.MaxTxnBytes {
-		rev, err = p.commitDirect(ctx, snap, b.ops, cs)
+	if src.count()+1 <= p.c.MaxTxnOps {
+		var ops []op
+		size := 0
+		for o := range src.all {
+			ops = append(ops, o)
+			size += o.size()
+		}
+		if src.err != nil {
+			return nil, 0, src.err
+		}
+		if size+txnMargin <= p.c.MaxTxnBytes {
+			rev, err = p.commitDirect(ctx, snap, ops, cs)
+		} else {
+			rev, err = p.commitLarge(ctx, snap, slices.Values(ops), cs)
+		}
 	} else {
-		rev, err = p.commitLarge(ctx, snap, b.ops, cs)
+		rev, err = p.commitLarge(ctx, snap, src.all, cs)
+		if err == nil && src.err != nil {
+			err = src.err
+		}
 	}
 	if err != nil {
 		return nil, 0, err
 	}
 	return versions, rev, p.WaitFor(ctx, rev)
+}
+
+// opSource yields a load's writes, encoding each only when it is written,
+// so that a load of hundreds of thousands of facts never holds them all
+// encoded at once. A change set names each key once (its created, updated
+// and deleted facts are disjoint; a role gets or loses a credential, not
+// both), as etcd requires within a transaction.
+type opSource struct {
+	cs    *policy.ChangeSet
+	creds []*apikey.Credential
+	head  []op
+	err   error
+}
+
+func (s *opSource) count() int {
+	n := len(s.head) + len(s.cs.Deleted) + len(s.cs.Created) + len(s.cs.Updated) + len(s.creds)
+	for _, r := range s.cs.DeletedRoles {
+		if r.Kind == policy.KindUser || r.Kind == policy.KindHost {
+			n++
+		}
+	}
+	return n
+}
+
+// all yields every write; an encoding error stops it and is kept in err.
+func (s *opSource) all(yield func(op) bool) {
+	for _, o := range s.head {
+		if !yield(o) {
+			return
+		}
+	}
+	for _, f := range s.cs.Deleted {
+		if !yield(op{Key: FactKey(f), Delete: true}) {
+			return
+		}
+	}
+	for _, set := range [][]policy.Fact{s.cs.Created, s.cs.Updated} {
+		for _, f := range set {
+			v, err := policy.MarshalFact(f)
+			if err != nil {
+				s.err = err
+				return
+			}
+			if !yield(op{Key: FactKey(f), Value: v}) {
+				return
+			}
+		}
+	}
+	for _, r := range s.cs.DeletedRoles {
+		if r.Kind == policy.KindUser || r.Kind == policy.KindHost {
+			if !yield(op{Key: CredentialKey(r.String()), Delete: true}) {
+				return
+			}
+		}
+	}
+	for _, cr := range s.creds {
+		v, err := json.Marshal(cr)
+		if err != nil {
+			s.err = err
+			return
+		}
+		if !yield(op{Key: CredentialKey(cr.RoleID), Value: v}) {
+			return
+		}
+	}
 }
 
 func (p *Policies) commitDirect(ctx context.Context, snap PolicySnapshot, ops []op, cs *policy.ChangeSet) (int64, error) {
@@ -258,7 +319,7 @@ func (p *Policies) applyLocally(cs *policy.ChangeSet, rev int64, large bool) boo
 // (under a lease that says this writer is alive), write the operations in
 // batches fenced on the claim, commit by clearing the guard. On failure the
 // load is rolled back here; if this process dies, by the next Begin.
-func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all []op, cs *policy.ChangeSet) (int64, error) {
+func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all iter.Seq[op], cs *policy.ChangeSet) (int64, error) {
 	idb := make([]byte, 8)
 	if _, err := rand.Read(idb); err != nil {
 		return 0, err
@@ -333,10 +394,10 @@ func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all []o
 // batches writes ops in transactions within etcd's limits, each fenced on
 // the guard's revision. fenced reports that the guard moved (the load was
 // rolled back by another writer).
-func (p *Policies) batches(ctx context.Context, guardRev int64, all []op) (fenced bool, err error) {
+func (p *Policies) batches(ctx context.Context, guardRev int64, all iter.Seq[op]) (fenced bool, err error) {
 	same := clientv3.Compare(clientv3.ModRevision(guardKey), "=", guardRev)
 	limitOps, limitBytes := min(p.c.MaxTxnOps, batchOps), min(p.c.MaxTxnBytes-txnMargin, batchBytes)
-	batch := make([]clientv3.Op, 0, min(limitOps, len(all)))
+	batch := make([]clientv3.Op, 0, limitOps)
 	n, size := 0, 0
 	send := func() error {
 		n++
@@ -356,7 +417,7 @@ func (p *Policies) batches(ctx context.Context, guardRev int64, all []op) (fence
 		batch, size = batch[:0], 0
 		return nil
 	}
-	for _, o := range all {
+	for o := range all {
 		if len(batch) > 0 && (len(batch)+1 > limitOps || size+o.size() > limitBytes) {
 			if err := send(); err != nil || fenced {
 				return fenced, err
@@ -435,7 +496,7 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 			}
 		}
 	}
-	if fenced, err := p.batches(ctx, fenceRev, all); err != nil || fenced {
+	if fenced, err := p.batches(ctx, fenceRev, slices.Values(all)); err != nil || fenced {
 		return err
 	}
 	_, err = p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", fenceRev)).
@@ -460,21 +521,6 @@ func (p *Policies) keepAlive(ctx context.Context, id clientv3.LeaseID) error {
 		}
 	}()
 	return nil
-}
-
-// opBuilder collects operations. A change set names each key once (its
-// created, updated and deleted facts are disjoint; a role gets or loses a
-// credential, not both), which etcd requires within a transaction.
-type opBuilder struct {
-	ops   []op
-	bytes int
-}
-
-func newOpBuilder(n int) *opBuilder { return &opBuilder{ops: make([]op, 0, n)} }
-
-func (b *opBuilder) add(o op) {
-	b.ops = append(b.ops, o)
-	b.bytes += o.size()
 }
 
 // EnsureAccount creates the account's root policy and its admin user, who
