@@ -119,6 +119,7 @@ func TestProvisionStandby(t *testing.T) {
 			t.Fatalf("ansible-playbook: %v\n%s\n--- node log ---\n%s", err, out, tail(pb.logFile))
 		}
 		first = recapOf(t, out, nodeName)
+		t.Logf("recap %+v; the wait for the vote retried %d times", first, strings.Count(out, "FAILED - RETRYING"))
 		if first.failed != 0 || first.unreachable != 0 || first.changed == 0 {
 			t.Fatalf("recap %+v, want changed>0 failed=0 unreachable=0", first)
 		}
@@ -422,6 +423,9 @@ func startLeader(t *testing.T, bin, dataDir string, ports []int) *leader {
 		"--etcd-client-addr", addr(ports[2]), "--etcd-peer-addr", addr(ports[3]))
 	ready := newLineWatch("sower is ready")
 	cmd.Stdout, cmd.Stderr = ready, ready
+	// Should the test binary die without its cleanups (a -timeout
+	// panic), the Leader dies with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start the Leader: %v", err)
