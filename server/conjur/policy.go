@@ -130,17 +130,17 @@ func writeDryRunError(w http.ResponseWriter, err error) {
 
 // dryRunItem is a record in Conjur's dry-run answer.
 type dryRunItem struct {
-	Identifier   string              `json:"identifier"`
-	ID           string              `json:"id"`
-	Type         string              `json:"type"`
-	Owner        string              `json:"owner"`
-	Policy       string              `json:"policy"`
-	Permissions  map[string][]string `json:"permissions,omitempty"`
-	Permitted    map[string][]string `json:"permitted,omitempty"`
-	Annotations  map[string]string   `json:"annotations"`
-	Members      *[]string           `json:"members,omitempty"`
-	Memberships  *[]string           `json:"memberships,omitempty"`
-	RestrictedTo *[]string           `json:"restricted_to,omitempty"`
+	Identifier   string               `json:"identifier"`
+	ID           string               `json:"id"`
+	Type         string               `json:"type"`
+	Owner        string               `json:"owner"`
+	Policy       string               `json:"policy"`
+	Permissions  *map[string][]string `json:"permissions,omitempty"`
+	Permitted    *map[string][]string `json:"permitted,omitempty"`
+	Annotations  map[string]string    `json:"annotations"`
+	Members      *[]string            `json:"members,omitempty"`
+	Memberships  *[]string            `json:"memberships,omitempty"`
+	RestrictedTo *[]string            `json:"restricted_to,omitempty"`
 }
 
 func items(rs []*sowerv1.Record) map[string][]dryRunItem {
@@ -153,17 +153,19 @@ func items(rs []*sowerv1.Record) map[string][]dryRunItem {
 			it.Annotations[a.GetName()] = a.GetValue()
 		}
 		if r.GetIsRole() {
-			it.Permissions = map[string][]string{}
+			perms := map[string][]string{}
 			for _, p := range r.GetPermissions() {
-				it.Permissions[p.GetPrivilege()] = append(it.Permissions[p.GetPrivilege()], p.GetResource())
+				perms[p.GetPrivilege()] = append(perms[p.GetPrivilege()], p.GetResource())
 			}
+			it.Permissions = &perms
 			members, memberships, restricted := nonNil(r.GetMembers()), nonNil(r.GetMemberships()), nonNil(r.GetRestrictedTo())
 			it.Members, it.Memberships, it.RestrictedTo = &members, &memberships, &restricted
 		} else {
-			it.Permitted = map[string][]string{}
+			permitted := map[string][]string{}
 			for _, p := range r.GetPermitted() {
-				it.Permitted[p.GetPrivilege()] = append(it.Permitted[p.GetPrivilege()], p.GetRole())
+				permitted[p.GetPrivilege()] = append(permitted[p.GetPrivilege()], p.GetRole())
 			}
+			it.Permitted = &permitted
 		}
 		out = append(out, it)
 	}

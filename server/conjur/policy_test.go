@@ -309,6 +309,16 @@ func TestConjurPolicyWireFormat(t *testing.T) {
 		t.Fatal("a failed load left a host behind")
 	}
 
+	// A dry run's raw answer, in Conjur's shape.
+	req, err = admin.LoadPolicyRequest(conjurapi.PolicyModePatch, "root", strings.NewReader("- !host z\n- !variable v\n"), true)
+	code, body = submit(t, admin, req, err)
+	for _, want := range []string{`"status":"Valid YAML"`, `"identifier":"acme:host:z","id":"z","type":"host"`, `"permissions":{}`,
+		`"restricted_to":[]`, `"identifier":"acme:variable:v","id":"v","type":"variable"`, `"permitted":{}`, `"deleted":{"items":[]}`} {
+		if code != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Fatalf("dry run: %d %s\nlacks %s", code, body, want)
+		}
+	}
+
 	// The policy's versions: as JSON, and its text as YAML.
 	r, _ := http.NewRequest(http.MethodGet, l.url+"/policies/acme/policy/root", nil)
 	r.Header.Set("Accept", "application/json")
