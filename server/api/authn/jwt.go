@@ -183,6 +183,8 @@ func (r *jwtServices) get(ctx context.Context, kind, serviceID string) (*jwtServ
 		r.mu.Unlock()
 		close(e.done)
 		if stale {
+			// Invalidated while it was built: the callers already
+			// waiting use it once; only idle connections are closed.
 			defer e.svc.close()
 		}
 	}
@@ -330,7 +332,7 @@ func (h graphHosts) CanAuthenticate(_ context.Context, login, webservice string)
 	return h.graph().Allowed(id, "authenticate", policy.NewID(h.account, policy.KindWebservice, webservice)), nil
 }
 
-// authenticateJWT runs the service's checks and returns the host's login.
+// authenticate runs the service's checks and returns the host's login.
 func (r *jwtServices) authenticate(ctx context.Context, kind string, svc *jwtService, host, token string) (string, error) {
 	if kind == kindK8s {
 		res, err := svc.k8s.Authenticate(ctx, k8s.Request{Token: token, Host: host})
