@@ -148,7 +148,35 @@ func (p *proc) waitReady() error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("%s not ready after 2 minutes: %s", p.name, p.tail())
+	// Make it print its goroutines (SIGQUIT) so the failure says where
+	// it is stuck.
+	p.h.mu.Lock()
+	if p.cmd != nil {
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+	}
+	p.h.mu.Unlock()
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+	}
+	return fmt.Errorf("%s not ready after 2 minutes: %s", p.name, p.stacks())
+}
+
+// stacks is the part of the log from a goroutine dump that names sower's
+// own frames, or the tail.
+func (p *proc) stacks() string {
+	raw, _ := os.ReadFile(p.logPath)
+	i := strings.Index(string(raw), "SIGQUIT")
+	if i < 0 {
+		return p.tail()
+	}
+	var keep []string
+	for _, l := range strings.Split(string(raw[i:]), "\n") {
+		if strings.HasPrefix(l, "goroutine ") || strings.Contains(l, "sowerproject/sower") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // exited waits for the process to end by itself and returns its exit code.
@@ -368,12 +396,14 @@ func (h *harness) clusterPolicy(members ...string) string {
     body:
     - !policy
       id: %s
-      annotations:
-        ttl: %d
-      body:
+`, h.cluster)
+	if h.ttl > 0 {
+		fmt.Fprintf(&b, "      annotations:\n        ttl: %d\n", h.ttl)
+	}
+	b.WriteString(`      body:
       - !layer
       - &members
-`, h.cluster, h.ttl)
+`)
 	for _, m := range members {
 		fmt.Fprintf(&b, "        - !host %s\n", m)
 	}
@@ -415,8 +445,9 @@ type member struct {
 	ID       string   `json:"id"`
 	Name     string   `json:"name"`
 	Role     string   `json:"role"`
-	Healthy  bool     `json:"healthy"`
-	PeerURLs []string `json:"peerUrls"`
+	Healthy    bool     `json:"healthy"`
+	PeerURLs   []string `json:"peerUrls"`
+	RaftLeader bool     `json:"raftLeader"`
 }
 
 // members runs `sower cluster members -o json` against a node.
@@ -461,6 +492,23 @@ func (h *harness) waitVoters(server string, names ...string) []member {
 	}
 	h.tb.Fatalf("cluster never had voters %v: last %+v, %v", names, last, lastErr)
 	return nil
+}
+
+// waitRaftPlaced waits until raft leadership sits on a Standby, as the
+// Leader arranges within seconds of taking over (two minutes at most).
+func (h *harness) waitRaftPlaced(server string) {
+	h.tb.Helper()
+	for range 600 {
+		if ms, err := h.members(server); err == nil {
+			for _, m := range ms {
+				if m.RaftLeader && m.Role == "ROLE_STANDBY" {
+					return
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	h.tb.Fatal("raft leadership never moved to a Standby")
 }
 
 func sameNames(ms []member, names []string) bool {

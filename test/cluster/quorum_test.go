@@ -201,9 +201,10 @@ type writer struct {
 }
 
 type ack struct {
-	n      int
-	at     time.Time
-	leader string
+	n         int
+	at        time.Time
+	leader    string
+	leaderURL string
 }
 
 func (h *harness) startWriter(interval time.Duration) *writer {
@@ -247,7 +248,7 @@ func (w *writer) run(interval time.Duration) {
 			continue
 		}
 		w.mu.Lock()
-		w.acked = append(w.acked, ack{n: n, at: time.Now(), leader: l.Name})
+		w.acked = append(w.acked, ack{n: n, at: time.Now(), leader: l.Name, leaderURL: l.URL})
 		w.mu.Unlock()
 		n++
 	}
@@ -277,7 +278,7 @@ func (w *writer) failures() int {
 }
 
 // waitAcked waits until n writes are acknowledged (bounded: three minutes).
-func (w *writer) waitAcked(t *testing.T, n int) {
+func (w *writer) waitAcked(t testing.TB, n int) {
 	t.Helper()
 	for range 1800 {
 		if w.count() >= n {
@@ -286,6 +287,27 @@ func (w *writer) waitAcked(t *testing.T, n int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("only %d of %d writes acknowledged in three minutes", w.count(), n)
+}
+
+func (w *writer) waitAckedB(b *testing.B, n int) { w.waitAcked(b, n) }
+
+// waitAckAfter waits (three minutes at most) for the first write
+// acknowledged after at by a node other than old.
+func (w *writer) waitAckAfter(tb testing.TB, at time.Time, old string) ack {
+	tb.Helper()
+	for range 18000 {
+		w.mu.Lock()
+		for _, a := range w.acked {
+			if a.at.After(at) && a.leader != old {
+				w.mu.Unlock()
+				return a
+			}
+		}
+		w.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	tb.Fatalf("no write acknowledged by a new Leader within three minutes")
+	return ack{}
 }
 
 func (w *writer) firstAckAfter(at time.Time) (ack, bool) {
