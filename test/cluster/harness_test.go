@@ -442,9 +442,9 @@ func (h *harness) join(leaderURL string, p *proc, extra ...string) error {
 
 // member is one entry of `sower cluster members -o json`.
 type member struct {
-	ID       string   `json:"id"`
-	Name     string   `json:"name"`
-	Role     string   `json:"role"`
+	ID         string   `json:"id"`
+	Name       string   `json:"name"`
+	Role       string   `json:"role"`
 	Healthy    bool     `json:"healthy"`
 	PeerURLs   []string `json:"peerUrls"`
 	RaftLeader bool     `json:"raftLeader"`
