@@ -53,6 +53,7 @@ func newHarness(tb testing.TB, clusterName string, ttl int) *harness {
 type proc struct {
 	h                        *harness
 	name, ip, dir            string
+	netns                    string // network namespace, if any
 	grpc, http, etcdc, etcdp string
 	cmd                      *exec.Cmd
 	done                     chan struct{}
@@ -110,7 +111,12 @@ func (p *proc) launch(extra ...string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(p.h.bin, append(p.args(), extra...)...)
+	argv := append([]string{p.h.bin}, append(p.args(), extra...)...)
+	if p.netns != "" {
+		// ip netns exec execs the command: the process is sower's.
+		argv = append([]string{"ip", "netns", "exec", p.netns}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
