@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -11,7 +12,12 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+
 	"github.com/sowerproject/sower/internal/testutil"
+	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
 )
 
 func post(t *testing.T, c *http.Client, url, body string, header map[string]string) (int, []byte) {
@@ -143,5 +149,37 @@ func TestFailedLoginsAreRateLimitedPerIdentity(t *testing.T) {
 	}
 	if code, body := post(t, hc, base+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"`+key+`"}`, nil); code != 200 {
 		t.Fatalf("another identity while one is limited: %d %s", code, body)
+	}
+}
+
+// TestForwardedForIsTrustedOnlyFromNodes: the audit trail's source address
+// can't be forged by a caller that writes x-forwarded-for itself; only the
+// node's own gateway (a verified node certificate) may relay it.
+func TestForwardedForIsTrustedOnlyFromNodes(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := startNode(t, testConfig(t, dir))
+	g, h := s.Addrs()
+	hc := testutil.HTTPClient(t, dir)
+	raw, _ := os.ReadFile(filepath.Join(dir, "admin.key"))
+	code, body := post(t, hc, "https://"+h.String()+"/v1/authn/acme/authenticate", `{"login":"admin","apiKey":"`+strings.TrimSpace(string(raw))+`"}`, nil)
+	if code != 200 {
+		t.Fatalf("authenticate: %d", code)
+	}
+	var ar struct{ Token string }
+	json.Unmarshal(body, &ar)
+
+	conn, err := grpc.NewClient(g.String(), grpc.WithTransportCredentials(credentials.NewTLS(testutil.TLSConfig(t, dir))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := metadata.AppendToOutgoingContext(context.Background(),
+		"authorization", `Token token="`+ar.Token+`"`, "x-forwarded-for", "203.0.113.9")
+	who, err := sowerv1.NewAuthnServiceClient(conn).WhoAmI(ctx, &sowerv1.WhoAmIRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who.ClientIp != "127.0.0.1" {
+		t.Fatalf("client_ip = %q: a direct caller forged its address", who.ClientIp)
 	}
 }

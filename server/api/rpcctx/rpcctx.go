@@ -7,23 +7,41 @@ import (
 	"net"
 	"strings"
 
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+
+	"github.com/sowerproject/sower/pki"
 )
 
-// PeerAddr is the caller's IP: the first X-Forwarded-For hop when the call
-// came through the REST gateway (which sets it), else the gRPC peer.
+// PeerAddr is the caller's IP. A call relayed by a node's REST gateway or
+// Conjur adapter carries the HTTP client's address in x-forwarded-for; that
+// header is believed only when the gRPC peer proved, with a verified
+// certificate of the node profile, that it is a cluster node. Anyone else
+// could write any address there, and the audit trail records this value.
 func PeerAddr(ctx context.Context) string {
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("x-forwarded-for"); len(v) > 0 {
-			return strings.TrimSpace(strings.Split(v[0], ",")[0])
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	if fromNode(p) {
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			if v := md.Get("x-forwarded-for"); len(v) > 0 {
+				return strings.TrimSpace(strings.Split(v[0], ",")[0])
+			}
 		}
 	}
-	if p, ok := peer.FromContext(ctx); ok {
-		if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
-			return host
-		}
-		return p.Addr.String()
+	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+		return host
 	}
-	return ""
+	return p.Addr.String()
+}
+
+func fromNode(p *peer.Peer) bool {
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return false
+	}
+	name, ok := pki.ProfileOf(ti.State.VerifiedChains[0][0])
+	return ok && name == pki.ProfileLeaderServer
 }
