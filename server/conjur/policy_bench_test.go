@@ -64,7 +64,7 @@ type restNode struct {
 	token    string
 }
 
-func startProcess(b *testing.B) *restNode {
+func startProcess(b *testing.B, env ...string) *restNode {
 	b.Helper()
 	dir := b.TempDir()
 	a := testutil.FreeAddrs(b, 4)
@@ -73,6 +73,7 @@ func startProcess(b *testing.B) *restNode {
 		"--account", "acme", "--name", "bench", "--grpc-addr", a[0], "--http-addr", a[1],
 		"--etcd-client-addr", a[2], "--etcd-peer-addr", a[3])
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.Env = append(os.Environ(), env...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -133,8 +134,9 @@ func (n *restNode) load(b *testing.B, method, policyID, text string) int {
 }
 
 // memory reads the node's resident memory now and at its peak (VmRSS,
-// VmHWM), in MiB.
-func (n *restNode) memory(b *testing.B) (rss, peak float64) {
+// VmHWM), and how much of it is file-backed (RssFile: etcd's bbolt file,
+// mapped into memory), in MiB.
+func (n *restNode) memory(b *testing.B) (rss, peak, file float64) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.pid))
 	if err != nil {
 		b.Fatal(err)
@@ -150,9 +152,42 @@ func (n *restNode) memory(b *testing.B) (rss, peak float64) {
 			rss = kb / 1024
 		case "VmHWM:":
 			peak = kb / 1024
+		case "RssFile:":
+			file = kb / 1024
 		}
 	}
-	return rss, peak
+	return rss, peak, file
+}
+
+// heap reads the node's Go heap in use from its /metrics, in MiB.
+func (n *restNode) heap(b *testing.B) float64 {
+	resp, err := n.hc.Get(n.url + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f / (1 << 20)
+		}
+	}
+	return 0
+}
+
+// cpu returns the node's user+system CPU time so far, in seconds: on a
+// shared machine it says more about the work done than wall time does.
+func (n *restNode) cpu(b *testing.B) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command (which may hold spaces) start after ')'.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // clock ticks (USER_HZ = 100)
 }
 
 // BenchmarkLoad18000Variables: POST a policy of 18,000 annotated
@@ -162,17 +197,23 @@ func BenchmarkLoad18000Variables(b *testing.B) {
 	n := startProcess(b)
 	text := variablesPolicy(18000)
 	b.SetBytes(int64(len(text)))
+	var cpu float64
 	i := 0
 	for b.Loop() {
 		b.StopTimer()
 		i++
 		id := fmt.Sprintf("bench-%d", i)
 		n.load(b, http.MethodPost, "root", "- !policy "+id+"\n")
+		before := n.cpu(b)
 		b.StartTimer()
 		n.load(b, http.MethodPost, id, text)
+		b.StopTimer()
+		cpu += n.cpu(b) - before
+		b.StartTimer()
 	}
-	_, peak := n.memory(b)
+	_, peak, _ := n.memory(b)
 	b.ReportMetric(peak, "peak-RSS-MiB")
+	b.ReportMetric(cpu/float64(i), "leader-cpu-s/op")
 }
 
 // BenchmarkReplace100kHosts: PUT 100,000 annotated hosts in 1,000 layers
@@ -186,21 +227,30 @@ func BenchmarkReplace100kHosts(b *testing.B) {
 		name string
 		text string
 	}{{"initial", full}, {"unchanged", full}, {"one-layer-less", less}}
-	n := startProcess(b)
+	// SOWER_BENCH_GOMEMLIMIT, when set, is the Leader's GOMEMLIMIT: Go's
+	// soft memory limit, which bounds its resident memory at some CPU cost.
+	var env []string
+	if l := os.Getenv("SOWER_BENCH_GOMEMLIMIT"); l != "" {
+		env = append(env, "GOMEMLIMIT="+l)
+		b.Logf("Leader runs with GOMEMLIMIT=%s", l)
+	}
+	n := startProcess(b, env...)
 	b.ResetTimer()
 	for i := range b.N {
 		id := fmt.Sprintf("fleet-%d", i)
 		b.StopTimer()
 		n.load(b, http.MethodPost, "root", "- !policy "+id+"\n")
 		for _, s := range steps {
-			start := time.Now()
+			start, cpu := time.Now(), n.cpu(b)
 			b.StartTimer()
 			size := n.load(b, http.MethodPut, id, s.text)
 			b.StopTimer()
-			rss, peak := n.memory(b)
-			b.Logf("%s: %.2fs, answer %d KiB, Leader RSS %.0f MiB (peak %.0f MiB)", s.name, time.Since(start).Seconds(), size>>10, rss, peak)
+			wall, used := time.Since(start).Seconds(), n.cpu(b)-cpu
+			rss, peak, file := n.memory(b)
+			b.Logf("%s: %.2f s wall, %.2f s Leader CPU, answer %d KiB; Leader RSS %.0f MiB (peak %.0f, file-backed %.0f), Go heap in use %.0f MiB",
+				s.name, wall, used, size>>10, rss, peak, file, n.heap(b))
 		}
 	}
-	_, peak := n.memory(b)
+	_, peak, _ := n.memory(b)
 	b.ReportMetric(peak, "peak-RSS-MiB")
 }

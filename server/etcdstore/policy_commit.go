@@ -10,10 +10,12 @@ import (
 	"iter"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sowerproject/sower/authn/apikey"
 	"github.com/sowerproject/sower/policy"
@@ -75,6 +77,12 @@ var (
 	batchOps   = 4096
 	batchBytes = 2 << 20
 )
+
+// batchesInFlight is how many batches wait for etcd at once.
+const batchesInFlight = 2
+
+// errFenced stops a load's batches once one finds the guard moved.
+var errFenced = errors.New("etcdstore: the policy load was fenced off")
 
 // intentTTL is how long a large load's writer may go silent (its lease)
 // before another writer rolls the load back.
@@ -397,41 +405,62 @@ func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all ite
 func (p *Policies) batches(ctx context.Context, guardRev int64, all iter.Seq[op]) (fenced bool, err error) {
 	same := clientv3.Compare(clientv3.ModRevision(guardKey), "=", guardRev)
 	limitOps, limitBytes := min(p.c.MaxTxnOps, batchOps), min(p.c.MaxTxnBytes-txnMargin, batchBytes)
-	batch := make([]clientv3.Op, 0, limitOps)
-	n, size := 0, 0
-	send := func() error {
-		n++
-		if p.hookBatch != nil {
-			if err := p.hookBatch(n); err != nil {
-				return err
+	// Batches touch disjoint keys, so their order does not matter: one
+	// goroutine encodes the next batch while others wait for etcd.
+	g, gctx := errgroup.WithContext(ctx)
+	work := make(chan []clientv3.Op, batchesInFlight)
+	var fence atomic.Bool
+	var sent atomic.Int64
+	for range batchesInFlight {
+		g.Go(func() error {
+			for batch := range work {
+				n := int(sent.Add(1))
+				if p.hookBatch != nil {
+					if err := p.hookBatch(n); err != nil {
+						return err
+					}
+				}
+				resp, err := p.cli.Txn(gctx).If(same).Then(batch...).Commit()
+				if err != nil {
+					return fmt.Errorf("etcdstore: store policy load (batch %d): %w", n, err)
+				}
+				if !resp.Succeeded {
+					fence.Store(true)
+					return errFenced
+				}
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer close(work)
+		batch, size := make([]clientv3.Op, 0, limitOps), 0
+		push := func() bool {
+			select {
+			case work <- batch:
+				batch, size = make([]clientv3.Op, 0, limitOps), 0
+				return true
+			case <-gctx.Done():
+				return false
 			}
 		}
-		resp, err := p.cli.Txn(ctx).If(same).Then(batch...).Commit()
-		if err != nil {
-			return fmt.Errorf("etcdstore: store policy load (batch %d): %w", n, err)
+		for o := range all {
+			if len(batch) > 0 && (len(batch)+1 > limitOps || size+o.size() > limitBytes) && !push() {
+				return nil
+			}
+			batch = append(batch, o.etcd())
+			size += o.size()
 		}
-		if !resp.Succeeded {
-			fenced = true
+		if len(batch) > 0 {
+			push()
 		}
-		clear(batch)
-		batch, size = batch[:0], 0
 		return nil
+	})
+	err = g.Wait()
+	if fence.Load() {
+		return true, nil
 	}
-	for o := range all {
-		if len(batch) > 0 && (len(batch)+1 > limitOps || size+o.size() > limitBytes) {
-			if err := send(); err != nil || fenced {
-				return fenced, err
-			}
-		}
-		batch = append(batch, o.etcd())
-		size += o.size()
-	}
-	if len(batch) > 0 {
-		if err := send(); err != nil {
-			return fenced, err
-		}
-	}
-	return fenced, nil
+	return false, err
 }
 
 // rollback restores the state at g.Base after a large load that did not

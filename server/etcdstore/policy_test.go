@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,8 +296,9 @@ func TestAFailedLargeLoadIsRolledBack(t *testing.T) {
 	before := without(stored(t, cli, "/sower/"), guardKey)
 	graphBefore := factsOf(t, p.Graph())
 
+	var failed atomic.Bool
 	p.hookBatch = func(n int) error {
-		if n == 3 {
+		if n == 3 && failed.CompareAndSwap(false, true) {
 			return errors.New("injected: etcd went away")
 		}
 		return nil
