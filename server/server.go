@@ -270,7 +270,8 @@ func (s *Server) Run(ctx context.Context) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies, quorum: q})
+	dk := &dataKeys{kr: dataKey, path: dd.join("data.key"), name: s.c.Name, cli: etcd.Client(), lg: s.lg, members: etcd.MemberNames}
+	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies, pki: np, dataKey: dataKey, dataKeys: dk, quorum: q})
 	if err != nil {
 		return err
 	}
@@ -331,6 +332,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	g.Go(func() error { return np.run(gctx, etcd.Client()) })
+	g.Go(func() error { return dk.watch(gctx) })
 	g.Go(func() error { return an.run(gctx) })
 	g.Go(func() error { return policies.Run(gctx) })
 	g.Go(func() error { return q.run(gctx) })

@@ -7,9 +7,13 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sowerproject/sower/cluster"
+	"github.com/sowerproject/sower/pki"
+	"github.com/sowerproject/sower/seed"
+	"github.com/sowerproject/sower/seed/archive"
 	authnapi "github.com/sowerproject/sower/server/api/authn"
 	policyapi "github.com/sowerproject/sower/server/api/policy"
 	secretsapi "github.com/sowerproject/sower/server/api/secrets"
+	seedapi "github.com/sowerproject/sower/server/api/seed"
 	"github.com/sowerproject/sower/server/api/status"
 	"github.com/sowerproject/sower/server/etcdstore"
 )
@@ -36,6 +40,10 @@ type serviceDeps struct {
 	// quorum.election.Txn (or adds quorum.election.Fence to its own
 	// transaction), so a Standby or a former Leader never commits one.
 	quorum *quorum
+	// pki is the node's CA and certificates; dataKey seals secrets.
+	pki      *nodePKI
+	dataKey  *pki.Keyring
+	dataKeys *dataKeys
 }
 
 // services builds every API service of the node. A new service is one more
@@ -64,9 +72,46 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	if err != nil {
 		return nil, err
 	}
+	sd, err := s.seedService(d)
+	if err != nil {
+		return nil, err
+	}
 	cl, err := d.quorum.service(s, d.node.Role, pol)
 	if err != nil {
 		return nil, err
 	}
-	return []apiService{st, au, pol, sec, cl}, nil
+	ca, err := s.caService(d, seed.GraphPolicy{Graph: d.policies.Graph}.Allowed)
+	if err != nil {
+		return nil, err
+	}
+	return []apiService{st, au, pol, sd, cl, sec, ca}, nil
+}
+
+// seedService wires the seed Issuer: the policy graph decides, the cluster
+// CA issues, the node's own certificate signs, etcd records.
+func (s *Server) seedService(d serviceDeps) (*seedapi.Service, error) {
+	gp := seed.GraphPolicy{Graph: d.policies.Graph}
+	iss, err := seed.New(seed.Config{
+		Account: s.c.Account, Cluster: d.quorum.name, Policy: gp, CA: d.pki.ca,
+		Store: etcdstore.NewSeeds(d.etcd.Client()),
+		Signer: func() (archive.Signer, error) {
+			cur := d.pki.node.Current()
+			return archive.Signer{Key: cur.Key, Chain: cur.Chain}, nil
+		},
+		DataKey:    d.dataKey.Marshal,
+		Endpoints:  d.quorum.seedEndpoints,
+		Reserved:   func() []string { return s.reservedNames(d) },
+		AllowPlain: s.c.AllowPlainSeeds,
+		TTL:        s.c.SeedTTL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return seedapi.New(seedapi.Config{Account: s.c.Account, Issuer: iss, Allowed: gp.Allowed, Logger: s.lg})
+}
+
+// reservedNames are the names of the cluster's own nodes: the etcd member
+// names and the DNS names of this node's certificate.
+func (s *Server) reservedNames(d serviceDeps) []string {
+	return append(d.etcd.MemberNames(), d.pki.node.Current().Leaf().DNSNames...)
 }
