@@ -107,7 +107,7 @@ role over first with move-leader). A removed node stops; to bring it back,
 issue it a new Standby seed and start it with --seed --reenroll --yes.`,
 		Example: `  sower cluster remove standby-2
   sower cluster remove standby-2 --force`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			force, _ := cmd.Flags().GetBool("force")
 			path := []string{"v1", "cluster", "members", args[0]}
@@ -132,7 +132,7 @@ func newClusterPromoteCommand() *cobra.Command {
 		Use:     "promote NAME",
 		Short:   "Promote a learner to voter now (the Leader does this by itself once it has caught up)",
 		Example: `  sower cluster promote standby-3`,
-		Args:    cobra.ExactArgs(1),
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var resp sowerv1.PromoteMemberResponse
 			if _, err := clusterCall(cmd, http.MethodPost, &sowerv1.PromoteMemberRequest{}, &resp, "v1", "cluster", "members", args[0]+":promote"); err != nil {
@@ -151,7 +151,7 @@ func newClusterMoveLeaderCommand() *cobra.Command {
 		Use:     "move-leader NAME",
 		Short:   "Hand the Leader role to a named Standby and wait until it has taken over",
 		Example: `  sower cluster move-leader standby-1`,
-		Args:    cobra.ExactArgs(1),
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var resp sowerv1.MoveLeaderResponse
 			if _, err := clusterCall(cmd, http.MethodPost, &sowerv1.MoveLeaderRequest{To: args[0]}, &resp, "v1", "cluster", "leader:move"); err != nil {
@@ -299,4 +299,14 @@ func yesNo(b bool) string {
 func printRaw(w io.Writer, raw []byte) error {
 	_, err := fmt.Fprintln(w, strings.TrimSpace(string(raw)))
 	return err
+}
+
+// exactArgs is cobra.ExactArgs as a usage error (exit 2).
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return &usageError{err}
+		}
+		return nil
+	}
 }
