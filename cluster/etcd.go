@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
@@ -280,4 +281,11 @@ func DialMembers(endpoints []string, tls *TLSFiles) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("cluster: etcd client of %v: %w", endpoints, err)
 	}
 	return cli, nil
+}
+
+// Removed reports whether this member has been removed from the cluster
+// (etcd then stops it).
+func (e *Etcd) Removed() bool {
+	rc, ok := e.e.Server.Cluster().(interface{ IsIDRemoved(types.ID) bool })
+	return ok && rc.IsIDRemoved(e.e.Server.MemberID())
 }

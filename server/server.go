@@ -324,6 +324,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("server: etcd failed: %w", err)
 		case <-etcd.Stopped():
 			if gctx.Err() == nil {
+				if etcd.Removed() {
+					return errors.New("server: this node was removed from the cluster (sower cluster remove); to bring it back, start it with a new Standby seed and --reenroll --yes")
+				}
 				return errors.New("server: etcd stopped unexpectedly")
 			}
 			return nil
