@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -223,30 +222,15 @@ func (en *Enroller) Enroll(ctx context.Context, req EnrollRequest) (EnrollResult
 	return EnrollResult{MemberID: id, InitialCluster: initialCluster(added.Members, id, req.Name)}, nil
 }
 
-// addLearner adds a learner, waiting out etcd's refusal of membership
-// changes while a voter has been connected for less than five seconds
-// (right after a member joined or came back).
+// addLearner adds a learner (see retryUnhealthy).
 func (en *Enroller) addLearner(ctx context.Context, peerURL string) (*clientv3.MemberAddResponse, error) {
-	deadline := time.Now().Add(unhealthyWait)
-	for {
-		added, err := en.c.Client.MemberAddAsLearner(ctx, []string{peerURL})
-		if err == nil || !etcdErrIs(err, rpctypes.ErrGRPCUnhealthy) || time.Now().After(deadline) {
-			if etcdErrIs(err, rpctypes.ErrGRPCUnhealthy) {
-				return nil, fmt.Errorf("%w: etcd changes membership only while every voter is connected; bring the unreachable voters back or remove them", ErrUnhealthy)
-			}
-			return added, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
+	var added *clientv3.MemberAddResponse
+	err := retryUnhealthy(ctx, func() (err error) {
+		added, err = en.c.Client.MemberAddAsLearner(ctx, []string{peerURL})
+		return err
+	})
+	return added, err
 }
-
-// unhealthyWait bounds how long an enrollment waits for etcd to accept a
-// membership change (etcd wants every voter connected for 5s).
-const unhealthyWait = 15 * time.Second
 
 func memberOf(m *memberPB) Member { return Member{ID: m.ID, Name: m.Name} }
 

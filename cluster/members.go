@@ -215,7 +215,11 @@ func (m *Members) Remove(ctx context.Context, id uint64, force bool) error {
 			return err
 		}
 	}
-	if _, err := m.c.Local.MemberRemove(ctx, id); err != nil {
+	err = retryUnhealthy(ctx, func() error {
+		_, err := m.c.Local.MemberRemove(ctx, id)
+		return err
+	})
+	if err != nil {
 		if etcdErrIs(err, rpctypes.ErrGRPCMemberNotFound) {
 			return fmt.Errorf("%w: %x", ErrMemberNotFound, id)
 		}
@@ -371,6 +375,33 @@ func (m *Members) placeRaftLeader(ctx context.Context) {
 		}
 		m.lg.Info("moved raft leadership to a Standby so that a Leader failure costs only the lease TTL", "to", mb.Name)
 		return
+	}
+}
+
+// unhealthyWait bounds how long a membership change waits for etcd to
+// accept it: etcd refuses changes until every voter has been connected to
+// the member making the change for five seconds (right after a join, a
+// restart or a handoff).
+const unhealthyWait = 15 * time.Second
+
+// retryUnhealthy runs a membership change, retrying it while etcd answers
+// that the cluster is unhealthy, for up to unhealthyWait; then the error
+// wraps ErrUnhealthy.
+func retryUnhealthy(ctx context.Context, change func() error) error {
+	deadline := time.Now().Add(unhealthyWait)
+	for {
+		err := change()
+		if !etcdErrIs(err, rpctypes.ErrGRPCUnhealthy) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: etcd changes membership only while every voter is connected; bring the unreachable voters back, or remove them first", ErrUnhealthy)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 }
 
