@@ -9,9 +9,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
 	"errors"
 	"io"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,7 +173,6 @@ func startAndCall(t *testing.T, args []string) string {
 	}
 	return url
 }
-
 
 // TestCAPinAndImport: `sower ca pin` prints the pin of the data dir's CA, and
 // `sower ca import` refuses a bad pair and a data dir that already started.

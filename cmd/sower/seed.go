@@ -171,10 +171,10 @@ func newSeedRevokeCommand() *cobra.Command {
 
 func newSeedUnpackCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "unpack FILE",
-		Short: "Verify a seed (signature, pin, expiry, every hash) and unpack it into a directory",
+		Use:     "unpack FILE",
+		Short:   "Verify a seed (signature, pin, expiry, every hash) and unpack it into a directory",
 		Example: `  sower seed unpack f.seed --identity f.key --ca-pin sha256:... --dir /var/lib/sower-follower`,
-		Args: cobra.ExactArgs(1),
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pinStr, _ := cmd.Flags().GetString("ca-pin")
 			pin, err := pki.ParsePin(pinStr)
