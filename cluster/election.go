@@ -277,7 +277,11 @@ func (e *Election) Run(ctx context.Context) error {
 // round observes the election keys once and waits for the next change, or
 // campaigns.
 func (e *Election) round(ctx context.Context) error {
-	resp, err := e.cli.Txn(ctx).Then(clientv3.OpGet(LeaderKey), clientv3.OpGet(HandoffKey)).Commit()
+	// Bounded: a member cut off from the quorum retries every few
+	// seconds, so it learns the new Leader soon after the network heals.
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	resp, err := e.cli.Txn(rctx).Then(clientv3.OpGet(LeaderKey), clientv3.OpGet(HandoffKey)).Commit()
+	cancel()
 	if err != nil {
 		return fmt.Errorf("read election keys: %w", err)
 	}

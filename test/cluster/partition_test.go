@@ -172,15 +172,17 @@ func TestPartition(t *testing.T) {
 	t.Logf("write on the cut-off Leader: %d %s %v", code, strings.TrimSpace(body), err)
 
 	lab.heal(l1.netns, ips[1], ips[2])
+	healed := false
 	for range 600 {
-		var st struct {
-			Role       string `json:"role"`
-			LeaderName string `json:"leaderName"`
-		}
-		if h.getJSON(l1.url()+"/v1/status", &st) == nil && st.Role == "ROLE_STANDBY" && st.LeaderName == newLeader.Name {
+		var l leaderInfo
+		if h.getJSON(l1.url()+"/v1/cluster/leader", &l) == nil && l.Known && l.Name == newLeader.Name {
+			healed = true
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if !healed {
+		t.Fatalf("the healed old Leader never learned that %s leads", newLeader.Name)
 	}
 	code, body, err = h.loadPolicy(l1.url(), tok, "- !variable healed\n")
 	if err != nil || code != http.StatusUnprocessableEntity || !strings.Contains(body, "the leader is "+newLeader.Name) {
