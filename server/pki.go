@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -30,6 +31,7 @@ const (
 	nodeKeyFile    = "node-key.pem"
 	peerCertFile   = "etcd-peer.pem"
 	peerKeyFile    = "etcd-peer-key.pem"
+	crlFile        = "crl.der"
 	importCertFile = "ca-import.pem"
 	importKeyFile  = "ca-import-key.pem"
 )
@@ -50,6 +52,8 @@ type nodePKI struct {
 	revoked *pki.RevokedSet
 	lg      *slog.Logger
 	fileMu  sync.Mutex
+	// crlNumber numbers the CRLs this node writes.
+	crlNumber int64
 }
 
 // memStore holds the CA record of a cluster being bootstrapped until etcd,
@@ -215,6 +219,9 @@ func (p *nodePKI) issueNodeCerts(ctx context.Context, c Config) error {
 	if err := p.writeIssued(peer, peerCertFile, peerKeyFile); err != nil {
 		return err
 	}
+	if err := p.writeCRL(); err != nil {
+		return fmt.Errorf("server: write the first CRL: %w", err)
+	}
 	if p.node, err = p.renewer(node, pki.ProfileLeaderServer, nodeCertFile, nodeKeyFile); err != nil {
 		return err
 	}
@@ -296,11 +303,35 @@ func (p *nodePKI) loadCA(ctx context.Context, kv *etcdstore.KV, sealer pki.Seale
 }
 
 // etcdTLS names the files of both etcd links: the node certificate serves
-// the client link, the peer certificate the peer link.
+// the client link, the peer certificate the peer link. When the node has a
+// CRL file (written at bootstrap and on every revocation since), etcd reads
+// it on each handshake and refuses what it lists; a node that has none yet
+// (a Standby's first start) runs this start without it, since etcd would
+// refuse every connection while the file is missing.
 func (p *nodePKI) etcdTLS() (client, peer *cluster.TLSFiles) {
 	ca := filepath.Join(p.dir, caFile)
-	return &cluster.TLSFiles{CertFile: filepath.Join(p.dir, nodeCertFile), KeyFile: filepath.Join(p.dir, nodeKeyFile), CAFile: ca},
-		&cluster.TLSFiles{CertFile: filepath.Join(p.dir, peerCertFile), KeyFile: filepath.Join(p.dir, peerKeyFile), CAFile: ca}
+	crl := filepath.Join(p.dir, crlFile)
+	if _, err := os.Stat(crl); err != nil {
+		crl = ""
+	}
+	return &cluster.TLSFiles{CertFile: filepath.Join(p.dir, nodeCertFile), KeyFile: filepath.Join(p.dir, nodeKeyFile), CAFile: ca, CRLFile: crl},
+		&cluster.TLSFiles{CertFile: filepath.Join(p.dir, peerCertFile), KeyFile: filepath.Join(p.dir, peerKeyFile), CAFile: ca, CRLFile: crl}
+}
+
+// writeCRL signs the current revocations into tls/crl.der (atomically), so
+// etcd's listeners refuse them as the gRPC and REST listeners do.
+func (p *nodePKI) writeCRL() error {
+	if p.ca == nil {
+		return nil
+	}
+	p.fileMu.Lock()
+	defer p.fileMu.Unlock()
+	p.crlNumber++
+	der, err := p.ca.CRL(p.revoked.Serials(), big.NewInt(time.Now().UnixNano()+p.crlNumber), time.Now(), 7*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(p.dir, crlFile), der, 0o644)
 }
 
 // serverTLS is the config of the gRPC and HTTP listeners: the node's
@@ -350,6 +381,9 @@ func (p *nodePKI) watchRevocations(ctx context.Context, cli *clientv3.Client) er
 			}
 		}
 		p.revoked.Replace(serials)
+		if err := p.writeCRL(); err != nil {
+			p.lg.Warn("write the CRL for etcd's listeners", "err", err)
+		}
 		wc := cli.Watch(ctx, revokedPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 		for wr := range wc {
 			if wr.Err() != nil {
@@ -363,6 +397,9 @@ func (p *nodePKI) watchRevocations(ctx context.Context, cli *clientv3.Client) er
 						p.revoked.Add(n)
 					}
 				}
+			}
+			if err := p.writeCRL(); err != nil {
+				p.lg.Warn("write the CRL for etcd's listeners", "err", err)
 			}
 		}
 	}

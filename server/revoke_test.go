@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -152,6 +155,30 @@ func TestRevokedCertificateIsRefused(t *testing.T) {
 		select {
 		case <-ctx.Done():
 			t.Fatal("the revoked certificate is still accepted")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// etcd's client and peer listeners read the CRL file the node keeps.
+	inCRL := func() bool {
+		der, err := os.ReadFile(filepath.Join(n.DataDir, "tls", "crl.der"))
+		if err != nil {
+			return false
+		}
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			return false
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(issued.Leaf().SerialNumber) == 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for !inCRL() {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the revoked serial never reached the CRL etcd reads")
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
