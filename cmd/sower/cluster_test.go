@@ -7,9 +7,13 @@ import (
 	"testing"
 
 	"filippo.io/age"
+
+	"github.com/sowerproject/sower/internal/testutil"
 )
 
 func TestClusterUsageErrorsExit2(t *testing.T) {
+	// Build first: runSower's one-minute deadline would include the build.
+	testutil.BuildSower(t)
 	dir := t.TempDir()
 	seedFile := filepath.Join(dir, "s.seed")
 	os.WriteFile(seedFile, []byte("not opened before the flags are checked"), 0o600)
