@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sowerproject/sower/policy"
 	"github.com/sowerproject/sower/server/etcdstore"
 )
 
@@ -116,6 +117,14 @@ func openPolicies(ctx context.Context, cli *clientv3.Client, account string, lg 
 	pol := etcdstore.NewPolicies(cli, etcdstore.PolicyConfig{MaxTxnOps: etcdMaxTxnOps, MaxTxnBytes: etcdMaxRequestBytes, Logger: lg})
 	if err := pol.Open(ctx); err != nil {
 		return nil, fmt.Errorf("server: read policies: %w", err)
+	}
+	// Every cluster has its root policy after its first start. Only a
+	// cluster without one goes through EnsureAccount, which waits for the
+	// graph to catch up with etcd: on a node restarting while the Leader
+	// loads policy that wait would never end, because the watch that
+	// applies those loads (Run) starts only after this.
+	if _, ok := pol.Graph().Resource(policy.NewID(account, policy.KindPolicy, policy.RootPolicy)); ok {
+		return pol, nil
 	}
 	if err := pol.EnsureAccount(ctx, account); err != nil {
 		return nil, fmt.Errorf("server: create the root policy of account %q: %w", account, err)
