@@ -327,6 +327,14 @@ func (a *AuthnAudit) Flush(ctx context.Context) error {
 			"first": first.UTC(), "last": last.UTC(), "counts": counts, "node": a.c.Node,
 		}))
 	}
+	// The in-process etcd client may apply a transaction whose context is
+	// already cancelled and then report the cancellation; putting the
+	// counts back after that would write them twice. A dead context
+	// starts no write.
+	if err := ctx.Err(); err != nil {
+		a.putBack(detailed, summary)
+		return err
+	}
 	if _, err := a.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		a.putBack(detailed, summary)
 		return err
