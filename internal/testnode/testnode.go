@@ -27,11 +27,8 @@ type Node struct {
 	Pin      pki.Pin
 }
 
-// Option adjusts the node's configuration.
-type Option func(*server.Config)
-
 // Start runs a Leader until the test ends.
-func Start(t testing.TB, opts ...Option) *Node {
+func Start(t testing.TB) *Node {
 	t.Helper()
 	dir := t.TempDir()
 	a := testutil.FreeAddrs(t, 4)
@@ -39,9 +36,6 @@ func Start(t testing.TB, opts ...Option) *Node {
 		Name: "leader-1", Account: "acme", DataDir: dir,
 		GRPCAddr: a[0], HTTPAddr: a[1], EtcdClientAddr: a[2], EtcdPeerAddr: a[3],
 		Logger: slog.New(slog.NewTextHandler(testOutput(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
-	for _, o := range opts {
-		o(&c)
 	}
 	s, err := server.New(c)
 	if err != nil {

@@ -1,7 +1,6 @@
 package etcdstore
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 
@@ -47,19 +46,6 @@ func (s *KV) CompareAndSwap(ctx context.Context, key string, prev, next []byte) 
 		return false, fmt.Errorf("etcdstore: swap %s: %w", key, err)
 	}
 	return resp.Succeeded, nil
-}
-
-// List returns every key/value under prefix, in key order.
-func (s *KV) List(ctx context.Context, prefix string) (keys []string, values [][]byte, err error) {
-	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, nil, fmt.Errorf("etcdstore: list %s: %w", prefix, err)
-	}
-	for _, kv := range resp.Kvs {
-		keys = append(keys, string(kv.Key))
-		values = append(values, bytes.Clone(kv.Value))
-	}
-	return keys, values, nil
 }
 
 var (
