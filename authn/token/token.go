@@ -3,6 +3,7 @@ package token
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -116,6 +117,8 @@ type Service struct {
 
 	reloadMu   sync.Mutex
 	lastReload time.Time
+
+	verified verifiedCache
 }
 
 // New returns a Service with no keys loaded; call Load or EnsureKey.
@@ -386,6 +389,14 @@ func decodeSegment(s string) ([]byte, error) {
 // leeway. A token whose key id is unknown makes the ring reload (at most once
 // per reload interval) before it is refused.
 func (s *Service) Verify(ctx context.Context, raw []byte) (Claims, error) {
+	var sum [sha256.Size]byte
+	r := s.ring.Load()
+	if len(raw) <= MaxTokenSize {
+		sum = sha256.Sum256(raw)
+		if c, ok := s.verified.get(sum, r); ok {
+			return c, s.checkTimes(c)
+		}
+	}
 	p, err := parse(raw)
 	if err != nil {
 		return Claims{}, err
@@ -399,7 +410,14 @@ func (s *Service) Verify(ctx context.Context, raw []byte) (Claims, error) {
 	if !k.verify(input, p.sig) {
 		return Claims{}, authn.Refuse(authn.ReasonSignature, "access token signature does not verify with key %s", k.kid)
 	}
-	return s.claims(p, k)
+	c, err := s.claims(p, k)
+	if err != nil {
+		return Claims{}, err
+	}
+	if s.ring.Load() == r {
+		s.verified.put(sum, r, c)
+	}
+	return c, nil
 }
 
 func (s *Service) keyFor(ctx context.Context, p *parsed) (*signingKey, error) {
@@ -472,14 +490,22 @@ func (s *Service) claims(p *parsed, k *signingKey) (Claims, error) {
 	if life := time.Duration(exp-iat) * time.Second; life > s.cfg.MaxTTL {
 		return Claims{}, authn.Refuse(authn.ReasonLifetime, "access token for %q lives %s, more than %s", c.Subject, life, s.cfg.MaxTTL)
 	}
-	now := s.now()
-	if !now.Before(c.Expires.Add(s.cfg.Leeway)) {
-		return Claims{}, authn.Refuse(authn.ReasonExpired, "access token for %q expired at %s", c.Subject, c.Expires.UTC().Format(time.RFC3339))
-	}
-	if c.IssuedAt.After(now.Add(s.cfg.Leeway)) {
-		return Claims{}, authn.Refuse(authn.ReasonNotYetValid, "access token for %q is issued in the future (%s)", c.Subject, c.IssuedAt.UTC().Format(time.RFC3339))
+	if err := s.checkTimes(c); err != nil {
+		return Claims{}, err
 	}
 	return c, nil
+}
+
+// checkTimes checks exp and iat against the clock, with the leeway.
+func (s *Service) checkTimes(c Claims) error {
+	now := s.now()
+	if !now.Before(c.Expires.Add(s.cfg.Leeway)) {
+		return authn.Refuse(authn.ReasonExpired, "access token for %q expired at %s", c.Subject, c.Expires.UTC().Format(time.RFC3339))
+	}
+	if c.IssuedAt.After(now.Add(s.cfg.Leeway)) {
+		return authn.Refuse(authn.ReasonNotYetValid, "access token for %q is issued in the future (%s)", c.Subject, c.IssuedAt.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // unixSeconds reads a JSON number (not a string: Conjur clients read iat and

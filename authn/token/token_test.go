@@ -1,6 +1,7 @@
 package token
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -530,5 +531,45 @@ func TestFromMetadata(t *testing.T) {
 				t.Fatalf("FromMetadata = %q, %v", raw, err)
 			}
 		})
+	}
+}
+
+func TestVerifiedCache(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, EdDSA)
+	tok := mustIssue(t, f.svc, "host/app")
+	for range 2 {
+		c, err := f.svc.Verify(ctx, tok.JSON)
+		if err != nil || c.Subject != "host/app" {
+			t.Fatalf("Verify = %+v, %v", c, err)
+		}
+	}
+	if n := len(f.svc.verified.m); n != 1 {
+		t.Fatalf("cache holds %d tokens after verifying one twice, want 1", n)
+	}
+
+	// Other bytes are other tokens: a changed signature is verified, and refused.
+	forged := bytes.Replace(tok.JSON, []byte(`"signature":"`), []byte(`"signature":"A`), 1)
+	if _, err := f.svc.Verify(ctx, forged); err == nil {
+		t.Fatal("a token with a changed signature verified")
+	}
+
+	// The time checks run on a cached token too.
+	f.clock.Advance(DefaultTTL + DefaultLeeway)
+	if _, err := f.svc.Verify(ctx, tok.JSON); !authn.IsReason(err, authn.ReasonExpired) {
+		t.Fatalf("cached token past its expiry: %v (%s)", err, detail(err))
+	}
+
+	// The cache is bounded.
+	var c verifiedCache
+	r := f.svc.ring.Load()
+	for i := range verifiedCacheSize + 10 {
+		var sum [32]byte
+		sum[0], sum[1] = byte(i), byte(i>>8)
+		c.put(sum, r, Claims{})
+	}
+	if len(c.m) != verifiedCacheSize {
+		t.Fatalf("cache holds %d entries, bound is %d", len(c.m), verifiedCacheSize)
 	}
 }
