@@ -22,6 +22,8 @@ import (
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/pemutil"
 	"go.step.sm/crypto/x509util"
+
+	"github.com/sowerproject/sower/internal/keypool"
 )
 
 // DefaultCAStoreKey is the etcd key the CA record (certificates and sealed
@@ -78,6 +80,7 @@ type options struct {
 	rootLifetime         time.Duration
 	intermediateLifetime time.Duration
 	keyPassword          []byte
+	keyPool              int
 }
 
 // WithClock sets the clock used for validity periods (tests).
@@ -105,6 +108,13 @@ func WithIntermediateLifetime(d time.Duration) Option {
 // WithKeyPassword decrypts an encrypted PEM key given to Import.
 func WithKeyPassword(pw []byte) Option { return func(o *options) { o.keyPassword = pw } }
 
+// WithKeyPool keeps up to n keys of the CA's key type generated ahead, for
+// certificates whose key the CA makes (no CSR): a burst of seed requests
+// then spends no time on key generation until the pool runs dry. The pool
+// starts filling with the first such certificate and stops with Close.
+// Each key is used once.
+func WithKeyPool(n int) Option { return func(o *options) { o.keyPool = n } }
+
 // CA is the cluster certificate authority: it issues certificates under the
 // profile table, signing with smallstep's embedded authority. Every node that
 // can read the Store and holds the data key can Load it, so a Standby takes
@@ -117,6 +127,10 @@ type CA struct {
 	mu     sync.Mutex // serializes RotateIntermediate and Close
 	state  atomic.Pointer[caState]
 	closed bool
+
+	// keys is the pool of WithKeyPool (nil without): it starts filling
+	// with the first certificate whose key the CA makes.
+	keys *keypool.Pool[crypto.Signer]
 }
 
 // caState is one issuing configuration; RotateIntermediate swaps it whole.
@@ -149,6 +163,9 @@ func newCA(cfg Config, opts []Option) (*CA, error) {
 		return nil, errors.New("pki: CA lifetimes must be positive")
 	}
 	ca := &CA{cfg: cfg, opts: o, profiles: map[ProfileName]Profile{}}
+	if o.keyPool > 0 {
+		ca.keys = keypool.New(o.keyPool, o.keyType.Generate)
+	}
 	for _, p := range defaultProfiles {
 		ca.profiles[p.Name] = p
 	}
@@ -319,6 +336,9 @@ func (ca *CA) Close() error {
 		return nil
 	}
 	ca.closed = true
+	if ca.keys != nil {
+		ca.keys.Stop()
+	}
 	if st := ca.state.Load(); st != nil {
 		return st.auth.Shutdown()
 	}

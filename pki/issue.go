@@ -229,7 +229,7 @@ func (ca *CA) Issue(ctx context.Context, profile ProfileName, req Request) (*Iss
 	if kt == "" {
 		kt = ca.opts.keyType
 	}
-	key, err := kt.Generate()
+	key, err := ca.newKey(kt)
 	if err != nil {
 		return nil, err
 	}
@@ -249,6 +249,15 @@ func (ca *CA) Issue(ctx context.Context, profile ProfileName, req Request) (*Iss
 	chain = append(chain, resp.Certificate)
 	chain = append(chain, resp.CertificateChain...)
 	return &Issued{Chain: chain, Key: key}, nil
+}
+
+// newKey returns a new key of type kt: from the pool when there is one for
+// that type.
+func (ca *CA) newKey(kt KeyType) (crypto.Signer, error) {
+	if ca.keys == nil || kt != ca.opts.keyType {
+		return kt.Generate()
+	}
+	return ca.keys.Get()
 }
 
 // templateModifier makes the authority's certificate exactly our template,

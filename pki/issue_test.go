@@ -3,6 +3,8 @@ package pki_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -294,4 +296,33 @@ func TestIssueNeverOutlivesIssuer(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.issue(t, pki.ProfileLeaderServer, pki.Request{CommonName: "l", DNSNames: []string{"l.example"}})
+}
+
+// With a key pool, every certificate still gets a key of its own, of the
+// CA's key type, and Close stops the pool's filler (goleak checks).
+func TestIssueWithKeyPool(t *testing.T) {
+	f := newFixture(t, pki.WithKeyPool(4), pki.WithKeyType(pki.KeyECDSAP256))
+	seen := map[string]bool{}
+	for i := range 12 {
+		c := f.issue(t, pki.ProfileFollowerServer, pki.Request{CommonName: "f.example", DNSNames: []string{"f.example"}})
+		der, err := x509.MarshalPKIXPublicKey(c.Leaf().PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[string(der)] {
+			t.Fatalf("certificate %d reuses a key", i)
+		}
+		seen[string(der)] = true
+		if _, ok := c.Key.(*ecdsa.PrivateKey); !ok || !keyutil.Equal(c.Key.Public(), c.Leaf().PublicKey) {
+			t.Fatalf("certificate %d: key %T does not match the certificate", i, c.Key)
+		}
+	}
+	// Another key type bypasses the pool.
+	c := f.issue(t, pki.ProfileFollowerServer, pki.Request{CommonName: "f.example", DNSNames: []string{"f.example"}, KeyType: pki.KeyEd25519})
+	if _, ok := c.Key.(ed25519.PrivateKey); !ok {
+		t.Fatalf("KeyType ed25519 gave a %T key", c.Key)
+	}
+	if err := f.ca.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
