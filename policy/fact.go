@@ -111,7 +111,7 @@ func Equal(a, b Fact) bool {
 
 // MarshalFact returns the JSON value stored under f.Key().
 func MarshalFact(f Fact) ([]byte, error) {
-	return json.Marshal(f)
+	return appendFactJSON(make([]byte, 0, 160), f), nil
 }
 
 // UnmarshalFact decodes a stored fact. The key says which type the value
