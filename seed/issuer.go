@@ -126,6 +126,9 @@ type Config struct {
 	// AllowPlain lets callers ask for unsealed seeds (Conjur's seed
 	// fetcher expects a plain tar). Off by default.
 	AllowPlain bool
+	// Ephemerals, when set, supplies the ephemeral keys of sealing, made
+	// ahead of a burst. The caller stops it.
+	Ephemerals *archive.Ephemerals
 }
 
 // Option changes optional behaviour.
@@ -232,7 +235,14 @@ func (i *Issuer) recipient(s string) (age.Recipient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: recipient: %v", ErrInvalidRequest, err)
 	}
-	return r, nil
+	if i.c.Ephemerals == nil {
+		return r, nil
+	}
+	pr, err := archive.PooledRecipient(r, i.c.Ephemerals)
+	if err != nil {
+		return nil, fmt.Errorf("%w: recipient: %v", ErrInvalidRequest, err)
+	}
+	return pr, nil
 }
 
 // IssueFollower issues a Follower seed.

@@ -294,13 +294,25 @@ func (p *nodePKI) persistCA(ctx context.Context, mem *memStore, kv *etcdstore.KV
 
 // loadCA loads the cluster CA from etcd so this node can issue.
 func (p *nodePKI) loadCA(ctx context.Context, kv *etcdstore.KV, sealer pki.Sealer) error {
-	ca, err := pki.Load(ctx, pki.Config{Store: kv, Sealer: sealer})
+	ca, err := pki.Load(ctx, pki.Config{Store: kv, Sealer: sealer}, pki.WithKeyPool(caKeyPool))
 	if err != nil {
 		return fmt.Errorf("server: load the cluster CA from etcd: %w", err)
+	}
+	if p.ca != nil {
+		p.ca.Close() // the bootstrap's in-memory CA
 	}
 	p.ca = ca
 	return nil
 }
+
+// caKeyPool is how many certificate keys the CA keeps generated ahead, and
+// seedEphemeralPool how many sealing keys the seed service does: a Follower
+// seed takes two of the first and one of the second, so a startup storm of
+// 256 pods finds its keys ready.
+const (
+	caKeyPool         = 512
+	seedEphemeralPool = 256
+)
 
 // etcdTLS names the files of both etcd links: the node certificate serves
 // the client link, the peer certificate the peer link. When the node has a

@@ -28,6 +28,7 @@ import (
 
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/seed"
+	"github.com/sowerproject/sower/seed/archive"
 	"github.com/sowerproject/sower/server/conjur"
 	"github.com/sowerproject/sower/server/etcdstore"
 )
@@ -271,7 +272,11 @@ func (s *Server) Run(ctx context.Context) error {
 	reflection.Register(gs)
 
 	dk := &dataKeys{kr: dataKey, path: dd.join("data.key"), name: s.c.Name, cli: etcd.Client(), lg: s.lg, members: etcd.MemberNames}
-	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies, pki: np, dataKey: dataKey, dataKeys: dk, quorum: q})
+	// Sealing keys made ahead: the pool fills after the first sealed seed,
+	// so that a startup storm of Followers finds them ready.
+	eph := archive.NewEphemerals(seedEphemeralPool)
+	defer eph.Stop()
+	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies, pki: np, dataKey: dataKey, dataKeys: dk, quorum: q, ephemerals: eph})
 	if err != nil {
 		return err
 	}

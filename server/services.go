@@ -44,6 +44,8 @@ type serviceDeps struct {
 	pki      *nodePKI
 	dataKey  *pki.Keyring
 	dataKeys *dataKeys
+	// ephemerals are the sealing keys made ahead for seed bursts.
+	ephemerals *archive.Ephemerals
 }
 
 // services builds every API service of the node. A new service is one more
@@ -103,6 +105,7 @@ func (s *Server) seedService(d serviceDeps) (*seedapi.Service, error) {
 		Reserved:   func() []string { return s.reservedNames(d) },
 		AllowPlain: s.c.AllowPlainSeeds,
 		TTL:        s.c.SeedTTL,
+		Ephemerals: d.ephemerals,
 	})
 	if err != nil {
 		return nil, err
