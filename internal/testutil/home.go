@@ -3,6 +3,8 @@ package testutil
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -17,6 +19,17 @@ func RunWithOwnHome(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(home)
+	// The go command finds its build and module caches (and its settings)
+	// under HOME unless told otherwise; pin them first, or every `go build`
+	// these tests run (BuildSower) would start cold and download modules.
+	if out, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH", "GOENV").Output(); err == nil {
+		vals := strings.Split(strings.TrimSpace(string(out)), "\n")
+		for i, k := range []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOENV"} {
+			if i < len(vals) && os.Getenv(k) == "" && vals[i] != "" {
+				os.Setenv(k, vals[i])
+			}
+		}
+	}
 	if err := os.Setenv("HOME", home); err != nil {
 		fmt.Fprintln(os.Stderr, "set HOME:", err)
 		return 1
