@@ -36,6 +36,7 @@ type nodeConfig struct {
 	ShutdownTimeout string `yaml:"shutdown-timeout"`
 	Cluster         string `yaml:"cluster"`
 	FailoverTTL     string `yaml:"failover-ttl"`
+	MemoryLimit     string `yaml:"memory-limit"`
 }
 
 // nodeFlags declares the node flags with defaults that work on a laptop.
@@ -52,12 +53,13 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.String("shutdown-timeout", "5s", "how long in-flight requests may run after SIGTERM")
 	fs.String("cluster", "", `auto-failover cluster name, policy conjur/cluster/<name> (default: the cluster's own, "default" for a new one)`)
+	fs.String("memory-limit", "auto", "soft memory limit of the node: auto (85% of the container's cgroup limit, or GOMEMLIMIT), none, or a size such as 900MiB")
 	fs.String("failover-ttl", "", "how long a silent Leader keeps its role before a Standby takes over, when the cluster policy has no ttl annotation (default 10s, at least 2s)")
 }
 
 // configKeys are the keys a config file may hold.
 var configKeys = []string{"data-dir", "account", "name", "grpc-addr", "http-addr", "etcd-client-addr",
-	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl"}
+	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl", "memory-limit"}
 
 // secretKeys are redacted by `sower config print`. None of today's keys is
 // a secret (credentials live in files under the data dir); the list exists
@@ -109,6 +111,7 @@ func loadNodeConfig(fs *pflag.FlagSet) (nodeConfig, error) {
 		LogFormat: v.GetString("log-format"), LogLevel: v.GetString("log-level"),
 		ShutdownTimeout: v.GetString("shutdown-timeout"),
 		Cluster:         v.GetString("cluster"), FailoverTTL: v.GetString("failover-ttl"),
+		MemoryLimit: v.GetString("memory-limit"),
 	}
 	if _, err := c.serverConfig(io.Discard); err != nil {
 		return nodeConfig{}, err
@@ -151,6 +154,9 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 	d, err := time.ParseDuration(c.ShutdownTimeout)
 	if err != nil || d <= 0 {
 		return server.Config{}, &usageError{fmt.Errorf("shutdown-timeout %q: give a positive duration such as 5s or 1m", c.ShutdownTimeout)}
+	}
+	if _, err := parseMemoryLimit(c.MemoryLimit); err != nil {
+		return server.Config{}, &usageError{err}
 	}
 	var ttl time.Duration
 	if c.FailoverTTL != "" {

@@ -68,6 +68,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		"corrupt config file": {nil, []string{"config", "print", "--config", corrupt}, "config file " + corrupt},
 		"unknown config key":  {nil, []string{"config", "print", "--config", unknown}, `unknown key "acount"`},
 		"bad shutdown":        {nil, []string{"config", "print", "--shutdown-timeout", "soon"}, "shutdown-timeout"},
+		"bad memory limit":    {nil, []string{"config", "print", "--memory-limit", "lots"}, "memory-limit \"lots\""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

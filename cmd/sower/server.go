@@ -42,6 +42,9 @@ Standby instead (see sower standby join).`,
 			if sc.Join, err = joinFromFlags(cmd.Flags(), nc.DataDir, false); err != nil {
 				return err
 			}
+			if err := applyMemoryLimit(nc.MemoryLimit, sc.Logger); err != nil {
+				return err
+			}
 			return runServer(cmd.Context(), sc, cmd.ErrOrStderr())
 		},
 	}

@@ -51,6 +51,9 @@ member first (sower cluster remove NAME on the Leader) and issue a new seed.`,
 			if sc.Join, err = joinFromFlags(cmd.Flags(), nc.DataDir, true); err != nil {
 				return err
 			}
+			if err := applyMemoryLimit(nc.MemoryLimit, sc.Logger); err != nil {
+				return err
+			}
 			return runServer(cmd.Context(), sc, cmd.ErrOrStderr())
 		},
 	}

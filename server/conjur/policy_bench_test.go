@@ -227,12 +227,13 @@ func BenchmarkReplace100kHosts(b *testing.B) {
 		name string
 		text string
 	}{{"initial", full}, {"unchanged", full}, {"one-layer-less", less}}
-	// SOWER_BENCH_GOMEMLIMIT, when set, is the Leader's GOMEMLIMIT: Go's
-	// soft memory limit, which bounds its resident memory at some CPU cost.
+	// SOWER_BENCH_MEMORY_LIMIT, when set, is the Leader's --memory-limit
+	// (Go's soft memory limit, as in a container with a memory limit),
+	// which bounds its resident memory at some CPU cost.
 	var env []string
-	if l := os.Getenv("SOWER_BENCH_GOMEMLIMIT"); l != "" {
-		env = append(env, "GOMEMLIMIT="+l)
-		b.Logf("Leader runs with GOMEMLIMIT=%s", l)
+	if l := os.Getenv("SOWER_BENCH_MEMORY_LIMIT"); l != "" {
+		env = append(env, "SOWER_MEMORY_LIMIT="+l)
+		b.Logf("Leader runs with --memory-limit %s", l)
 	}
 	n := startProcess(b, env...)
 	b.ResetTimer()

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+// cgroupMemoryMax is where a cgroup v2 container's memory limit is read
+// (a Kubernetes pod's resources.limits.memory ends up there).
+var cgroupMemoryMax = "/sys/fs/cgroup/memory.max"
+
+// memoryLimitShare is the share of a container's memory limit given to Go
+// as its soft limit: the rest is etcd's memory-mapped database and slack.
+const memoryLimitShare = 0.85
+
+// parseMemoryLimit reads the memory-limit setting: "auto", "none" or a size
+// in bytes with an optional unit (KiB, MiB, GiB, KB, MB, GB; "900MiB").
+// It returns the limit in bytes, -1 for none, or 0 for auto.
+func parseMemoryLimit(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	switch strings.ToLower(s) {
+	case "auto", "":
+		return 0, nil
+	case "none", "0":
+		return -1, nil
+	}
+	num, unit := s, ""
+	if i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' }); i >= 0 {
+		num, unit = s[:i], strings.TrimSpace(s[i:])
+	}
+	mult := map[string]float64{"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+		"kb": 1e3, "mb": 1e6, "gb": 1e9}[strings.ToLower(unit)]
+	v, err := strconv.ParseFloat(num, 64)
+	if mult == 0 || err != nil || v <= 0 || v*mult > math.MaxInt64 {
+		return 0, fmt.Errorf("memory-limit %q: give auto, none, or a size such as 900MiB or 2GiB", s)
+	}
+	limit := int64(v * mult)
+	if limit < 64<<20 {
+		return 0, fmt.Errorf("memory-limit %q: at least 64MiB; a Leader holds the whole permission graph in memory", s)
+	}
+	return limit, nil
+}
+
+// applyMemoryLimit sets Go's soft memory limit: the garbage collector works
+// harder as the heap nears it, so the node's memory stays under a
+// container's limit instead of being killed at it after a large policy
+// load. "auto" leaves a GOMEMLIMIT from the environment alone and otherwise
+// takes 85% of the cgroup's memory limit, when there is one.
+func applyMemoryLimit(setting string, lg *slog.Logger) error {
+	limit, err := parseMemoryLimit(setting)
+	if err != nil {
+		return &usageError{err}
+	}
+	switch {
+	case limit < 0:
+		debug.SetMemoryLimit(math.MaxInt64)
+		return nil
+	case limit > 0:
+		debug.SetMemoryLimit(limit)
+		lg.Info("memory limit set", "memory_limit_bytes", limit, "source", "memory-limit")
+		return nil
+	}
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return nil
+	}
+	raw, err := os.ReadFile(cgroupMemoryMax)
+	if err != nil {
+		return nil
+	}
+	max, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+	if err != nil || max <= 0 { // "max": no limit
+		return nil
+	}
+	limit = int64(float64(max) * memoryLimitShare)
+	debug.SetMemoryLimit(limit)
+	lg.Info("memory limit set", "memory_limit_bytes", limit, "source", cgroupMemoryMax)
+	return nil
+}
