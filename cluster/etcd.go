@@ -88,6 +88,13 @@ func (f *TLSFiles) info() transport.TLSInfo {
 // default is one, which would make concurrent Standby joins fail).
 const maxLearners = 3
 
+// snapshotCount and snapshotCatchUpEntries bound the raft log etcd keeps
+// in memory (see newEtcdConfig).
+const (
+	snapshotCount          = 1000
+	snapshotCatchUpEntries = 200
+)
+
 // Etcd is a running embedded etcd member.
 type Etcd struct {
 	e       *embed.Etcd
@@ -179,6 +186,15 @@ func (c EtcdConfig) embedConfig(closing *atomic.Bool) (*embed.Config, error) {
 	}
 	// Standbys join as learners; a few may join at once.
 	cfg.MaxLearners = maxLearners
+	// etcd keeps every raft entry since its last snapshot in memory, plus
+	// SnapshotCatchUpEntries before it for slow members. sower's entries
+	// can be large (a policy load is written in batches of up to
+	// MaxRequestBytes), so etcd's defaults (10,000 and 5,000 entries) would
+	// keep gigabytes around after a few big loads; these keep a few hundred
+	// entries. A member that falls further behind gets a snapshot instead,
+	// which for sower's data is no larger than the entries would be.
+	cfg.SnapshotCount = snapshotCount
+	cfg.SnapshotCatchUpEntries = snapshotCatchUpEntries
 	// etcd's metrics would otherwise register into the default Prometheus
 	// registry twice in tests that run two members in one process.
 	cfg.Metrics = "basic"
