@@ -1,7 +1,5 @@
 package policy
 
-import "strings"
-
 // Storage keys. A key is a type prefix and the fact's primary key, the same
 // columns Conjur's tables use as primary key, each component escaped so that
 // '/' only ever separates components:
@@ -24,87 +22,118 @@ const (
 	keyAnnotation = "annotation"
 )
 
-// keyBuilder writes a key; keys are built often (every fact a load
-// declares), so this avoids the intermediate strings of concatenation.
-type keyBuilder struct{ strings.Builder }
+// Keys are built often (several times for every fact a load declares), so
+// they are appended to a byte slice: Key writes into a buffer on the stack
+// and allocates only the string it returns, and the planner looks keys up
+// in its maps from a reused buffer without allocating at all.
 
-// part writes '/' and s, escaped.
-func (b *keyBuilder) part(s string) {
-	b.WriteByte('/')
+// keyBufSize is the stack buffer Key writes into; longer keys still work,
+// the buffer then grows on the heap.
+const keyBufSize = 128
+
+// appendEscaped appends s with '%' and '/' escaped.
+func appendEscaped(b []byte, s string) []byte {
+	start := 0
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
+		var esc string
+		switch s[i] {
 		case '%':
-			b.WriteString("%25")
+			esc = "%25"
 		case '/':
-			b.WriteString("%2F")
+			esc = "%2F"
 		default:
-			b.WriteByte(c)
+			continue
 		}
+		b = append(b, s[start:i]...)
+		b = append(b, esc...)
+		start = i + 1
 	}
+	return append(b, s[start:]...)
 }
 
-// id writes '/' and an escaped ID.
-func (b *keyBuilder) id(id ID) {
-	b.part(id.Account)
-	b.WriteByte(':')
-	b.WriteString(escapeKey(id.Kind))
-	b.WriteByte(':')
-	b.WriteString(escapeKey(id.Name))
+// appendPart appends '/' and s, escaped.
+func appendPart(b []byte, s string) []byte {
+	return appendEscaped(append(b, '/'), s)
 }
 
-func escapeKey(s string) string {
-	if !strings.ContainsAny(s, "%/") {
-		return s
+// appendID appends '/' and an escaped ID.
+func appendID(b []byte, id ID) []byte {
+	b = appendPart(b, id.Account)
+	b = appendEscaped(append(b, ':'), id.Kind)
+	return appendEscaped(append(b, ':'), id.Name)
+}
+
+// appendRoleKey appends the key of the role id.
+func appendRoleKey(b []byte, id ID) []byte {
+	return appendID(append(b, keyRole...), id)
+}
+
+// appendResourceKey appends the key of the resource id.
+func appendResourceKey(b []byte, id ID) []byte {
+	return appendID(append(b, keyResource...), id)
+}
+
+func (f Membership) appendKey(b []byte) []byte {
+	b = append(b, keyMembership...)
+	b = appendID(b, f.Role)
+	b = appendID(b, f.Member)
+	if f.Ownership {
+		return append(b, "/owner"...)
 	}
-	var b keyBuilder
-	b.part(s)
-	return b.String()[1:]
+	return append(b, "/grant"...)
 }
 
-func newKey(prefix string, size int) *keyBuilder {
-	b := &keyBuilder{}
-	b.Grow(len(prefix) + size + 8)
-	b.WriteString(prefix)
+func (f Permission) appendKey(b []byte) []byte {
+	b = append(b, keyPermission...)
+	b = appendID(b, f.Resource)
+	b = appendPart(b, f.Privilege)
+	return appendID(b, f.Role)
+}
+
+func (f Annotation) appendKey(b []byte) []byte {
+	b = append(b, keyAnnotation...)
+	b = appendID(b, f.Resource)
+	return appendPart(b, f.Name)
+}
+
+// appendKey appends f.Key().
+func appendKey(b []byte, f Fact) []byte {
+	switch f := f.(type) {
+	case Role:
+		return appendRoleKey(b, f.ID)
+	case Resource:
+		return appendResourceKey(b, f.ID)
+	case Membership:
+		return f.appendKey(b)
+	case Permission:
+		return f.appendKey(b)
+	case Annotation:
+		return f.appendKey(b)
+	}
 	return b
 }
 
-func idLen(id ID) int { return len(id.Account) + len(id.Kind) + len(id.Name) + 3 }
-
 func (f Role) Key() string {
-	b := newKey(keyRole, idLen(f.ID))
-	b.id(f.ID)
-	return b.String()
+	var buf [keyBufSize]byte
+	return string(appendRoleKey(buf[:0], f.ID))
 }
 
 func (f Resource) Key() string {
-	b := newKey(keyResource, idLen(f.ID))
-	b.id(f.ID)
-	return b.String()
+	var buf [keyBufSize]byte
+	return string(appendResourceKey(buf[:0], f.ID))
 }
 
 func (f Membership) Key() string {
-	b := newKey(keyMembership, idLen(f.Role)+idLen(f.Member)+6)
-	b.id(f.Role)
-	b.id(f.Member)
-	if f.Ownership {
-		b.WriteString("/owner")
-	} else {
-		b.WriteString("/grant")
-	}
-	return b.String()
+	var buf [keyBufSize]byte
+	return string(f.appendKey(buf[:0]))
 }
 
 func (f Permission) Key() string {
-	b := newKey(keyPermission, idLen(f.Resource)+len(f.Privilege)+idLen(f.Role)+1)
-	b.id(f.Resource)
-	b.part(f.Privilege)
-	b.id(f.Role)
-	return b.String()
+	var buf [keyBufSize]byte
+	return string(f.appendKey(buf[:0]))
 }
 
 func (f Annotation) Key() string {
-	b := newKey(keyAnnotation, idLen(f.Resource)+len(f.Name)+1)
-	b.id(f.Resource)
-	b.part(f.Name)
-	return b.String()
+	var buf [keyBufSize]byte
+	return string(f.appendKey(buf[:0]))
 }
