@@ -134,6 +134,12 @@ type planner struct {
 	// byPolicy indexes existing facts by the policy that loaded them; built
 	// when a deleted policy first needs it.
 	byPolicy map[int32][]Fact
+
+	// resources counts the resources the text declares: each may bring an
+	// ownership membership, so the change set is sized without regrowing.
+	resources int
+	// scratch is a reused buffer for keys that are only looked up.
+	scratch []byte
 }
 
 // keyed is a declared fact, its key, and the fact stored under that key
@@ -180,10 +186,32 @@ func (p *planner) plan(records []*object) (*ChangeSet, error) {
 // current returns the existing fact with f's key, unless the load deletes
 // it.
 func (p *planner) current(f Fact) (Fact, bool) {
-	if len(p.deleted) > 0 && p.deleted[f.Key()] {
+	if p.isDeleted(f) {
 		return nil, false
 	}
 	return p.stored(f)
+}
+
+// isDeleted reports whether the load deletes the existing fact with f's
+// key; the key is only looked up, so it is not allocated.
+func (p *planner) isDeleted(f Fact) bool {
+	if len(p.deleted) == 0 {
+		return false
+	}
+	p.scratch = appendKey(p.scratch[:0], f)
+	return p.deleted[string(p.scratch)]
+}
+
+// declares reports whether the text declares the role (or the resource)
+// id, without allocating its key.
+func (p *planner) declares(id ID, role bool) bool {
+	if role {
+		p.scratch = appendRoleKey(p.scratch[:0], id)
+	} else {
+		p.scratch = appendResourceKey(p.scratch[:0], id)
+	}
+	_, ok := p.newIndex[string(p.scratch)]
+	return ok
 }
 
 // currentKeyed is current for a declared fact, located when declared.
@@ -429,14 +457,21 @@ func (p *planner) add(f Fact) {
 	if entity != nil {
 		p.declared[entity] = struct{}{}
 	}
+	if _, ok := f.(Resource); ok {
+		p.resources++
+	}
 	p.newIndex[key] = len(p.news)
 	p.news = append(p.news, keyed{f: f, key: key, cur: cur})
 }
 
 // need records a reference to check once deletions are known. Records come
 // before statements in a resolved load, and owners before what they own, so
-// a reference to something the load declares is already declared here.
+// a reference to something the load declares is already declared here (and
+// stays declared: it needs no check, nor a place in needed).
 func (p *planner) need(id ID, role bool, o *object) {
+	if p.declares(id, role) {
+		return
+	}
 	ref := reference{id: id, role: role}
 	if p.needed[ref] {
 		return
@@ -445,13 +480,6 @@ func (p *planner) need(id ID, role bool, o *object) {
 		p.needed = map[reference]bool{}
 	}
 	p.needed[ref] = true
-	var f Fact = Resource{ID: id}
-	if role {
-		f = Role{ID: id}
-	}
-	if _, declared := p.newIndex[f.Key()]; declared {
-		return
-	}
 	ref.obj = o
 	p.refs = append(p.refs, ref)
 }
@@ -585,18 +613,18 @@ func (p *planner) annotations(o *object) ([]Annotation, error) {
 // neither the text declares nor exists after the load's deletions.
 func (p *planner) checkReferences() error {
 	for _, r := range p.refs {
+		if p.declares(r.id, r.role) {
+			continue
+		}
 		var f Fact = Resource{ID: r.id}
 		if r.role {
 			f = Role{ID: r.id}
-		}
-		if _, declared := p.newIndex[f.Key()]; declared {
-			continue
 		}
 		if _, exists := p.current(f); exists {
 			continue
 		}
 		what := describe(r.obj, p.req.Policy.Account)
-		if p.deleted[f.Key()] {
+		if p.isDeleted(f) {
 			return objectError(p.req.Filename, r.obj, "%s is deleted by this load but still referenced here", what)
 		}
 		return objectError(p.req.Filename, r.obj, "%s not found: declare it, or load the policy that declares it first", what)
@@ -611,10 +639,12 @@ func (p *planner) checkReferences() error {
 // deleted and written into one update.
 func (p *planner) changeSet() *ChangeSet {
 	cs := &ChangeSet{Policy: p.req.Policy, Mode: p.req.Mode, Policies: []ID{p.req.Policy}, Revision: p.g.rev}
+	// A declared resource that is written may bring its ownership
+	// membership: p.resources bounds the derived facts.
 	var (
-		writes  = make([]keyed, 0, len(p.news)+len(p.news)/4) // facts to put that do not exist (or are deleted above)
+		writes  = make([]keyed, 0, len(p.news)+p.resources) // facts to put that do not exist (or are deleted above)
 		updated []Fact
-		derived []keyed
+		derived = make([]keyed, 0, p.resources)
 	)
 	classify := func(k keyed) (written bool) {
 		cur, exists := p.currentKeyed(k)
@@ -677,6 +707,9 @@ func (p *planner) changeSet() *ChangeSet {
 		}
 	}
 	cs.Created = make([]Fact, 0, len(writes))
+	if n := countNewRoles(writes); n > 0 {
+		cs.NewRoles = make([]ID, 0, n)
+	}
 	for _, k := range writes {
 		if folded[k.key] {
 			continue
@@ -690,14 +723,25 @@ func (p *planner) changeSet() *ChangeSet {
 	return cs
 }
 
+// countNewRoles counts the users and hosts among writes, to size
+// ChangeSet.NewRoles.
+func countNewRoles(writes []keyed) int {
+	n := 0
+	for _, k := range writes {
+		if r, ok := k.f.(Role); ok && (r.ID.Kind == KindUser || r.ID.Kind == KindHost) {
+			n++
+		}
+	}
+	return n
+}
+
 // isRole reports whether id will be a role after the load.
 func (p *planner) isRole(id ID) bool {
-	f := Role{ID: id}
-	if _, ok := p.newIndex[f.Key()]; ok {
+	if p.declares(id, true) {
 		return true
 	}
-	_, ok := p.current(f)
-	return ok
+	i := p.g.lookup(id)
+	return i != noID && p.g.nodes[i].role != nil && !p.isDeleted(Role{ID: id})
 }
 
 // ownership is the membership that makes a resource's owner a member, with
