@@ -154,6 +154,11 @@ var (
 )
 
 func guessScalar(s string) any {
+	if !startsLikeNumber(s) {
+		// Most scalars are names; the regular expressions below cannot
+		// match them, and running them was a good part of parsing.
+		return guessWord(s)
+	}
 	switch {
 	case reDecimal.MatchString(s):
 		return parseInt(s, strings.NewReplacer("_", "", ",", "").Replace(s), 10)
@@ -169,6 +174,21 @@ func guessScalar(s string) any {
 			return f
 		}
 	}
+	if reDate.MatchString(s) {
+		return yamlDate(s)
+	}
+	return guessWord(s)
+}
+
+// startsLikeNumber reports whether s starts the way every integer, float
+// and date form above starts: with a sign, a digit, a dot or an exponent.
+func startsLikeNumber(s string) bool {
+	return s != "" && strings.IndexByte("+-.0123456789eE", s[0]) >= 0
+}
+
+// guessWord is guessScalar for the words SafeYAML reads as null, booleans
+// and infinities; any other scalar stays the string it is.
+func guessWord(s string) any {
 	switch strings.ToLower(s) {
 	case ".inf", "+.inf":
 		return math.Inf(1)
@@ -182,9 +202,6 @@ func guessScalar(s string) any {
 		return true
 	case "no", "off", "false":
 		return false
-	}
-	if reDate.MatchString(s) {
-		return yamlDate(s)
 	}
 	return s
 }
