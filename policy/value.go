@@ -38,8 +38,13 @@ type attr struct {
 	value any
 }
 
+// objectAttrs is the room newObject makes for attributes: a record ends
+// with four (id, annotations, account, owner), a reference with two, and
+// growing one attribute at a time cost three allocations.
+const objectAttrs = 4
+
 func newObject(spec *typeSpec, pos Position) *object {
-	return &object{spec: spec, pos: pos}
+	return &object{spec: spec, pos: pos, attrs: make([]attr, 0, min(len(spec.fields), objectAttrs))}
 }
 
 // lookup returns an attribute and whether it is set.
