@@ -26,7 +26,7 @@ func (d *Document) Len() int { return len(d.stmts) }
 // that wrap ErrInvalid and carry the line and column Conjur reports for the
 // same text.
 func Parse(filename string, text []byte) (*Document, error) {
-	p := &parser{filename: filename, events: yamlevent.NewParser(text), anchors: map[string]any{}}
+	p := &parser{filename: filename, events: yamlevent.NewParser(text), anchors: map[string]any{}, tags: map[string]tagType{}}
 	defer p.events.Close()
 	stmts, err := p.stream()
 	if err != nil {
@@ -41,6 +41,14 @@ type parser struct {
 	filename string
 	events   *yamlevent.Parser
 	anchors  map[string]any
+	// tags caches lookupTag: a text uses a handful of tags many times.
+	tags map[string]tagType
+}
+
+// tagType is what lookupTag returns for a tag.
+type tagType struct {
+	t  *typeSpec
+	ok bool
 }
 
 // fail returns an error at the scanner's current position.
@@ -142,7 +150,12 @@ func (p *parser) typeOf(tag string, def *typeSpec) (*typeSpec, error) {
 	if tag == "" {
 		return def, nil
 	}
-	t, ok := lookupTag(tag)
+	tt, cached := p.tags[tag]
+	if !cached {
+		tt.t, tt.ok = lookupTag(tag)
+		p.tags[tag] = tt
+	}
+	t, ok := tt.t, tt.ok
 	if !ok {
 		return def, nil
 	}
