@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -261,10 +262,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	unary := []grpc.UnaryServerInterceptor{recoverUnary(s.lg), m.unary, auth.unary, q.leaderOnly, notLeaderUnary}
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(serverTLS)),
 		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
-		grpc.ChainUnaryInterceptor(recoverUnary(s.lg), m.unary, auth.unary, q.leaderOnly, notLeaderUnary),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(recoverStream(s.lg), m.stream, auth.stream),
 	)
 	hs := health.NewServer()
@@ -298,7 +300,13 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("server: register gateway: %w", err)
 		}
 	}
-	cj, err := conjur.New(conn)
+	// The Conjur adapter calls the services in process, behind the same
+	// interceptors (see localConn).
+	local := newLocalConn(conn, func() []*x509.Certificate { return np.node.Current().Chain }, unary...)
+	for _, svc := range svcs {
+		svc.Register(local)
+	}
+	cj, err := conjur.New(local)
 	if err != nil {
 		return err
 	}

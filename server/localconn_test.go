@@ -1,0 +1,101 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+type fallbackConn struct{ methods []string }
+
+func (f *fallbackConn) Invoke(_ context.Context, method string, _, _ any, _ ...grpc.CallOption) error {
+	f.methods = append(f.methods, method)
+	return nil
+}
+
+func (f *fallbackConn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
+	return nil, errors.New("no streams here")
+}
+
+// An in-process call runs the interceptors in order with the caller's
+// metadata as incoming metadata and this node as the peer, and hands back
+// the reply, headers, trailers and status errors as a network call would.
+func TestLocalConn(t *testing.T) {
+	self := []*x509.Certificate{{Raw: []byte("node certificate")}}
+	var order []string
+	var sawMD metadata.MD
+	var sawPeer *peer.Peer
+	first := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		order = append(order, "first:"+info.FullMethod)
+		sawMD, _ = metadata.FromIncomingContext(ctx)
+		sawPeer, _ = peer.FromContext(ctx)
+		if err := grpc.SetHeader(ctx, metadata.Pairs("x-header", "h")); err != nil {
+			return nil, err
+		}
+		if err := grpc.SetTrailer(ctx, metadata.Pairs("x-trailer", "t")); err != nil {
+			return nil, err
+		}
+		return h(ctx, req)
+	}
+	second := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		order = append(order, "second")
+		if out, _ := metadata.FromOutgoingContext(ctx); len(out) > 0 {
+			t.Error("the caller's outgoing metadata reached the handler as outgoing metadata")
+		}
+		if req.(*healthpb.HealthCheckRequest).Service == "refuse" {
+			return nil, status.Error(codes.PermissionDenied, "no")
+		}
+		return h(ctx, req)
+	}
+	fb := &fallbackConn{}
+	c := newLocalConn(fb, func() []*x509.Certificate { return self }, first, second)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(c, hs)
+
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Token token=\"abc\"")
+	var header, trailer metadata.MD
+	resp, err := healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&header), grpc.Trailer(&trailer))
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Check = %v, %v", resp, err)
+	}
+	if len(order) != 2 || order[0] != "first:/grpc.health.v1.Health/Check" || order[1] != "second" {
+		t.Fatalf("interceptors ran as %v", order)
+	}
+	if got := sawMD.Get("authorization"); len(got) != 1 || got[0] != `Token token="abc"` {
+		t.Fatalf("incoming metadata = %v", sawMD)
+	}
+	ti, ok := sawPeer.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) != 1 || ti.State.VerifiedChains[0][0] != self[0] {
+		t.Fatalf("peer = %+v, want this node's certificate", sawPeer)
+	}
+	if header.Get("x-header")[0] != "h" || trailer.Get("x-trailer")[0] != "t" {
+		t.Fatalf("header %v, trailer %v", header, trailer)
+	}
+
+	_, err = healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{Service: "refuse"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("refused call: %v, want PermissionDenied", err)
+	}
+	_, err = healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown-service"})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("handler error: %v, want NotFound", err)
+	}
+
+	// A method not registered here goes to the network connection.
+	if err := c.Invoke(ctx, "/other.Service/Call", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(fb.methods) != 1 || fb.methods[0] != "/other.Service/Call" {
+		t.Fatalf("network connection got %v", fb.methods)
+	}
+}
