@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // ResolveOptions says where a document is loaded.
@@ -87,6 +88,15 @@ type resolver struct {
 	size int
 }
 
+// walks numbers walks over documents; a walk marks the objects and lists it
+// visits with its number (a resolved document is the resolver's own, see
+// Resolve), which is much cheaper than sets of the hundreds of thousands
+// of objects a large load has.
+var walks atomic.Uint64
+
+// newWalk returns a walk number no object or list is marked with yet.
+func newWalk() uint64 { return walks.Add(1) }
+
 func (r *resolver) fail(o *object, format string, args ...any) *Error {
 	return objectError(r.filename, o, format, args...)
 }
@@ -104,13 +114,9 @@ func objectError(filename string, o *object, format string, args ...any) *Error 
 // it refers to; the body of each policy is walked after the policy, with
 // r.namespace set to the policy's id.
 func (r *resolver) walk(list []any, shallow bool, visit func(*object) error) error {
-	w := &walker{
-		r: r, shallow: shallow, visit: visit,
-		objects: make(map[*object]struct{}, r.size),
-		seqs:    map[*seq]struct{}{},
-	}
+	w := &walker{r: r, shallow: shallow, visit: visit, walk: newWalk()}
 	err := w.list(list)
-	r.size = max(r.size, len(w.objects))
+	r.size = max(r.size, w.objects)
 	return err
 }
 
@@ -119,8 +125,9 @@ type walker struct {
 	r       *resolver
 	shallow bool
 	visit   func(*object) error
-	objects map[*object]struct{}
-	seqs    map[*seq]struct{}
+	// walk marks the objects and lists visited; objects counts them.
+	walk    uint64
+	objects int
 }
 
 func (w *walker) list(list []any) error {
@@ -133,10 +140,10 @@ func (w *walker) list(list []any) error {
 		case *seq:
 			// A list reached again through an alias holds objects already
 			// visited.
-			if _, seen := w.seqs[v]; seen {
+			if v.walked == w.walk {
 				continue
 			}
-			w.seqs[v] = struct{}{}
+			v.walked = w.walk
 			if err := w.list(v.items); err != nil {
 				return err
 			}
@@ -146,10 +153,11 @@ func (w *walker) list(list []any) error {
 }
 
 func (w *walker) object(o *object) error {
-	if _, seen := w.objects[o]; seen {
+	if o.walked == w.walk {
 		return nil
 	}
-	w.objects[o] = struct{}{}
+	o.walked = w.walk
+	w.objects++
 	if err := w.visit(o); err != nil {
 		return err
 	}
@@ -375,13 +383,13 @@ func (r *resolver) userNames(stmts []any) error {
 // passed in at the top level, the enclosing policy inside a policy body.
 func (r *resolver) owners(stmts []any) error {
 	var walk func(list []any, owner ID) error
-	visited := make(map[*object]bool, r.size)
+	visited := newWalk()
 	walk = func(list []any, owner ID) error {
 		for _, o := range flattenList(list) {
-			if visited[o] {
+			if o.walked == visited {
 				continue
 			}
-			visited[o] = true
+			o.walked = visited
 			if o.spec.hasField("owner") {
 				if v, ok := o.lookup("owner"); !ok || v == nil {
 					o.set("owner", roleObject(owner, o.pos))

@@ -31,6 +31,8 @@ type object struct {
 	// they refer to. A value is a single item or a *seq, as the text gave
 	// it. Objects have a handful of attributes: a slice beats a map.
 	attrs []attr
+	// walked is the last walk of the resolver that visited the object.
+	walked uint64
 }
 
 type attr struct {
@@ -101,6 +103,8 @@ func (h *hashValue) set(k string, v any) {
 // seq is a sequence.
 type seq struct {
 	items []any
+	// walked is the last walk of the resolver that visited the list.
+	walked uint64
 }
 
 // yamlDate is a plain scalar that Conjur's loader reads as a date.
