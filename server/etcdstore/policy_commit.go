@@ -29,6 +29,10 @@ type guard struct {
 	Base   int64  `json:"base,omitempty"`
 	// Aborting says the load is being rolled back to Base.
 	Aborting bool `json:"aborting,omitempty"`
+	// Claimed, set when rolling back, is the revision at which the load
+	// claimed the guard: secret values (which loads only delete) are
+	// restored as they were then, not at Base.
+	Claimed int64 `json:"claimed,omitempty"`
 }
 
 func decodeGuard(raw []byte) (guard, error) {
@@ -236,6 +240,11 @@ type opSource struct {
 
 func (s *opSource) count() int {
 	n := len(s.head) + len(s.cs.Deleted) + len(s.cs.Created) + len(s.cs.Updated) + len(s.creds)
+	for _, f := range s.cs.Deleted {
+		if r, ok := f.(policy.Resource); ok && r.ID.Kind == policy.KindVariable {
+			n++
+		}
+	}
 	for _, r := range s.cs.DeletedRoles {
 		if r.Kind == policy.KindUser || r.Kind == policy.KindHost {
 			n++
@@ -254,6 +263,14 @@ func (s *opSource) all(yield func(op) bool) {
 	for _, f := range s.cs.Deleted {
 		if !yield(op{Key: FactKey(f), Delete: true}) {
 			return
+		}
+		// A deleted variable's values go with it, as in Conjur: a variable
+		// declared again later starts without a value.
+		if r, ok := f.(policy.Resource); ok && r.ID.Kind == policy.KindVariable {
+			prefix := SecretPrefix(r.ID.String())
+			if !yield(op{Key: prefix, End: clientv3.GetPrefixRangeEnd(prefix), Delete: true}) {
+				return
+			}
 		}
 	}
 	for _, set := range [][]policy.Fact{s.cs.Created, s.cs.Updated} {
@@ -483,7 +500,11 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 		defer cancel()
 		_, _ = p.cli.Revoke(rctx, lease.ID)
 	}()
-	fence := guard{Intent: g.Intent, Base: g.Base, Aborting: true}
+	claimed := g.Claimed
+	if claimed == 0 {
+		claimed = guardRev // the claim itself: batches never rewrite the guard
+	}
+	fence := guard{Intent: g.Intent, Base: g.Base, Aborting: true, Claimed: claimed}
 	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", guardRev)).
 		Then(clientv3.OpPut(guardKey, fence.encode()), clientv3.OpPut(ownerKey(g.Intent), "rollback", clientv3.WithLease(lease.ID))).Commit()
 	if err != nil {
@@ -495,9 +516,13 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 	fenceRev := resp.Header.Revision
 
 	var all []op
-	for _, prefix := range []string{factPrefix, versionPrefix, credentialPrefix} {
+	for _, prefix := range []string{factPrefix, versionPrefix, credentialPrefix, secretPrefix} {
 		old := map[string][]byte{}
-		if _, err := p.scan(ctx, prefix, g.Base, false, func(kv *mvccpb.KeyValue) error {
+		at := g.Base
+		if prefix == secretPrefix {
+			at = claimed
+		}
+		if _, err := p.scan(ctx, prefix, at, false, func(kv *mvccpb.KeyValue) error {
 			old[string(kv.Key)] = kv.Value
 			return nil
 		}); err != nil {
@@ -509,7 +534,9 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 			now[key] = true
 			prev, existed := old[key]
 			switch {
-			case kv.ModRevision <= g.Base:
+			case prefix == secretPrefix:
+				// Values written meanwhile are the secrets API's, not the
+				// load's: the load only deletes values, restored below.
 			case !existed:
 				all = append(all, op{Key: key, Delete: true})
 			case prefix != credentialPrefix:

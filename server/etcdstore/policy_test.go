@@ -464,3 +464,63 @@ func TestVersionsAreNumberedAndPruned(t *testing.T) {
 		t.Fatalf("version 5 does not round-trip: mode %q role %q, text %d bytes", got[2].Mode, got[2].Role, len(got[2].Text))
 	}
 }
+
+// A load that deletes a variable deletes its values with it (Conjur does),
+// in the same commit; a large load that fails leaves them in place.
+func TestDeletingAVariableDeletesItsValues(t *testing.T) {
+	t.Parallel()
+	cli := startEtcd(t)
+	cfg := PolicyConfig{MaxTxnOps: 16, MaxTxnBytes: 1 << 20}
+	p := openStore(t, cli, cfg)
+	ctx := context.Background()
+	if err := p.EnsureAccount(ctx, account); err != nil {
+		t.Fatal(err)
+	}
+	secrets := newSecrets(t, cli)
+	const both = "- !variable db/password\n- !variable keep\n"
+	load(t, p, policy.Replace, both)
+	for _, v := range []string{"one", "two"} {
+		if _, err := secrets.Put(ctx, dbPassword, "acme:user:admin", []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := secrets.Put(ctx, "acme:variable:keep", "acme:user:admin", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+
+	// A large load (many hosts, written in batches) that also drops
+	// db/password fails halfway: the values are all still there.
+	p.hookBatch = func(n int) error {
+		if n == 2 {
+			return errors.New("injected: etcd went away")
+		}
+		return nil
+	}
+	snap, err := p.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := p.Graph().Plan(policy.LoadRequest{Policy: rootPolicy, Mode: policy.Replace, Text: []byte("- !variable keep\n" + manyHosts(30))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.Commit(ctx, snap, PolicyCommit{ChangeSet: cs, Versions: []PolicyVersion{{Policy: rootPolicy.String(), Mode: "replace"}}}); err == nil {
+		t.Fatal("Commit succeeded through an injected failure")
+	}
+	p.hookBatch = nil
+	if got := len(stored(t, cli, SecretPrefix(dbPassword))); got != 2 {
+		t.Fatalf("after the failed load db/password has %d values, want 2", got)
+	}
+
+	// The same change as a load that commits.
+	load(t, p, policy.Replace, "- !variable keep\n")
+	if got := stored(t, cli, SecretPrefix(dbPassword)); len(got) != 0 {
+		t.Fatalf("db/password was deleted but %d of its values remain", len(got))
+	}
+	if _, _, err := secrets.Get(ctx, dbPassword, 0); !errors.Is(err, ErrNoSecret) {
+		t.Fatalf("Get of the deleted variable: %v, want ErrNoSecret", err)
+	}
+	if v, _, err := secrets.Get(ctx, "acme:variable:keep", 0); err != nil || string(v) != "kept" {
+		t.Fatalf("the other variable's value: %q, %v", v, err)
+	}
+}
