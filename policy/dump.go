@@ -88,8 +88,8 @@ func (e *emitter) number(v any) {
 			e.number(it)
 		}
 	case *hashValue:
-		for _, k := range v.keys {
-			e.number(v.values[k])
+		for _, hv := range v.values {
+			e.number(hv)
 		}
 	}
 }
@@ -149,7 +149,7 @@ func (e *emitter) value(v any, indent int, inSeq bool) {
 			e.buf.WriteString("\n")
 			first = false
 		}
-		for _, k := range v.keys {
+		for i, k := range v.keys {
 			if first {
 				e.buf.WriteString(" ")
 				first = false
@@ -157,7 +157,7 @@ func (e *emitter) value(v any, indent int, inSeq bool) {
 				e.indent(indent + 2)
 			}
 			e.buf.WriteString(quoteScalar(k) + ":")
-			e.value(v.values[k], indent+2, false)
+			e.value(v.values[i], indent+2, false)
 		}
 	case *seq:
 		if len(v.items) == 0 {

@@ -3,6 +3,7 @@ package policy
 import (
 	"container/heap"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -322,20 +323,30 @@ func (r *resolver) relativePaths(stmts []any) error {
 			}
 		}
 		if h, ok := o.get("annotations").(*hashValue); ok {
-			for _, k := range h.keys {
-				v := scalarText(h.values[k])
-				if !slices.Contains(strings.Split(v, "/"), "..") {
+			for i := range h.keys {
+				v := scalarText(h.values[i])
+				if !hasParentSegment(v) {
 					continue
 				}
 				abs, err := absolutePath(o.str("id") + "/" + v)
 				if err != nil {
 					return r.fail(o, "%s", err)
 				}
-				h.values[k] = abs
+				h.values[i] = abs
 			}
 		}
 		return nil
 	})
+}
+
+// hasParentSegment reports whether a '/'-separated path has a ".." segment.
+func hasParentSegment(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // absolutePath strips a leading '/' and removes each ".." with the segment
@@ -673,10 +684,10 @@ func copyValue(v any, memo map[any]any) any {
 		if c, ok := memo[v]; ok {
 			return c
 		}
-		c := &hashValue{keys: slices.Clone(v.keys), values: make(map[string]any, len(v.values))}
+		c := &hashValue{keys: slices.Clone(v.keys), values: make([]any, len(v.values)), index: maps.Clone(v.index)}
 		memo[v] = c
-		for k, hv := range v.values {
-			c.values[k] = copyValue(hv, memo)
+		for i, hv := range v.values {
+			c.values[i] = copyValue(hv, memo)
 		}
 		return c
 	}

@@ -84,20 +84,45 @@ func (o *object) str(name string) string {
 	return s
 }
 
-// hashValue is a plain mapping (annotations), in document order.
+// hashValue is a plain mapping (annotations), in document order. A record
+// has a few annotations, found by a linear search, which spares a map per
+// record; a mapping of more than hashIndexed keys gets an index.
 type hashValue struct {
 	keys   []string
-	values map[string]any
+	values []any // values[i] is the value of keys[i]
+	index  map[string]int
+}
+
+// hashIndexed is the number of keys beyond which a hashValue indexes them.
+const hashIndexed = 8
+
+// find returns the position of key k, or -1.
+func (h *hashValue) find(k string) int {
+	if h.index == nil {
+		return slices.Index(h.keys, k)
+	}
+	if i, ok := h.index[k]; ok {
+		return i
+	}
+	return -1
 }
 
 func (h *hashValue) set(k string, v any) {
-	if h.values == nil {
-		h.values = map[string]any{}
+	if i := h.find(k); i >= 0 {
+		h.values[i] = v
+		return
 	}
-	if _, ok := h.values[k]; !ok {
-		h.keys = append(h.keys, k)
+	h.keys = append(h.keys, k)
+	h.values = append(h.values, v)
+	switch {
+	case h.index != nil:
+		h.index[k] = len(h.keys) - 1
+	case len(h.keys) > hashIndexed:
+		h.index = make(map[string]int, 2*len(h.keys))
+		for i, k := range h.keys {
+			h.index[k] = i
+		}
 	}
-	h.values[k] = v
 }
 
 // seq is a sequence.
