@@ -130,6 +130,10 @@ type planner struct {
 	// holds every reference seen (without its object).
 	refs   []reference
 	needed map[reference]bool
+	// lastDeclared is the last reference found declared (if hasLast): most
+	// records have the same owner, a grant names its role once per member.
+	lastDeclared reference
+	hasLast      bool
 
 	// byPolicy indexes existing facts by the policy that loaded them; built
 	// when a deleted policy first needs it.
@@ -469,10 +473,14 @@ func (p *planner) add(f Fact) {
 // a reference to something the load declares is already declared here (and
 // stays declared: it needs no check, nor a place in needed).
 func (p *planner) need(id ID, role bool, o *object) {
-	if p.declares(id, role) {
+	ref := reference{id: id, role: role}
+	if p.hasLast && ref == p.lastDeclared {
 		return
 	}
-	ref := reference{id: id, role: role}
+	if p.declares(id, role) {
+		p.lastDeclared, p.hasLast = ref, true
+		return
+	}
 	if p.needed[ref] {
 		return
 	}
@@ -581,11 +589,13 @@ var customAnnotations = map[string][][2]string{
 }
 
 func (p *planner) annotations(o *object) ([]Annotation, error) {
+	h, _ := o.get("annotations").(*hashValue)
+	custom := customAnnotations[o.spec.tag]
 	var out []Annotation
-	names := map[string]bool{}
-	if h, ok := o.get("annotations").(*hashValue); ok {
-		for _, k := range h.keys {
-			v := h.values[k]
+	if h != nil {
+		out = make([]Annotation, 0, len(h.keys)+len(custom))
+		for i, k := range h.keys {
+			v := h.values[i]
 			if s, isSeq := v.(*seq); isSeq {
 				for _, it := range s.items {
 					switch it.(type) {
@@ -597,12 +607,11 @@ func (p *planner) annotations(o *object) ([]Annotation, error) {
 			if _, isObject := v.(*object); isObject {
 				return nil, objectError(p.req.Filename, o, "annotation '%s': a value is a scalar or a list of scalars", k)
 			}
-			names[k] = true
 			out = append(out, Annotation{Name: k, Value: scalarText(v)})
 		}
 	}
-	for _, c := range customAnnotations[o.spec.tag] {
-		if v := o.get(c[0]); v != nil && !names[c[1]] {
+	for _, c := range custom {
+		if v := o.get(c[0]); v != nil && (h == nil || h.find(c[1]) < 0) {
 			out = append(out, Annotation{Name: c[1], Value: scalarText(v)})
 		}
 	}
