@@ -95,7 +95,8 @@ func (s *Server) seedService(d serviceDeps) (*seedapi.Service, error) {
 	gp := seed.GraphPolicy{Graph: d.policies.Graph}
 	iss, err := seed.New(seed.Config{
 		Account: s.c.Account, Cluster: d.quorum.name, Policy: gp, CA: d.pki.ca,
-		Store: etcdstore.NewSeeds(d.etcd.Client()),
+		// Seed records commit only during this node's term as Leader.
+		Store: etcdstore.NewSeeds(d.quorum.election.FencedClient(d.etcd.Client())),
 		Signer: func() (archive.Signer, error) {
 			cur := d.pki.node.Current()
 			return archive.Signer{Key: cur.Key, Chain: cur.Chain}, nil
