@@ -33,6 +33,10 @@ type object struct {
 	attrs []attr
 	// walked is the last walk of the resolver that visited the object.
 	walked uint64
+	// inline is the first objectAttrs attributes' storage, allocated with
+	// the object: a record ends with four (id, annotations, account,
+	// owner), a reference with two.
+	inline [objectAttrs]attr
 }
 
 type attr struct {
@@ -40,13 +44,14 @@ type attr struct {
 	value any
 }
 
-// objectAttrs is the room newObject makes for attributes: a record ends
-// with four (id, annotations, account, owner), a reference with two, and
-// growing one attribute at a time cost three allocations.
+// objectAttrs is the room an object has for attributes before its
+// attribute slice is allocated on its own.
 const objectAttrs = 4
 
 func newObject(spec *typeSpec, pos Position) *object {
-	return &object{spec: spec, pos: pos, attrs: make([]attr, 0, min(len(spec.fields), objectAttrs))}
+	o := &object{spec: spec, pos: pos}
+	o.attrs = o.inline[:0]
+	return o
 }
 
 // lookup returns an attribute and whether it is set.
