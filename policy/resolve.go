@@ -1,8 +1,8 @@
 package policy
 
 import (
-	"container/heap"
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"strings"
@@ -222,21 +222,28 @@ func flattenList(list []any) []*object {
 	return out
 }
 
-// referenced returns the records an object refers to, in attribute order,
+// references yields the records an object refers to, in attribute order,
 // except a policy's body.
-func referenced(o *object) []any {
-	var out []any
-	for _, a := range o.attrs {
-		if a.name == "body" {
-			continue
-		}
-		for _, v := range items(a.value) {
-			if ref, ok := v.(*object); ok {
-				out = append(out, ref)
+func references(o *object) iter.Seq[*object] {
+	return func(yield func(*object) bool) {
+		for _, a := range o.attrs {
+			if a.name == "body" {
+				continue
+			}
+			switch v := a.value.(type) {
+			case *object:
+				if !yield(v) {
+					return
+				}
+			case *seq:
+				for _, it := range v.items {
+					if ref, ok := it.(*object); ok && !yield(ref) {
+						return
+					}
+				}
 			}
 		}
 	}
-	return out
 }
 
 // accounts gives every record without an account the default account.
@@ -431,7 +438,7 @@ func roleObject(id ID, pos Position) *object {
 // removed from their policies), records first, each record after the roles
 // it refers to; otherwise in document order.
 func (r *resolver) flatten(stmts []any) ([]*object, error) {
-	var list []*object
+	list := make([]*object, 0, r.size)
 	err := r.walk(stmts, true, func(o *object) error {
 		list = append(list, o)
 		return nil
@@ -452,38 +459,48 @@ func (r *resolver) flatten(stmts []any) ([]*object, error) {
 			statements = append(statements, o)
 		}
 	}
-	ordered, err := r.dependencyOrder(records)
+	ordered, err := r.dependencyOrder(make([]*object, 0, len(list)), records)
 	if err != nil {
 		return nil, err
 	}
 	return append(ordered, statements...), nil
 }
 
-// dependencyOrder sorts records so that a record comes after the records
-// whose roles it refers to (its owner, for one), keeping document order
-// where nothing else decides.
-func (r *resolver) dependencyOrder(records []*object) ([]*object, error) {
-	index := map[string][]int{} // role id → records declaring it
+// dependencyOrder appends records to out sorted so that a record comes
+// after the records whose roles it refers to (its owner, for one), keeping
+// document order where nothing else decides.
+func (r *resolver) dependencyOrder(out, records []*object) ([]*object, error) {
+	index := make(map[string][]int32, len(records)) // role id → records declaring it
 	for i, o := range records {
 		if id, ok := roleID(o); ok {
-			index[id] = append(index[id], i)
+			index[id] = append(index[id], int32(i))
 		}
 	}
-	deps := make([][]int, len(records)) // record → records it must follow
+	// The records record i must follow are deps[start[i]:start[i+1]]: one
+	// flat list rather than a slice per record.
+	var (
+		deps    = make([]int32, 0, len(records))
+		start   = make([]int32, len(records)+1)
+		scratch []byte
+	)
 	for i, o := range records {
-		for _, ref := range referenced(o) {
-			if id, ok := roleID(ref.(*object)); ok {
-				for _, j := range index[id] {
-					if j != i {
-						deps[i] = append(deps[i], j)
-					}
+		for ref := range references(o) {
+			var ok bool
+			if scratch, ok = appendRoleID(scratch[:0], ref); !ok {
+				continue
+			}
+			for _, j := range index[string(scratch)] {
+				if int(j) != i {
+					deps = append(deps, j)
 				}
 			}
 		}
+		start[i+1] = int32(len(deps))
 	}
-	for i := range records {
-		for _, j := range deps[i] {
-			if slices.Contains(deps[j], i) {
+	depsOf := func(i int32) []int32 { return deps[start[i]:start[i+1]] }
+	for i := range int32(len(records)) {
+		for _, j := range depsOf(i) {
+			if slices.Contains(depsOf(j), i) {
 				a, b := records[min(i, j)], records[max(i, j)]
 				return nil, r.fail(a, "Dependency cycle encountered between %s and %s", describe(a, r.opts.Account), describe(b, r.opts.Account))
 			}
@@ -491,27 +508,23 @@ func (r *resolver) dependencyOrder(records []*object) ([]*object, error) {
 	}
 	// Kahn's algorithm, always taking the earliest record that is ready;
 	// a longer cycle is broken at its earliest record.
-	pending := make([]int, len(records))     // unfinished dependencies
-	followers := make([][]int, len(records)) // records waiting on this one
-	for i := range records {
-		for _, j := range deps[i] {
-			pending[i]++
-			followers[j] = append(followers[j], i)
-		}
+	pending := make([]int32, len(records)) // unfinished dependencies
+	for i := range int32(len(records)) {
+		pending[i] = int32(len(depsOf(i)))
 	}
-	ready := &intHeap{}
-	for i := range records {
+	followers, followersOf := invert(deps, start)
+	var ready intHeap
+	for i := range int32(len(records)) {
 		if pending[i] == 0 {
-			heap.Push(ready, i)
+			ready.push(i)
 		}
 	}
-	out := make([]*object, 0, len(records))
 	done := make([]bool, len(records))
-	next := 0 // every record before next is done
-	for len(out) < len(records) {
-		var pick int
-		if ready.Len() > 0 {
-			pick = heap.Pop(ready).(int)
+	next := int32(0) // every record before next is done
+	for placed := len(out) + len(records); len(out) < placed; {
+		var pick int32
+		if len(ready) > 0 {
+			pick = ready.pop()
 			if done[pick] {
 				continue
 			}
@@ -523,33 +536,81 @@ func (r *resolver) dependencyOrder(records []*object) ([]*object, error) {
 		}
 		done[pick] = true
 		out = append(out, records[pick])
-		for _, f := range followers[pick] {
+		for _, f := range followers[followersOf[pick]:followersOf[pick+1]] {
 			pending[f]--
 			if pending[f] == 0 && !done[f] {
-				heap.Push(ready, f)
+				ready.push(f)
 			}
 		}
 	}
 	return out, nil
 }
 
-// intHeap is a min-heap of record indexes.
-type intHeap []int
+// invert turns the dependency lists deps[start[i]:start[i+1]] into the
+// lists of followers, followers[fstart[j]:fstart[j+1]] listing the records
+// that depend on j in the order of deps.
+func invert(deps, start []int32) (followers, fstart []int32) {
+	fstart = make([]int32, len(start))
+	for _, j := range deps {
+		fstart[j+1]++
+	}
+	for j := 1; j < len(fstart); j++ {
+		fstart[j] += fstart[j-1]
+	}
+	followers = make([]int32, len(deps))
+	fill := slices.Clone(fstart[:len(fstart)-1])
+	for i := range int32(len(start) - 1) {
+		for _, j := range deps[start[i]:start[i+1]] {
+			followers[fill[j]] = i
+			fill[j]++
+		}
+	}
+	return followers, fstart
+}
 
-func (h intHeap) Len() int           { return len(h) }
-func (h intHeap) Less(i, j int) bool { return h[i] < h[j] }
-func (h intHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *intHeap) Push(x any)        { *h = append(*h, x.(int)) }
-func (h *intHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
+// intHeap is a min-heap of record indexes.
+type intHeap []int32
+
+func (h *intHeap) push(x int32) {
+	s := append(*h, x)
+	for i := len(s) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if s[parent] <= s[i] {
+			break
+		}
+		s[parent], s[i] = s[i], s[parent]
+		i = parent
+	}
+	*h = s
+}
+
+func (h *intHeap) pop() int32 {
+	s := *h
+	x := s[0]
+	last := len(s) - 1
+	s[0] = s[last]
+	s = s[:last]
+	for i := 0; ; {
+		least := i
+		if l := 2*i + 1; l < len(s) && s[l] < s[least] {
+			least = l
+		}
+		if r := 2*i + 2; r < len(s) && s[r] < s[least] {
+			least = r
+		}
+		if least == i {
+			break
+		}
+		s[i], s[least] = s[least], s[i]
+		i = least
+	}
+	*h = s
 	return x
 }
 
 // duplicates rejects a record declared twice.
 func (r *resolver) duplicates(records []*object) error {
-	seen := map[[2]string]bool{}
+	seen := make(map[[2]string]bool, len(records))
 	for _, o := range records {
 		if !o.spec.hasField("id") {
 			continue
@@ -568,18 +629,16 @@ func (r *resolver) duplicates(records []*object) error {
 // deny, the record of a delete.
 func (r *resolver) absolute(records []*object) error {
 	for _, o := range records {
-		var subjects []any
+		var subjects any = o
 		switch o.spec.class {
 		case "Grant", "Revoke":
-			subjects = items(o.get("role"))
+			subjects = o.get("role")
 		case "Permit", "Deny":
-			subjects = items(o.get("resource"))
+			subjects = o.get("resource")
 		case "Delete":
-			subjects = items(o.get("record"))
-		default:
-			subjects = []any{o}
+			subjects = o.get("record")
 		}
-		for _, s := range subjects {
+		for s := range eachItem(subjects) {
 			if s, ok := s.(*object); ok {
 				if id := s.str("id"); strings.HasPrefix(id, "/") {
 					return r.fail(s, "Illegal absolute id: %s", id)
@@ -623,6 +682,22 @@ func roleID(o *object) (string, bool) {
 		return id.String(), ok
 	}
 	return o.str("account") + ":" + roleKind(o) + ":" + o.str("id"), true
+}
+
+// appendRoleID appends roleID(o), without allocating it when b has room.
+func appendRoleID(b []byte, o *object) ([]byte, bool) {
+	if !o.spec.role {
+		return b, false
+	}
+	if o.spec.tag == "automatic-role" {
+		id, ok := automaticRoleID(o)
+		return append(b, id.String()...), ok
+	}
+	b = append(b, o.str("account")...)
+	b = append(b, ':')
+	b = append(b, roleKind(o)...)
+	b = append(b, ':')
+	return append(b, o.str("id")...), true
 }
 
 // automaticRoleID is the id of an !automatic-role: "account:@:kind/id/name".

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"iter"
 	"math"
 	"math/big"
 	"regexp"
@@ -150,6 +151,24 @@ func items(v any) []any {
 		return v.items
 	}
 	return []any{v}
+}
+
+// eachItem yields the items of a value as items returns them, without
+// making a slice for a single value.
+func eachItem(v any) iter.Seq[any] {
+	return func(yield func(any) bool) {
+		switch v := v.(type) {
+		case nil:
+		case *seq:
+			for _, it := range v.items {
+				if !yield(it) {
+					return
+				}
+			}
+		default:
+			yield(v)
+		}
+	}
 }
 
 // className is the Ruby class name Conjur's type errors report for a value.
