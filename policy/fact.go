@@ -92,7 +92,7 @@ func Equal(a, b Fact) bool {
 	switch a := a.(type) {
 	case Role:
 		b, ok := b.(Role)
-		return ok && a.ID == b.ID && a.PolicyID == b.PolicyID && slices.Equal(a.RestrictedTo, b.RestrictedTo)
+		return ok && equalRoles(a, b)
 	case Resource:
 		b, ok := b.(Resource)
 		return ok && a == b
@@ -107,6 +107,10 @@ func Equal(a, b Fact) bool {
 		return ok && a == b
 	}
 	return false
+}
+
+func equalRoles(a, b Role) bool {
+	return a.ID == b.ID && a.PolicyID == b.PolicyID && slices.Equal(a.RestrictedTo, b.RestrictedTo)
 }
 
 // MarshalFact returns the JSON value stored under f.Key().

@@ -233,32 +233,50 @@ func (p *planner) stored(f Fact) (Fact, bool) {
 }
 
 // locate finds the graph's record of f's key: the stored fact, and the
-// graph entity holding it (nil when there is none).
+// graph entity holding it (nil when there is none). The stored fact is f
+// itself when the two are equal, which spares copying it into a new
+// interface value: a replace that changes nothing finds every fact it
+// declares stored as it is.
 func (p *planner) locate(f Fact) (Fact, any) {
 	g := p.g
-	switch f := f.(type) {
+	switch x := f.(type) {
 	case Role:
-		if i := g.lookup(f.ID); i != noID && g.nodes[i].role != nil {
-			return g.roleFact(i), g.nodes[i].role
+		if i := g.lookup(x.ID); i != noID && g.nodes[i].role != nil {
+			if cur := g.roleFact(i); !equalRoles(cur, x) {
+				return cur, g.nodes[i].role
+			}
+			return f, g.nodes[i].role
 		}
 	case Resource:
-		if i := g.lookup(f.ID); i != noID && g.nodes[i].resource != nil {
-			return g.resourceFact(i), g.nodes[i].resource
+		if i := g.lookup(x.ID); i != noID && g.nodes[i].resource != nil {
+			return storedAs(f, x, g.resourceFact(i)), g.nodes[i].resource
 		}
 	case Membership:
-		if m, ok := g.memberships[membershipKey{role: g.lookup(f.Role), member: g.lookup(f.Member), ownership: f.Ownership}]; ok {
-			return g.membershipFact(m), m
+		if m, ok := g.memberships[membershipKey{role: g.lookup(x.Role), member: g.lookup(x.Member), ownership: x.Ownership}]; ok {
+			return storedAs(f, x, g.membershipFact(m)), m
 		}
 	case Permission:
-		if x, ok := g.permissions[permissionKey{resource: g.lookup(f.Resource), role: g.lookup(f.Role), privilege: f.Privilege}]; ok {
-			return g.permissionFact(x), x
+		if y, ok := g.permissions[permissionKey{resource: g.lookup(x.Resource), role: g.lookup(x.Role), privilege: x.Privilege}]; ok {
+			return storedAs(f, x, g.permissionFact(y)), y
 		}
 	case Annotation:
-		if a, ok := g.annotations[annotationKey{resource: g.lookup(f.Resource), name: f.Name}]; ok {
-			return g.annotationFact(a), a
+		if a, ok := g.annotations[annotationKey{resource: g.lookup(x.Resource), name: x.Name}]; ok {
+			return storedAs(f, x, g.annotationFact(a)), a
 		}
 	}
 	return nil, nil
+}
+
+// storedAs returns f, whose value is x, when the stored fact cur equals it,
+// and cur otherwise.
+func storedAs[T interface {
+	Fact
+	comparable
+}](f Fact, x, cur T) Fact {
+	if x == cur {
+		return f
+	}
+	return cur
 }
 
 // remove deletes an existing fact and everything that goes with it.
@@ -681,7 +699,7 @@ func (p *planner) changeSet() *ChangeSet {
 	for _, k := range p.news {
 		if classify(k) {
 			if res, ok := k.f.(Resource); ok && p.isRole(res.ID) {
-				om := ownership(res)
+				var om Fact = ownership(res)
 				cur, _ := p.locate(om)
 				derived = append(derived, keyed{f: om, key: om.Key(), cur: cur})
 			}
