@@ -286,6 +286,14 @@ func (p *parser) mapping(start yamlevent.Event, t *typeSpec) (any, error) {
 				return nil, p.fail("Duplicate attribute: %s", ev.Value)
 			}
 			seen[ev.Value] = true
+			if ev.Tag == "" && ev.Anchor == "" {
+				// What scalar would return, as text, without making it.
+				key = ev.Value
+				if !ev.Quoted {
+					key = plainText(ev.Value)
+				}
+				break
+			}
 			k, err := p.scalar(ev, nil)
 			if err != nil {
 				return nil, err

@@ -244,24 +244,44 @@ func startsLikeNumber(s string) bool {
 	return s != "" && strings.IndexByte("+-.0123456789eE", s[0]) >= 0
 }
 
-// guessWord is guessScalar for the words SafeYAML reads as null, booleans
-// and infinities; any other scalar stays the string it is.
+// guessWord is guessScalar for a scalar that is no number: a keyword or
+// the string it is.
 func guessWord(s string) any {
-	switch strings.ToLower(s) {
-	case ".inf", "+.inf":
-		return math.Inf(1)
-	case "-.inf":
-		return math.Inf(-1)
-	case ".nan":
-		return math.NaN()
-	case "", "~", "null":
-		return nil
-	case "yes", "on", "true":
-		return true
-	case "no", "off", "false":
-		return false
+	if v, ok := keyword(s); ok {
+		return v
 	}
 	return s
+}
+
+// keyword returns the value of the words SafeYAML reads as null, booleans
+// and infinities.
+func keyword(s string) (any, bool) {
+	switch strings.ToLower(s) {
+	case ".inf", "+.inf":
+		return math.Inf(1), true
+	case "-.inf":
+		return math.Inf(-1), true
+	case ".nan":
+		return math.NaN(), true
+	case "", "~", "null":
+		return nil, true
+	case "yes", "on", "true":
+		return true, true
+	case "no", "off", "false":
+		return false, true
+	}
+	return nil, false
+}
+
+// plainText is scalarText(guessScalar(s)), without making the value when
+// s is a name (as mapping keys are).
+func plainText(s string) string {
+	if !startsLikeNumber(s) {
+		if _, ok := keyword(s); !ok {
+			return s
+		}
+	}
+	return scalarText(guessScalar(s))
 }
 
 // parseInt reads digits in base; when they are no number at all (a binary
