@@ -248,10 +248,11 @@ func references(o *object) iter.Seq[*object] {
 
 // accounts gives every record without an account the default account.
 func (r *resolver) accounts(stmts []any) error {
+	account := any(r.opts.Account) // made an attribute value once, not per record
 	return r.walk(stmts, false, func(o *object) error {
 		if o.spec.hasField("account") {
 			if v, ok := o.lookup("account"); !ok || v == nil {
-				o.set("account", r.opts.Account)
+				o.set("account", account)
 			}
 		}
 		return nil
@@ -288,6 +289,9 @@ func (r *resolver) relativePaths(stmts []any) error {
 	resolveID := func(ref *object) error {
 		if ref == nil || !ref.spec.hasField("id") {
 			return nil
+		}
+		if id, ok := ref.get("id").(string); ok && !strings.HasPrefix(id, "/") && !hasParentSegment(id) {
+			return nil // absolutePath would return id as it is
 		}
 		id, err := absolutePath(ref.str("id"))
 		if err != nil {
@@ -403,6 +407,7 @@ func (r *resolver) owners(stmts []any) error {
 	var walk func(list []any, owner ID) error
 	visited := newWalk()
 	walk = func(list []any, owner ID) error {
+		ownerRef := roleObject(owner, Position{})
 		for _, o := range flattenList(list) {
 			if o.walked == visited {
 				continue
@@ -410,7 +415,7 @@ func (r *resolver) owners(stmts []any) error {
 			o.walked = visited
 			if o.spec.hasField("owner") {
 				if v, ok := o.lookup("owner"); !ok || v == nil {
-					o.set("owner", roleObject(owner, o.pos))
+					o.set("owner", ownerRef.copyAt(o.pos))
 				}
 			}
 			if o.spec.tag == "policy" {
@@ -425,9 +430,12 @@ func (r *resolver) owners(stmts []any) error {
 	return walk(stmts, r.opts.Owner)
 }
 
+// roleType is the type of !role references.
+var roleType = statementTypes["role"]
+
 // roleObject is a !role reference to id.
 func roleObject(id ID, pos Position) *object {
-	o := newObject(statementTypes["role"], pos)
+	o := newObject(roleType, pos)
 	o.set("account", id.Account)
 	o.set("id", id.Name)
 	o.set("kind", id.Kind)

@@ -55,6 +55,15 @@ func newObject(spec *typeSpec, pos Position) *object {
 	return o
 }
 
+// copyAt returns a copy of o at pos. The copy shares o's attribute values:
+// it is for references, whose values are strings, never changed in place.
+func (o *object) copyAt(pos Position) *object {
+	c := newObject(o.spec, pos)
+	c.file = o.file
+	c.attrs = append(c.attrs, o.attrs...)
+	return c
+}
+
 // lookup returns an attribute and whether it is set.
 func (o *object) lookup(name string) (any, bool) {
 	for i := range o.attrs {
