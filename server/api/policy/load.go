@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -138,6 +140,15 @@ type job struct {
 	modes map[policy.ID]string
 }
 
+// textBytes is the length of the texts the job loads.
+func (j job) textBytes() int {
+	n := 0
+	for _, r := range j.reqs {
+		n += len(r.Text)
+	}
+	return n
+}
+
 // outcome is what a load did.
 type outcome struct {
 	cs       *policy.ChangeSet
@@ -203,8 +214,37 @@ func (s *Service) load(ctx context.Context, caller policy.ID, j job) (*outcome, 
 		if err != nil {
 			return nil, err
 		}
+		if len(cs.Created)+len(cs.Updated)+len(cs.Deleted) >= largeLoadFacts || j.textBytes() >= largeLoadText {
+			releaseMemory()
+		}
 		return out, nil
 	}
+}
+
+// A load that changes largeLoadFacts facts, or whose text is
+// largeLoadText long (planning it allocates a hundred times that, even
+// when nothing changes), is large: afterwards the node hands the memory
+// its planning used back to the operating system at once.
+const (
+	largeLoadFacts = 100_000
+	largeLoadText  = 4 << 20
+)
+
+var releasing atomic.Bool
+
+// releaseMemory returns the garbage of a large load (its text, plan and
+// change set: hundreds of megabytes for 100,000 hosts) to the operating
+// system in the background, so that the node's resident memory falls back
+// to what it holds instead of staying at the load's peak until Go's
+// scavenger gets to it, and the next large load starts from there.
+func releaseMemory() {
+	if !releasing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer releasing.Store(false)
+		debug.FreeOSMemory()
+	}()
 }
 
 // privilegeFor is the privilege a load mode needs on its policy.
