@@ -747,7 +747,7 @@ func copyValue(v any, memo map[any]any) any {
 		if c, ok := memo[v]; ok {
 			return c
 		}
-		c := &object{spec: v.spec, pos: v.pos, attrs: make([]attr, len(v.attrs))}
+		c := &object{spec: v.spec, pos: v.pos, file: v.file, attrs: make([]attr, len(v.attrs))}
 		memo[v] = c
 		for i, a := range v.attrs {
 			c.attrs[i] = attr{a.name, copyValue(a.value, memo)}
