@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -112,6 +113,20 @@ func StartEtcd(ctx context.Context, c EtcdConfig) (*Etcd, error) {
 		return nil, err
 	}
 	e, err := embed.StartEtcd(cfg)
+	for attempt := 1; err != nil && c.Existing && staleMembership(err) && attempt < joinAttempts; attempt++ {
+		// A joining member learns the cluster from the first peer that
+		// answers; a member that joined just before (a learner still
+		// catching up) may not know of this one yet. Ask again shortly.
+		select {
+		case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster: start etcd member %q: %w", c.Name, ctx.Err())
+		}
+		if cfg, err = c.embedConfig(closing); err != nil {
+			return nil, err
+		}
+		e, err = embed.StartEtcd(cfg)
+	}
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("%w: etcd cannot listen on %s or %s; pick free ports with --etcd-client-addr and --etcd-peer-addr: %v", ErrAddrInUse, c.ClientAddr, c.PeerAddr, err)
@@ -132,6 +147,17 @@ func StartEtcd(ctx context.Context, c EtcdConfig) (*Etcd, error) {
 		return nil, fmt.Errorf("cluster: waiting for etcd to become ready: %w", ctx.Err())
 	}
 	return &Etcd{e: e, client: v3client.New(e.Server), closing: closing}, nil
+}
+
+// joinAttempts bounds how often a joining member asks again for a
+// membership view that includes it (see StartEtcd).
+const joinAttempts = 8
+
+// staleMembership reports etcd's refusals of a join when the peer it asked
+// has an older membership view than the one the member was enrolled in.
+func staleMembership(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "member count is unequal") || strings.Contains(msg, "unmatched member while checking PeerURLs")
 }
 
 func (c EtcdConfig) embedConfig(closing *atomic.Bool) (*embed.Config, error) {
