@@ -16,6 +16,7 @@ import (
 
 	"github.com/sowerproject/sower/authn"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
+	"github.com/sowerproject/sower/server/api/rpcctx"
 	"github.com/sowerproject/sower/server/etcdstore"
 )
 
@@ -68,9 +69,9 @@ func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, co
 }
 
 func (s *Service) admin(ctx context.Context) (authn.Identity, error) {
-	id, ok := authn.FromContext(ctx)
-	if !ok {
-		return id, status.Error(codes.Unauthenticated, "authentication required")
+	id, err := rpcctx.Caller(ctx)
+	if err != nil {
+		return id, err
 	}
 	root := s.c.Account + ":policy:root"
 	if !s.c.Allowed(id.RoleID(), "update", root) {

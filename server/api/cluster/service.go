@@ -29,10 +29,10 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/pki"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
+	"github.com/sowerproject/sower/server/api/rpcctx"
 )
 
 // Authorizer answers permission questions; the policy service implements
@@ -270,9 +270,9 @@ func (s *Service) find(ctx context.Context, name string) (cluster.Member, error)
 // authorize lets a change through for callers allowed `update` on the
 // root policy, and only on the Leader.
 func (s *Service) authorize(ctx context.Context) (string, error) {
-	id, ok := authn.FromContext(ctx)
-	if !ok {
-		return "", status.Error(codes.Unauthenticated, "authentication required")
+	id, err := rpcctx.Caller(ctx)
+	if err != nil {
+		return "", err
 	}
 	role := id.RoleID()
 	root := s.c.Account + ":policy:root"

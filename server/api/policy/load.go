@@ -25,7 +25,7 @@ const commitAttempts = 3
 
 // LoadPolicy loads policy text into a policy.
 func (s *Service) LoadPolicy(ctx context.Context, req *sowerv1.LoadPolicyRequest) (*sowerv1.LoadPolicyResponse, error) {
-	caller, err := s.caller(ctx)
+	caller, err := rpcctx.CallerRole(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +62,7 @@ func (s *Service) LoadPolicy(ctx context.Context, req *sowerv1.LoadPolicyRequest
 
 // SyncPolicies applies a sequence of loads as one.
 func (s *Service) SyncPolicies(ctx context.Context, req *sowerv1.SyncPoliciesRequest) (*sowerv1.SyncPoliciesResponse, error) {
-	caller, err := s.caller(ctx)
+	caller, err := rpcctx.CallerRole(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sowerproject/sower/policy"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
+	"github.com/sowerproject/sower/server/api/rpcctx"
 	"github.com/sowerproject/sower/server/etcdstore"
 )
 
@@ -23,7 +24,7 @@ func notFound(id policy.ID) error {
 // visibleResource returns the resource's id if it exists and the caller
 // sees it.
 func (s *Service) visibleResource(ctx context.Context, account, kind, identifier string) (policy.ID, policy.ID, *policy.Graph, error) {
-	caller, err := s.caller(ctx)
+	caller, err := rpcctx.CallerRole(ctx)
 	if err != nil {
 		return policy.ID{}, policy.ID{}, nil, err
 	}
@@ -81,7 +82,7 @@ func (s *Service) CheckPermission(ctx context.Context, req *sowerv1.CheckPermiss
 
 // ListResources lists what the caller (or a role it holds) sees.
 func (s *Service) ListResources(ctx context.Context, req *sowerv1.ListResourcesRequest) (*sowerv1.ListResourcesResponse, error) {
-	caller, err := s.caller(ctx)
+	caller, err := rpcctx.CallerRole(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +177,7 @@ func (s *Service) ListPermittedRoles(ctx context.Context, req *sowerv1.ListPermi
 
 // visibleRole returns the role's id if it exists and the caller may see it.
 func (s *Service) visibleRole(ctx context.Context, account, kind, identifier string) (policy.ID, *policy.Graph, error) {
-	caller, err := s.caller(ctx)
+	caller, err := rpcctx.CallerRole(ctx)
 	if err != nil {
 		return policy.ID{}, nil, err
 	}

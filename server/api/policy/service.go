@@ -40,7 +40,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/apikey"
 	"github.com/sowerproject/sower/policy"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
@@ -127,15 +126,6 @@ func (s *Service) Allowed(_ context.Context, roleID, privilege, resourceID strin
 		return false, err
 	}
 	return s.c.Store.Graph().Allowed(role, privilege, res), nil
-}
-
-// caller returns the authenticated caller's role.
-func (s *Service) caller(ctx context.Context) (policy.ID, error) {
-	id, ok := authn.FromContext(ctx)
-	if !ok {
-		return policy.ID{}, status.Error(codes.Unauthenticated, "authentication required")
-	}
-	return policy.NewID(id.Account, id.Kind, id.ID), nil
 }
 
 // checkAccount refuses another account than the cluster's.

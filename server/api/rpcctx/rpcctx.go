@@ -1,5 +1,5 @@
-// Package rpcctx reads what every gRPC service needs from a call's context
-// besides the caller's identity (which package authn carries).
+// Package rpcctx reads what every gRPC service needs from a call's context:
+// the caller (whose identity package authn carries) and its address.
 package rpcctx
 
 import (
@@ -7,11 +7,15 @@ import (
 	"net"
 	"strings"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
+	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/pki"
+	"github.com/sowerproject/sower/policy"
 )
 
 // PeerAddr is the caller's IP. A call relayed by a node's REST gateway or
@@ -44,4 +48,24 @@ func fromNode(p *peer.Peer) bool {
 	}
 	name, ok := pki.ProfileOf(ti.State.VerifiedChains[0][0])
 	return ok && name == pki.ProfileLeaderServer
+}
+
+// Caller is the authenticated caller of a call, or the Unauthenticated
+// status every service answers without one.
+func Caller(ctx context.Context) (authn.Identity, error) {
+	id, ok := authn.FromContext(ctx)
+	if !ok {
+		return authn.Identity{}, status.Error(codes.Unauthenticated, "authentication required")
+	}
+	return id, nil
+}
+
+// CallerRole is the authenticated caller's role id, as the permission
+// graph names it.
+func CallerRole(ctx context.Context) (policy.ID, error) {
+	id, err := Caller(ctx)
+	if err != nil {
+		return policy.ID{}, err
+	}
+	return policy.NewID(id.Account, id.Kind, id.ID), nil
 }

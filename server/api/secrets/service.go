@@ -22,9 +22,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/policy"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
+	"github.com/sowerproject/sower/server/api/rpcctx"
 	"github.com/sowerproject/sower/server/etcdstore"
 )
 
@@ -95,14 +95,6 @@ func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, co
 	return sowerv1.RegisterSecretsServiceHandler(ctx, mux, conn)
 }
 
-func (s *Service) caller(ctx context.Context) (policy.ID, error) {
-	id, ok := authn.FromContext(ctx)
-	if !ok {
-		return policy.ID{}, status.Error(codes.Unauthenticated, "authentication required")
-	}
-	return policy.NewID(id.Account, id.Kind, id.ID), nil
-}
-
 // notFound is Conjur's message for a record that does not exist (or that
 // the caller cannot see).
 func notFound(id policy.ID) error {
@@ -137,7 +129,7 @@ func (s *Service) resource(account, kind, identifier string) (policy.ID, error) 
 
 // SetSecret stores a new version of a value; it needs update.
 func (s *Service) SetSecret(ctx context.Context, req *sowerv1.SetSecretRequest) (*sowerv1.SetSecretResponse, error) {
-	caller, err := s.caller(ctx)
+	caller, err := rpcctx.CallerRole(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +156,7 @@ func (s *Service) SetSecret(ctx context.Context, req *sowerv1.SetSecretRequest) 
 
 // GetSecret reads a value; it needs execute.
 func (s *Service) GetSecret(ctx context.Context, req *sowerv1.GetSecretRequest) (*sowerv1.GetSecretResponse, error) {
-	caller, err := s.caller(ctx)
+	caller, err := rpcctx.CallerRole(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +189,7 @@ func (s *Service) GetSecret(ctx context.Context, req *sowerv1.GetSecretRequest) 
 // BatchGetSecrets reads several latest values, all or nothing; it needs
 // execute on each.
 func (s *Service) BatchGetSecrets(ctx context.Context, req *sowerv1.BatchGetSecretsRequest) (*sowerv1.BatchGetSecretsResponse, error) {
-	caller, err := s.caller(ctx)
+	caller, err := rpcctx.CallerRole(ctx)
 	if err != nil {
 		return nil, err
 	}

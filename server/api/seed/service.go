@@ -57,9 +57,9 @@ func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, co
 }
 
 func (s *Service) caller(ctx context.Context, account string) (authn.Identity, error) {
-	id, ok := authn.FromContext(ctx)
-	if !ok {
-		return authn.Identity{}, status.Error(codes.Unauthenticated, "authentication required")
+	id, err := rpcctx.Caller(ctx)
+	if err != nil {
+		return authn.Identity{}, err
 	}
 	if account != "" && account != s.c.Account {
 		return authn.Identity{}, status.Errorf(codes.NotFound, "account %q is not served here", account)
