@@ -13,6 +13,7 @@ import (
 
 	"github.com/sowerproject/sower/cluster"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
+	apicluster "github.com/sowerproject/sower/server/api/cluster"
 )
 
 // Node is what the service reads; the server's node implements it.
@@ -62,7 +63,7 @@ func (s *Service) GetStatus(context.Context, *sowerv1.GetStatusRequest) (*sowerv
 	resp := &sowerv1.GetStatusResponse{
 		Name:      s.c.Name,
 		Account:   s.c.Account,
-		Role:      roleToProto(s.c.Node.Role()),
+		Role:      apicluster.RoleToProto(s.c.Node.Role()),
 		Version:   s.c.Version,
 		ClusterId: s.c.ClusterID,
 		MemberId:  hexID(info.MemberID),
@@ -81,18 +82,4 @@ func hexID(id uint64) string {
 		return ""
 	}
 	return strconv.FormatUint(id, 16)
-}
-
-func roleToProto(r cluster.Role) sowerv1.Role {
-	switch r {
-	case cluster.RoleLeader:
-		return sowerv1.Role_ROLE_LEADER
-	case cluster.RoleStandby:
-		return sowerv1.Role_ROLE_STANDBY
-	case cluster.RoleLearner:
-		return sowerv1.Role_ROLE_LEARNER
-	case cluster.RoleFollower:
-		return sowerv1.Role_ROLE_FOLLOWER
-	}
-	return sowerv1.Role_ROLE_UNSPECIFIED
 }
