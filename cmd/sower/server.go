@@ -30,27 +30,32 @@ Standby instead (see sower standby join).`,
   SOWER_HTTP_ADDR=0.0.0.0:8443 sower server --config /etc/sower/sower.yaml
   sower server --name standby-1 --seed standby-1.seed --seed-identity standby-1.key --ca-pin sha256:...`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, err := loadNodeConfig(cmd.Flags())
-			if err != nil {
-				return err
-			}
-			sc, err := nc.serverConfig(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			if sc.Join, err = joinFromFlags(cmd.Flags(), nc.DataDir, false); err != nil {
-				return err
-			}
-			if err := applyMemoryLimit(nc.MemoryLimit, sc.Logger); err != nil {
-				return err
-			}
-			return runServer(cmd.Context(), sc, cmd.ErrOrStderr())
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return runNodeCommand(cmd, false) },
 	}
 	nodeFlags(cmd.Flags())
 	joinFlags(cmd.Flags())
 	return cmd
+}
+
+// runNodeCommand reads a node command's configuration (flags, file,
+// environment), with the seed it joins from when there is one (required
+// when needSeed), sets the memory limit and runs the node.
+func runNodeCommand(cmd *cobra.Command, needSeed bool) error {
+	nc, err := loadNodeConfig(cmd.Flags())
+	if err != nil {
+		return err
+	}
+	sc, err := nc.serverConfig(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	if sc.Join, err = joinFromFlags(cmd.Flags(), nc.DataDir, needSeed); err != nil {
+		return err
+	}
+	if err := applyMemoryLimit(nc.MemoryLimit, sc.Logger); err != nil {
+		return err
+	}
+	return runServer(cmd.Context(), sc, cmd.ErrOrStderr())
 }
 
 func runServer(parent context.Context, sc server.Config, out io.Writer) error {

@@ -39,23 +39,7 @@ member first (sower cluster remove NAME on the Leader) and issue a new seed.`,
   sower standby join --seed standby-1.seed --seed-identity standby-1.key \
       --ca-pin sha256:... --name standby-1 --data-dir /var/lib/sower`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, err := loadNodeConfig(cmd.Flags())
-			if err != nil {
-				return err
-			}
-			sc, err := nc.serverConfig(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			if sc.Join, err = joinFromFlags(cmd.Flags(), nc.DataDir, true); err != nil {
-				return err
-			}
-			if err := applyMemoryLimit(nc.MemoryLimit, sc.Logger); err != nil {
-				return err
-			}
-			return runServer(cmd.Context(), sc, cmd.ErrOrStderr())
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return runNodeCommand(cmd, true) },
 	}
 	nodeFlags(cmd.Flags())
 	joinFlags(cmd.Flags())
