@@ -72,11 +72,11 @@ func applyMemoryLimit(setting string, lg *slog.Logger) error {
 	if err != nil {
 		return nil
 	}
-	max, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
-	if err != nil || max <= 0 { // "max": no limit
+	cgroupLimit, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+	if err != nil || cgroupLimit <= 0 { // "max": no limit
 		return nil
 	}
-	limit = int64(float64(max) * memoryLimitShare)
+	limit = int64(float64(cgroupLimit) * memoryLimitShare)
 	debug.SetMemoryLimit(limit)
 	lg.Info("memory limit set", "memory_limit_bytes", limit, "source", cgroupMemoryMax)
 	return nil
