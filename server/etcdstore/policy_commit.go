@@ -238,10 +238,22 @@ type opSource struct {
 	err   error
 }
 
+// deletedValues is the write that deletes a variable's secret values when
+// f is the variable's resource: a deleted variable's values go with it, as
+// in Conjur, so a variable declared again later starts without a value.
+func deletedValues(f policy.Fact) (op, bool) {
+	r, ok := f.(policy.Resource)
+	if !ok || r.ID.Kind != policy.KindVariable {
+		return op{}, false
+	}
+	prefix := SecretPrefix(r.ID.String())
+	return op{Key: prefix, End: clientv3.GetPrefixRangeEnd(prefix), Delete: true}, true
+}
+
 func (s *opSource) count() int {
 	n := len(s.head) + len(s.cs.Deleted) + len(s.cs.Created) + len(s.cs.Updated) + len(s.creds)
 	for _, f := range s.cs.Deleted {
-		if r, ok := f.(policy.Resource); ok && r.ID.Kind == policy.KindVariable {
+		if _, ok := deletedValues(f); ok {
 			n++
 		}
 	}
@@ -264,13 +276,8 @@ func (s *opSource) all(yield func(op) bool) {
 		if !yield(op{Key: FactKey(f), Delete: true}) {
 			return
 		}
-		// A deleted variable's values go with it, as in Conjur: a variable
-		// declared again later starts without a value.
-		if r, ok := f.(policy.Resource); ok && r.ID.Kind == policy.KindVariable {
-			prefix := SecretPrefix(r.ID.String())
-			if !yield(op{Key: prefix, End: clientv3.GetPrefixRangeEnd(prefix), Delete: true}) {
-				return
-			}
+		if o, ok := deletedValues(f); ok && !yield(o) {
+			return
 		}
 	}
 	for _, set := range [][]policy.Fact{s.cs.Created, s.cs.Updated} {
