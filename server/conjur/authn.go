@@ -42,14 +42,20 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	writeToken(w, r, resp.GetToken())
+}
+
+// writeToken answers an authentication with the access token, as Conjur
+// does: its JSON, or base64 text for "Accept-Encoding: base64".
+func writeToken(w http.ResponseWriter, r *http.Request, token []byte) {
 	if acceptsBase64(r) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Header().Set("Content-Encoding", "base64")
-		_, _ = w.Write([]byte(base64.StdEncoding.EncodeToString(resp.GetToken())))
+		_, _ = w.Write([]byte(base64.StdEncoding.EncodeToString(token)))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(resp.GetToken())
+	_, _ = w.Write(token)
 }
 
 func acceptsBase64(r *http.Request) bool {

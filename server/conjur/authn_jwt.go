@@ -1,7 +1,6 @@
 package conjur
 
 import (
-	"encoding/base64"
 	"net/http"
 	"net/url"
 	"strings"
@@ -32,12 +31,5 @@ func (h *Handler) authenticateJWT(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if acceptsBase64(r) {
-		w.Header().Set("Content-Type", "text/plain")
-		w.Header().Set("Content-Encoding", "base64")
-		_, _ = w.Write([]byte(base64.StdEncoding.EncodeToString(resp.GetToken())))
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(resp.GetToken())
+	writeToken(w, r, resp.GetToken())
 }
