@@ -2,6 +2,7 @@ package conjur
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"google.golang.org/grpc/codes"
@@ -23,21 +24,10 @@ func (h *Handler) listResources(w http.ResponseWriter, r *http.Request) {
 	if req.Role == "" {
 		req.Role = q.Get("acting_as")
 	}
-	limit, lok, err := intParam(q.Get("limit"))
-	if err != nil {
-		badRequest(w, "limit must be a number")
+	var ok bool
+	if req.Limit, req.Offset, ok = page(w, q); !ok {
 		return
 	}
-	offset, ook, err := intParam(q.Get("offset"))
-	if err != nil {
-		badRequest(w, "offset must be a number")
-		return
-	}
-	// Conjur pages by 10 when only an offset is given.
-	if ook && !lok {
-		limit = 10
-	}
-	req.Limit, req.Offset = int32(limit), int32(offset)
 	req.CountOnly, _ = strconv.ParseBool(q.Get("count"))
 	resp, err := h.policy.ListResources(outgoing(r), req)
 	if err != nil {
@@ -53,6 +43,25 @@ func (h *Handler) listResources(w http.ResponseWriter, r *http.Request) {
 		out = append(out, toResourceJSON(res))
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// page reads ?limit and ?offset, answering 400 to a value that is not a
+// number. Conjur pages by 10 when only an offset is given.
+func page(w http.ResponseWriter, q url.Values) (limit, offset int32, ok bool) {
+	l, lok, err := intParam(q.Get("limit"))
+	if err != nil {
+		badRequest(w, "limit must be a number")
+		return 0, 0, false
+	}
+	o, ook, err := intParam(q.Get("offset"))
+	if err != nil {
+		badRequest(w, "offset must be a number")
+		return 0, 0, false
+	}
+	if ook && !lok {
+		l = 10
+	}
+	return int32(l), int32(o), true
 }
 
 func intParam(s string) (int, bool, error) {

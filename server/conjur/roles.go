@@ -50,21 +50,12 @@ func (h *Handler) role(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, membershipsJSON(resp.GetMemberships()))
 	case q.Has("members"):
-		limit, lok, err := intParam(q.Get("limit"))
-		if err != nil {
-			badRequest(w, "limit must be a number")
+		limit, offset, ok := page(w, q)
+		if !ok {
 			return
-		}
-		offset, ook, err := intParam(q.Get("offset"))
-		if err != nil {
-			badRequest(w, "offset must be a number")
-			return
-		}
-		if ook && !lok {
-			limit = 10 // Conjur pages by 10 when only an offset is given
 		}
 		resp, err := h.policy.ListRoleMembers(outgoing(r), &sowerv1.ListRoleMembersRequest{
-			Account: account, Kind: kind, Identifier: identifier, Search: q.Get("search"), Limit: int32(limit), Offset: int32(offset),
+			Account: account, Kind: kind, Identifier: identifier, Search: q.Get("search"), Limit: limit, Offset: offset,
 		})
 		if err != nil {
 			writeError(w, err)
