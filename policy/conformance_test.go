@@ -45,10 +45,17 @@ func conformanceDir(t testing.TB) string {
 			break
 		}
 	}
-	t.Fatalf("conformance fixtures not found: %s is unset and none of these exist:\n  %s\n"+
+	msg := fmt.Sprintf("conformance fixtures not found: %s is unset and none of these exist:\n  %s\n"+
 		"Set %s to the folder holding resolver-fixtures/, errors/ and round-trip/ "+
 		"(for example %s=/path/to/shared/conformance/conjur-policy).",
 		conformanceEnv, strings.Join(looked, "\n  "), conformanceEnv, conformanceEnv)
+	// The fixtures are Conjur's, kept beside the checkout rather than in it;
+	// a clone on its own still tests the language through the package's own
+	// tests. CI always has them, so there their absence is a failure.
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
 	return ""
 }
 
