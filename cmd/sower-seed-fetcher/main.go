@@ -14,7 +14,10 @@
 //	AUTHENTICATOR_ID       authn-jwt service id; with CONJUR_APPLIANCE_URL gives the JWT authenticator
 //	CONJUR_AUTHN_URL       the authenticator's URL, overrides the one derived above
 //	JWT_TOKEN_PATH         projected service-account token (default /var/run/secrets/kubernetes.io/serviceaccount/token)
-//	CONJUR_AUTHN_LOGIN, CONJUR_AUTHN_API_KEY  API-key authentication instead of a JWT
+//	CONJUR_AUTHN_LOGIN     the host to log in as (host/...): with a JWT it goes in the authenticator's
+//	                       URL (/authn-jwt/<id>/<account>/<host>/authenticate), needed when the
+//	                       authenticator has no token-app-property
+//	CONJUR_AUTHN_API_KEY   API-key authentication (as CONJUR_AUTHN_LOGIN) instead of a JWT
 //	CONJUR_SSL_CERTIFICATE the CA bundle (PEM), optional; must hold the pinned CA
 //	SEED_FETCH_DEADLINE    how long to keep trying (default 5m)
 package main

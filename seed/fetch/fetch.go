@@ -55,7 +55,10 @@ type Config struct {
 	AuthnURL string
 	// JWTPath is the projected service-account token file (JWT authn).
 	JWTPath string
-	// Login and APIKey authenticate with an API key instead of a JWT.
+	// Login is the host to log in as ("host/..."). With APIKey it
+	// authenticates by API key instead of a JWT; with a JWT it names the
+	// host in the authenticator's URL (needed when the authenticator has
+	// no token-app-property).
 	Login, APIKey string
 
 	// Deadline bounds all attempts; Backoff is the first retry delay.
@@ -210,7 +213,14 @@ func (c *Config) authenticate(ctx context.Context, hc *http.Client) (string, err
 		if base == "" {
 			return "", errors.New("the JWT authenticator URL is required (CONJUR_AUTHN_URL, .../authn-jwt/<service id>)")
 		}
-		base += "/" + url.PathEscape(c.Account) + "/authenticate"
+		base += "/" + url.PathEscape(c.Account)
+		if c.Login != "" {
+			// Conjur's authn-jwt path names the host when the
+			// authenticator has no token-app-property to find it in the
+			// token: /authn-jwt/<id>/<account>/<host>/authenticate.
+			base += "/" + url.PathEscape(c.Login)
+		}
+		base += "/authenticate"
 		body, contentType = strings.NewReader(url.Values{"jwt": {strings.TrimSpace(string(jwt))}}.Encode()), "application/x-www-form-urlencoded"
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base, body)

@@ -109,3 +109,47 @@ func TestSeedFetcherWithServiceAccountToken(t *testing.T) {
 		t.Fatalf("a pod of another service account: %v, want a 401", err)
 	}
 }
+
+// TestSeedFetcherNamesTheHostInTheJWTPath: with an authenticator that has no
+// token-app-property, the seed fetcher puts CONJUR_AUTHN_LOGIN in Conjur's
+// authn-jwt path (/authn-jwt/<id>/<account>/<host>/authenticate), so a
+// Follower whose host is declared in the seeds' id form gets its seed;
+// without the login the same token is refused.
+func TestSeedFetcherNamesTheHostInTheJWTPath(t *testing.T) {
+	key := rsaKey("kube-1", 0)
+	n, _ := k8sNode(t, key)
+	n.load(t, `
+- !policy
+  id: conjur/seed-generation
+  body:
+  - !webservice
+    annotations:
+      sower/follower-hostnames: "*.conjur-followers.svc.cluster.local"
+  - !permit
+    role: !host /conjur/authn-k8s/prod/apps/shop/service_account/web
+    privilege: execute
+    resource: !webservice
+`)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(key.sign(t, saClaims(webPod, time.Now()))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fetchAs := func(login string, deadline time.Duration) (*fetch.Result, error) {
+		return fetch.Run(context.Background(), fetch.Config{
+			SeedURL: n.url + "/configuration/acme/seed/follower", Account: "acme",
+			Hostnames: []string{"follower-0.conjur-followers.svc.cluster.local"}, Dir: filepath.Join(t.TempDir(), "seed"),
+			Pin: n.pin, AuthnURL: n.url + "/authn-jwt/prod", JWTPath: tokenFile, Login: login,
+			Deadline: deadline, Backoff: 50 * time.Millisecond,
+		})
+	}
+	res, err := fetchAs("host/"+apps+"shop/service_account/web", 20*time.Second)
+	if err != nil {
+		t.Fatalf("fetch as the id-form host: %v\n%s", err, n.log)
+	}
+	if res.Manifest.Kind != "follower" {
+		t.Fatalf("manifest %+v", res.Manifest.Metadata)
+	}
+	if _, err := fetchAs("", 2*time.Second); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("without a login and without token-app-property: %v, want a 401", err)
+	}
+}
