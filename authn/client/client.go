@@ -318,7 +318,7 @@ func Run(ctx context.Context, c Config) error {
 		}
 		current = tok.ExpiresAt
 		wait := c.refreshAfter(tok)
-		c.Logger.Info("next access token", "in", wait.Round(time.Second), "current_expires_at", tok.ExpiresAt.UTC())
+		c.Logger.Info("next access token", "in", wait.Round(time.Second).String(), "current_expires_at", tok.ExpiresAt.UTC())
 		if err := c.Sleep(ctx, wait); err != nil {
 			return nil
 		}
@@ -343,7 +343,7 @@ func (c *Config) obtain(ctx context.Context, hc *http.Client, current time.Time)
 			return nil, err
 		}
 		wait := delay/2 + rand.N(delay/2+1)
-		attrs := []any{"attempt", attempt, "err", err.Error(), "retry_in", wait.Round(time.Millisecond)}
+		attrs := []any{"attempt", attempt, "err", err.Error(), "retry_in", wait.Round(time.Millisecond).String()}
 		if !current.IsZero() && !c.Now().Before(current) {
 			attrs = append(attrs, "warning", fmt.Sprintf("the access token in %s expired at %s; the application's calls fail until a new one is written",
 				c.TokenFile, current.UTC().Format(time.RFC3339)))

@@ -33,11 +33,37 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sowerproject/sower/internal/podargs"
 	"github.com/sowerproject/sower/pki"
 	"github.com/sowerproject/sower/seed/fetch"
 )
 
+// usage is what --help prints.
+const usage = `Usage: sower-seed-fetcher   (configured by environment variables only; no arguments)
+
+Fetches this Follower pod's seed from the Leader, sealed to a key that lives
+only in memory, verifies it against the CA pin and unpacks it into
+$SEEDFILE_DIR/follower; exits 0 when done, 1 with one line saying what failed.
+
+Environment:
+  CONJUR_SEED_FILE_URL   https://<leader>:8443/configuration/<account>/seed/follower (required)
+  SOWER_CA_PIN           sha256:<hex> from ` + "`" + `sower ca pin` + "`" + ` (required)
+  CONJUR_ACCOUNT         the account (required)
+  FOLLOWER_HOSTNAME      the Follower's DNS name(s), comma-separated (required)
+  SEEDFILE_DIR           shared volume (default /tmp/seedfile)
+  AUTHENTICATOR_ID       authn-jwt service id; with CONJUR_APPLIANCE_URL gives the JWT authenticator
+  CONJUR_AUTHN_URL       the authenticator's URL, overrides the one derived above
+  JWT_TOKEN_PATH         projected token (default /var/run/secrets/kubernetes.io/serviceaccount/token)
+  CONJUR_AUTHN_LOGIN     the host to log in as (host/...); with a JWT it goes into the URL
+  CONJUR_AUTHN_API_KEY   API-key authentication instead of a JWT
+  CONJUR_SSL_CERTIFICATE the CA bundle (PEM), optional; must hold the pinned CA
+  SEED_FETCH_DEADLINE    how long to keep trying (default 5m)
+`
+
 func main() {
+	if code, exit := podargs.Check("sower-seed-fetcher", usage, os.Args[1:], os.Stdout, os.Stderr); exit {
+		os.Exit(code)
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "sower-seed-fetcher:", err)
 		os.Exit(1)

@@ -93,7 +93,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		// Retry until the deadline: in a cluster starting up, the Leader,
 		// its policy or the network may simply not be there yet.
 		wait := delay/2 + rand.N(delay/2+1)
-		c.Logger.Warn("seed fetch failed; retrying", "attempt", attempt, "err", err, "retry_in", wait.Round(time.Millisecond))
+		c.Logger.Warn("seed fetch failed; retrying", "attempt", attempt, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("gave up after %d attempts: %w", attempt, err)
