@@ -38,6 +38,13 @@ build: ## build bin/sower and the pod programs
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
+PREFIX ?= /usr/local
+
+.PHONY: install
+install: build ## copy sower and the pod programs to /usr/local/bin (PREFIX=...), or put ./bin on PATH instead
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN)/sower $(BIN)/sower-seed-fetcher $(BIN)/sower-authn-client $(DESTDIR)$(PREFIX)/bin/
+
 .PHONY: test
 test: system-deps tools check-generated build vet unit ## everything CI runs: build, vet, generated-code check, all tests
 	@echo "make test: all checks passed"

@@ -230,7 +230,10 @@ func printProto(w io.Writer, m proto.Message) error {
 }
 
 // printChanges lists changed facts, one a line: "+" created, "~" updated,
-// "-" deleted.
+// "-" deleted. Deletions are always listed in full, a dry run or not: a
+// replace (and so every sync, which replaces root) deletes what the text
+// lacks, and that must never pass unseen. Created and updated facts are
+// summed up past maxListedFacts in a real load (--json lists them all).
 func printChanges(w io.Writer, ch *sowerv1.PolicyChanges, dryRun bool) {
 	would := ""
 	if dryRun {
@@ -238,23 +241,28 @@ func printChanges(w io.Writer, ch *sowerv1.PolicyChanges, dryRun bool) {
 	}
 	fmt.Fprintf(w, "  %d facts %screated, %d %supdated, %d %sdeleted\n",
 		ch.GetCreatedCount(), would, ch.GetUpdatedCount(), would, ch.GetDeletedCount(), would)
-	var lines []string
-	for _, set := range []struct {
-		mark  string
-		facts []*sowerv1.PolicyFact
-	}{{"+", ch.GetCreated()}, {"~", ch.GetUpdated()}, {"-", ch.GetDeleted()}} {
-		for _, f := range set.facts {
-			lines = append(lines, "  "+set.mark+" "+describeFact(f))
+	if n := len(ch.GetCreated()) + len(ch.GetUpdated()); n > maxListedFacts && !dryRun {
+		fmt.Fprintf(w, "  (%d facts created or updated; --json lists them all)\n", n)
+	} else {
+		for _, f := range ch.GetCreated() {
+			fmt.Fprintln(w, "  + "+describeFact(f))
+		}
+		for _, f := range ch.GetUpdated() {
+			fmt.Fprintln(w, "  ~ "+describeFact(f))
 		}
 	}
-	if len(lines) > 200 && !dryRun {
-		fmt.Fprintf(w, "  (%d facts; --json lists them all)\n", len(lines))
+	if len(ch.GetDeleted()) == 0 {
 		return
 	}
-	for _, l := range lines {
-		fmt.Fprintln(w, l)
+	fmt.Fprintf(w, "  %s (the text replaces what its policy held; these are not in it):\n", map[bool]string{true: "Would delete", false: "Deleted"}[dryRun])
+	for _, f := range ch.GetDeleted() {
+		fmt.Fprintln(w, "  - "+describeFact(f))
 	}
 }
+
+// maxListedFacts is how many created and updated facts a real load lists
+// one a line before it sums them up.
+const maxListedFacts = 200
 
 func describeFact(f *sowerv1.PolicyFact) string {
 	switch f := f.GetFact().(type) {

@@ -147,8 +147,12 @@ func TestPolicySyncAndLoad(t *testing.T) {
   role: !group seed-generation/consumers
   member: !host authn-k8s/production-cluster/apps/conjur-followers/service_account/conjur-follower
 `), 0o644))
+	code, out = run("sync", "--dry-run", tree)
+	if code != 0 || !strings.Contains(out, "Would delete") || !strings.Contains(out, "- role acme:host:follower-dc1-01") {
+		t.Fatalf("sync --dry-run after removing a host does not list the deletion by id: exit %d\n%s", code, out)
+	}
 	code, out = run("sync", tree)
-	if code != 0 || !strings.Contains(out, "- role acme:host:follower-dc1-01") {
+	if code != 0 || !strings.Contains(out, "Deleted (") || !strings.Contains(out, "- role acme:host:follower-dc1-01") {
 		t.Fatalf("sync after removing a host: exit %d\n%s", code, out)
 	}
 	if ok, _ := admin.ResourceExists("acme:host:follower-dc1-01"); ok {

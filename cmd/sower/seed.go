@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -41,6 +42,11 @@ func recipientFor(cmd *cobra.Command) (string, error) {
 		return "", err
 	}
 	f, err := os.OpenFile(idOut, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		// Never overwrite a key: a seed sealed to it may still be waiting
+		// to be unpacked.
+		return "", &usageError{fmt.Errorf("identity-out: %s exists; a new seed needs a new key pair: choose another file, delete this one if no seed sealed to it is still to be unpacked, or seal to that key by passing its recipient (age1..., printed when it was made) with --recipient instead", idOut)}
+	}
 	if err != nil {
 		return "", &usageError{fmt.Errorf("identity-out: %w", err)}
 	}

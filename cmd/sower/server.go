@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -87,7 +89,11 @@ func printHowToCall(w io.Writer, srv *server.Server) {
 	ca := srv.CAFile()
 	fmt.Fprintf(w, "\nsower is ready (cluster %s, CA pin %s).\n", id, srv.CAPin())
 	fmt.Fprintf(w, "  REST:  curl -s --cacert %s https://%s/v1/status\n", ca, hostPort(h))
-	fmt.Fprintf(w, "  gRPC:  grpcurl -cacert %s %s list\n", ca, hostPort(g))
+	if grpcurl := findGrpcurl(); grpcurl != "" {
+		fmt.Fprintf(w, "  gRPC:  %s -cacert %s %s list\n", grpcurl, ca, hostPort(g))
+	} else {
+		fmt.Fprintf(w, "  gRPC:  %s (grpcurl is not installed; `make tools` puts it in ./bin)\n", hostPort(g))
+	}
 	if created {
 		fmt.Fprintf(w, "  admin API key (created now, mode 0600): %s\n", srv.AdminKeyPath())
 	} else if _, err := os.Stat(srv.AdminKeyPath()); err == nil {
@@ -95,6 +101,19 @@ func printHowToCall(w io.Writer, srv *server.Server) {
 	}
 	fmt.Fprintln(w, "  stop:  Ctrl-C (data stays in the data dir)")
 	fmt.Fprintln(w)
+}
+
+// findGrpcurl returns how to run grpcurl from the current directory: its
+// name when it is on PATH, ./bin/grpcurl where `make tools` put it, or ""
+// when neither exists, so the banner prints only a line that works.
+func findGrpcurl() string {
+	if _, err := exec.LookPath("grpcurl"); err == nil {
+		return "grpcurl"
+	}
+	if st, err := os.Stat(filepath.Join("bin", "grpcurl")); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		return "bin/grpcurl"
+	}
+	return ""
 }
 
 func hostPort(a net.Addr) string {
