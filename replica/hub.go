@@ -325,7 +325,9 @@ func (h *Hub) Followers() []Attached {
 	for s := range h.subs {
 		out = append(out, Attached{Peer: s.peer, Sent: s.sent, Lag: max(0, h.pos-s.sent), Since: s.at})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name || out[i].Name == out[j].Name && out[i].Addr < out[j].Addr })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Name < out[j].Name || out[i].Name == out[j].Name && out[i].Addr < out[j].Addr
+	})
 	return out
 }
 
