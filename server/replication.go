@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -150,4 +151,22 @@ func (w *revisionWriter) Flush() {
 	if fl, ok := w.ResponseWriter.(http.Flusher); ok {
 		fl.Flush()
 	}
+}
+
+// registerHubMetrics adds the serving side's sower_follower_* series.
+func registerHubMetrics(m *metrics, hub *replica.Hub) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_follower_attached", Help: "Followers replicating from this node."},
+			func() float64 { return float64(len(hub.Followers())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_follower_max_lag_revisions", Help: "The largest lag, in revisions, of a Follower attached to this node."},
+			func() float64 {
+				var lag int64
+				for _, f := range hub.Followers() {
+					lag = max(lag, f.Lag)
+				}
+				return float64(lag)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_follower_feed_revision", Help: "The last etcd revision this node's replication feed has seen."},
+			func() float64 { return float64(hub.Revision()) }),
+	)
 }
