@@ -330,6 +330,23 @@ func TestFollowers(t *testing.T) {
 		}
 	})
 
+	t.Run("a data-key rotation reaches the Followers through the feed", func(t *testing.T) {
+		if _, err := h.sower(l1.url(), "keys", "rotate"); err != nil {
+			t.Fatal(err)
+		}
+		// Set after the rotation: sealed under the new key version.
+		rev, err := setSecret(l1, admin, "after-rotation")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range followers {
+			code, _, body, err := f.req(http.MethodGet, secretPath, admin, "", "X-Sower-Min-Revision", fmt.Sprint(rev))
+			if err != nil || code != http.StatusOK || body != "after-rotation" {
+				t.Errorf("%s after the rotation: %d %q %v", f.name, code, body, err)
+			}
+		}
+	})
+
 	if !t.Run("kill -9 of the Leader: Follower reads never fail, every acknowledged write reaches every Follower", func(t *testing.T) {
 		tokens := make([]string, len(followers))
 		for i, f := range followers {
