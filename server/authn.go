@@ -160,6 +160,9 @@ var publicMethods = map[string]bool{
 	"/sower.v1.ClusterService/GetLeader":         true,
 	"/sower.v1.ClusterService/Enroll":            true,
 	"/sower.v1.ClusterService/AbandonEnrollment": true,
+	// A Follower replicates with its seed's certificate, which the
+	// service checks (server/api/replication).
+	"/sower.v1.ReplicationService/Follow": true,
 }
 
 // authenticator is the gRPC interceptor that turns the "authorization"

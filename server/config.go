@@ -47,6 +47,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once shutdown starts. Zero means 5s.
 	ShutdownTimeout time.Duration
+	// ReplicationRing is how many replicated revisions the node keeps to
+	// resume Followers from; zero means 8192. A Follower further behind
+	// gets a snapshot.
+	ReplicationRing int
 	// Logger is the structured logger. Nil discards.
 	Logger *slog.Logger
 }

@@ -54,6 +54,9 @@ type nodePKI struct {
 	fileMu  sync.Mutex
 	// crlNumber numbers the CRLs this node writes.
 	crlNumber int64
+	// onRevoke, when set, is called after the revoked set grew (the
+	// replication feed cuts revoked Followers off).
+	onRevoke func()
 }
 
 // memStore holds the CA record of a cluster being bootstrapped until etcd,
@@ -409,6 +412,9 @@ func (p *nodePKI) watchRevocations(ctx context.Context, cli *clientv3.Client) er
 						p.revoked.Add(n)
 					}
 				}
+			}
+			if p.onRevoke != nil {
+				p.onRevoke()
 			}
 			if err := p.writeCRL(); err != nil {
 				p.lg.Warn("write the CRL for etcd's listeners", "err", err)

@@ -278,7 +278,13 @@ func (s *Server) Run(ctx context.Context) error {
 	// so that a startup storm of Followers finds them ready.
 	eph := archive.NewEphemerals(seedEphemeralPool)
 	defer eph.Stop()
-	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies, pki: np, dataKey: dataKey, dataKeys: dk, quorum: q, ephemerals: eph})
+	hub, err := s.newHub(etcd)
+	if err != nil {
+		return err
+	}
+	np.onRevoke = func() { disconnectRevoked(hub, np.revoked) }
+	registerHubMetrics(m, hub)
+	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies, pki: np, dataKey: dataKey, dataKeys: dk, quorum: q, ephemerals: eph, hub: hub})
 	if err != nil {
 		return err
 	}
@@ -311,7 +317,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	hsrv := &http.Server{
-		Handler:           s.httpHandler(gw, cj, n, m, np),
+		Handler:           withReplication(s.httpHandler(gw, cj, n, m, np), gs, etcd),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.lg.Handler(), slog.LevelWarn),
 	}
@@ -352,6 +358,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return an.run(gctx) })
 	g.Go(func() error { return policies.Run(gctx) })
 	g.Go(func() error { return q.run(gctx) })
+	g.Go(func() error { return hub.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		hs.Shutdown()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/pki"
+	"github.com/sowerproject/sower/replica"
 	"github.com/sowerproject/sower/seed"
 	"github.com/sowerproject/sower/seed/archive"
 	authnapi "github.com/sowerproject/sower/server/api/authn"
@@ -46,6 +47,8 @@ type serviceDeps struct {
 	dataKeys *dataKeys
 	// ephemerals are the sealing keys made ahead for seed bursts.
 	ephemerals *archive.Ephemerals
+	// hub feeds the Followers attached to this node.
+	hub *replica.Hub
 }
 
 // services builds every API service of the node. A new service is one more
@@ -86,7 +89,11 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []apiService{st, au, pol, sd, cl, sec, ca}, nil
+	rp, err := s.replicationService(d)
+	if err != nil {
+		return nil, err
+	}
+	return []apiService{st, au, pol, sd, cl, sec, ca, rp}, nil
 }
 
 // seedService wires the seed Issuer: the policy graph decides, the cluster

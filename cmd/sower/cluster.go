@@ -26,7 +26,7 @@ status; changes run on the Leader (a Standby's refusal names it, and these
 commands retry there) and need update on the root policy.`,
 	}
 	cmd.AddCommand(newClusterMembersCommand(), newClusterStatusCommand(), newClusterRemoveCommand(),
-		newClusterPromoteCommand(), newClusterMoveLeaderCommand())
+		newClusterPromoteCommand(), newClusterMoveLeaderCommand(), newClusterFollowersCommand())
 	return cmd
 }
 

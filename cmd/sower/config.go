@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -171,6 +172,7 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 		EtcdClientAddr: c.EtcdClientAddr, EtcdPeerAddr: c.EtcdPeerAddr,
 		Version: version, ShutdownTimeout: d, Logger: lg,
 		Cluster: c.Cluster, FailoverTTL: ttl,
+		ReplicationRing: replicationRing(),
 	}
 	if err := sc.Validate(); err != nil {
 		return server.Config{}, &usageError{err}
@@ -247,4 +249,15 @@ func printConfig(w io.Writer, c nodeConfig) error {
 		}
 	}
 	return nil
+}
+
+// replicationRing reads SOWER_REPLICATION_RING, how many replicated
+// revisions a node keeps to resume Followers from (docs/followers.md); a
+// tuning knob, not a flag: the default suits every cluster we know of.
+func replicationRing() int {
+	n, err := strconv.Atoi(os.Getenv("SOWER_REPLICATION_RING"))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }

@@ -26,6 +26,6 @@ and read-only Followers that start from a seed the Leader issues.`,
 		return &usageError{err: err}
 	})
 	root.AddCommand(newServerCommand(), newConfigCommand(), newCACommand(), newSeedCommand(), newPolicyCommand(), newKeysCommand(),
-		newClusterCommand(), newStandbyCommand())
+		newClusterCommand(), newStandbyCommand(), newFollowerCommand())
 	return root
 }

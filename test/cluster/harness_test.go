@@ -58,6 +58,10 @@ type proc struct {
 	cmd                      *exec.Cmd
 	done                     chan struct{}
 	logPath                  string
+	// follower, when set, makes the process a Follower (sower follower)
+	// whose certificate names serverName.
+	follower   []string
+	serverName string
 }
 
 // freePorts reserves n ports on ip.
@@ -93,6 +97,9 @@ func (h *harness) node(name, ip string) *proc {
 func (p *proc) url() string { return "https://" + p.http }
 
 func (p *proc) args() []string {
+	if p.follower != nil {
+		return p.follower
+	}
 	return []string{"server", "--data-dir", p.dir, "--account", account, "--name", p.name,
 		"--grpc-addr", p.grpc, "--http-addr", p.http, "--etcd-client-addr", p.etcdc, "--etcd-peer-addr", p.etcdp}
 }
@@ -133,7 +140,7 @@ func (p *proc) launch(extra ...string) error {
 // waitReady polls /readyz until it answers 200 or the process exits; it
 // gives up after two minutes.
 func (p *proc) waitReady() error {
-	cli := p.h.client()
+	cli := p.client()
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		select {

@@ -1,0 +1,189 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// AppliedKey is where the local copy records the source revision it
+// reflects. It is outside /sower/, so no store of the node reads it as
+// data, and it commits in the same transaction as what it describes.
+const AppliedKey = "/sower-replica/applied"
+
+// LocalConfig tunes a LocalStore.
+type LocalConfig struct {
+	// Rewrite, when set, may change a value before it is stored; local
+	// reads the copy as it is just before the write (the policy store's
+	// guard names a revision of the store it is in, which a copy must
+	// translate into its own).
+	Rewrite func(key string, value []byte, local LocalView) []byte
+	// FirstBatch is how many keys one transaction of the very first load
+	// holds (default 10,000); nothing serves before it ends, so it need
+	// not be one transaction. Later snapshots are one transaction.
+	FirstBatch int
+}
+
+// LocalStore is the Follower's copy in its private etcd: the same keys as
+// the source, so the node's stores (server/etcdstore) read it unchanged.
+type LocalStore struct {
+	cli *clientv3.Client
+	c   LocalConfig
+}
+
+// NewLocalStore returns the store over the private etcd's client.
+func NewLocalStore(cli *clientv3.Client, c LocalConfig) *LocalStore {
+	if c.FirstBatch <= 0 {
+		c.FirstBatch = 10_000
+	}
+	return &LocalStore{cli: cli, c: c}
+}
+
+var _ Store = (*LocalStore)(nil)
+
+// Applied implements Store.
+func (s *LocalStore) Applied(ctx context.Context) (int64, error) {
+	resp, err := s.cli.Get(ctx, AppliedKey)
+	if err != nil {
+		return 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("replica: %s holds %q, not a revision", AppliedKey, resp.Kvs[0].Value)
+	}
+	return n, nil
+}
+
+// LocalView reads the local copy during a Rewrite.
+type LocalView interface {
+	// Revision is the copy's own etcd revision.
+	Revision() int64
+	// Get returns the copy's value at key, nil when absent.
+	Get(key string) []byte
+}
+
+type localView struct {
+	ctx context.Context
+	cli *clientv3.Client
+}
+
+func (v localView) Revision() int64 {
+	resp, err := v.cli.Get(v.ctx, AppliedKey, clientv3.WithCountOnly())
+	if err != nil {
+		return 0
+	}
+	return resp.Header.Revision
+}
+
+func (v localView) Get(key string) []byte {
+	resp, err := v.cli.Get(v.ctx, key)
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil
+	}
+	return resp.Kvs[0].Value
+}
+
+func (s *LocalStore) put(ctx context.Context, kv KV) clientv3.Op {
+	v := kv.Value
+	if s.c.Rewrite != nil {
+		v = s.c.Rewrite(kv.Key, v, localView{ctx: ctx, cli: s.cli})
+	}
+	return clientv3.OpPut(kv.Key, string(v))
+}
+
+// Apply implements Store: one transaction with the cursor.
+func (s *LocalStore) Apply(ctx context.Context, c Change) error {
+	ops := make([]clientv3.Op, 0, len(c.Puts)+len(c.Deletes)+1)
+	for _, k := range c.Deletes {
+		ops = append(ops, clientv3.OpDelete(k))
+	}
+	for _, kv := range c.Puts {
+		ops = append(ops, s.put(ctx, kv))
+	}
+	ops = append(ops, clientv3.OpPut(AppliedKey, strconv.FormatInt(c.Revision, 10)))
+	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("replica: apply revision %d locally: %w", c.Revision, err)
+	}
+	return nil
+}
+
+// Replace implements Store. It writes only the difference between the
+// copy and kvs, in one transaction with the cursor, so the copy's own
+// watches see a resynchronisation as one revision that changed what
+// changed.
+func (s *LocalStore) Replace(ctx context.Context, rev int64, kvs []KV) error {
+	applied, err := s.Applied(ctx)
+	if err != nil {
+		return err
+	}
+	want := make(map[string][]byte, len(kvs))
+	for _, kv := range kvs {
+		if Allowed(kv.Key) {
+			want[kv.Key] = kv.Value
+		}
+	}
+	var ops []clientv3.Op
+	for _, r := range Replicated {
+		if err := s.scan(ctx, r, func(key string, value []byte) {
+			nv, ok := want[key]
+			switch {
+			case !ok:
+				ops = append(ops, clientv3.OpDelete(key))
+			case bytes.Equal(nv, value):
+				delete(want, key) // unchanged
+			}
+		}); err != nil {
+			return err
+		}
+	}
+	for _, kv := range kvs {
+		if _, ok := want[kv.Key]; ok {
+			ops = append(ops, s.put(ctx, kv))
+		}
+	}
+	cursor := clientv3.OpPut(AppliedKey, strconv.FormatInt(rev, 10))
+	if applied == 0 {
+		// Nothing serves from an empty copy: the first load may take
+		// several transactions, the cursor last.
+		for len(ops) > s.c.FirstBatch {
+			if _, err := s.cli.Txn(ctx).Then(ops[:s.c.FirstBatch]...).Commit(); err != nil {
+				return fmt.Errorf("replica: load the snapshot at %d: %w", rev, err)
+			}
+			ops = ops[s.c.FirstBatch:]
+		}
+	}
+	if _, err := s.cli.Txn(ctx).Then(append(ops, cursor)...).Commit(); err != nil {
+		return fmt.Errorf("replica: swap in the snapshot at %d: %w", rev, err)
+	}
+	return nil
+}
+
+func (s *LocalStore) scan(ctx context.Context, r Rule, fn func(key string, value []byte)) error {
+	key, end := r.Key, ""
+	if r.Prefix {
+		end = clientv3.GetPrefixRangeEnd(r.Key)
+	}
+	for {
+		opts := []clientv3.OpOption{clientv3.WithLimit(10_000)}
+		if end != "" {
+			opts = append(opts, clientv3.WithRange(end))
+		}
+		resp, err := s.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return fmt.Errorf("replica: read the local copy: %w", err)
+		}
+		for _, kv := range resp.Kvs {
+			fn(string(kv.Key), kv.Value)
+		}
+		if !resp.More || len(resp.Kvs) == 0 || end == "" {
+			return nil
+		}
+		key = string(append(bytes.Clone(resp.Kvs[len(resp.Kvs)-1].Key), 0))
+	}
+}

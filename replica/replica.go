@@ -1,0 +1,302 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Store is the Follower's local copy. Each call is atomic: a reader sees
+// the copy before it or after it, never half of it.
+type Store interface {
+	// Applied is the source revision the copy reflects; 0 when empty.
+	Applied(ctx context.Context) (int64, error)
+	// Apply applies one source revision and records it as applied.
+	Apply(ctx context.Context, c Change) error
+	// Replace makes the copy exactly kvs, the replicated state at source
+	// revision rev, and records rev as applied.
+	Replace(ctx context.Context, rev int64, kvs []KV) error
+}
+
+// Feed opens streams of messages from the quorum.
+type Feed interface {
+	// Open starts a stream from cursor (0: the Follower has nothing) on
+	// one of the quorum's nodes; each call may pick another node.
+	Open(ctx context.Context, cursor int64) (Stream, error)
+}
+
+// Stream is one open feed.
+type Stream interface {
+	// Recv returns the next message or why the stream ended.
+	Recv() (Message, error)
+	// Close ends the stream.
+	Close() error
+}
+
+// Config is what a Replica needs.
+type Config struct {
+	Store Store
+	Feed  Feed
+	// Observe, when set, is called with the keys written by each applied
+	// change or snapshot, after it is applied and before the next one is
+	// (the data-key rotation must be taken before values sealed under the
+	// new key arrive).
+	Observe func(puts []KV)
+	// Backoff is the first wait after a failed stream (default 100ms),
+	// doubled up to 2s.
+	Backoff time.Duration
+	// Logger receives the loop's log lines. Nil discards.
+	Logger *slog.Logger
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// State is what a Replica is doing.
+type State string
+
+// The states of the apply loop.
+const (
+	StateConnecting   State = "connecting"
+	StateSnapshotting State = "snapshotting"
+	StateStreaming    State = "streaming"
+)
+
+// Status is a Replica's view of itself.
+type Status struct {
+	State State
+	// Applied is the source revision the local copy reflects; Head the
+	// last revision the source was known to be at.
+	Applied, Head int64
+	// LastContact is when the last message arrived; CurrentAt is the
+	// last time the copy was known to be as new as the source (Applied
+	// equal to Head): its age is the copy's staleness.
+	LastContact, CurrentAt time.Time
+	// Resyncs counts snapshots taken after the first.
+	Resyncs int
+}
+
+// Replica is the Follower's apply loop. Create it with New, run it with
+// Run.
+type Replica struct {
+	c Config
+
+	mu       sync.Mutex
+	st       Status
+	advanced chan struct{}
+	loaded   bool
+}
+
+// New checks the configuration and reads the store's cursor.
+func New(ctx context.Context, c Config) (*Replica, error) {
+	if c.Store == nil || c.Feed == nil {
+		return nil, errors.New("replica: Config.Store and Config.Feed are required")
+	}
+	if c.Backoff <= 0 {
+		c.Backoff = 100 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	applied, err := c.Store.Applied(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("replica: read the applied revision: %w", err)
+	}
+	r := &Replica{c: c, advanced: make(chan struct{})}
+	r.st = Status{State: StateConnecting, Applied: applied, Head: applied}
+	r.loaded = applied > 0
+	return r, nil
+}
+
+// Status returns the loop's current view.
+func (r *Replica) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.st
+}
+
+// Applied is the source revision the local copy reflects.
+func (r *Replica) Applied() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.st.Applied
+}
+
+// Loaded reports whether the copy holds a whole snapshot (it may serve).
+func (r *Replica) Loaded() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.loaded
+}
+
+// WaitFor blocks until the copy reflects source revision rev or ctx ends.
+func (r *Replica) WaitFor(ctx context.Context, rev int64) error {
+	for {
+		r.mu.Lock()
+		cur, ch := r.st.Applied, r.advanced
+		r.mu.Unlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// WaitLoaded blocks until the copy holds a whole snapshot or ctx ends.
+func (r *Replica) WaitLoaded(ctx context.Context) error {
+	for {
+		r.mu.Lock()
+		loaded, ch := r.loaded, r.advanced
+		r.mu.Unlock()
+		if loaded {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Run follows the feed until ctx ends. Every failure (a node down, a
+// stream cut, a protocol error) ends the stream; the loop opens a new one
+// from its cursor, on whichever node the feed picks next.
+func (r *Replica) Run(ctx context.Context) error {
+	backoff := r.c.Backoff
+	for ctx.Err() == nil {
+		r.setState(StateConnecting)
+		progressed, err := r.follow(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if progressed {
+			backoff = r.c.Backoff
+		}
+		r.c.Logger.Info("replication stream ended; reconnecting", "applied", r.Applied(), "err", err, "retry_in", backoff)
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	return nil
+}
+
+// follow runs one stream and reports whether it moved the cursor.
+func (r *Replica) follow(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := r.Applied()
+	st, err := r.c.Feed.Open(ctx, start)
+	if err != nil {
+		return false, err
+	}
+	defer st.Close()
+	r.setState(StateStreaming)
+	var snap *snapshot
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return r.Applied() > start, err
+		}
+		r.contact(m.Head)
+		switch {
+		case m.SnapshotStart > 0:
+			// A second start (the hub retried its read) begins again.
+			snap = &snapshot{rev: m.SnapshotStart}
+			r.setState(StateSnapshotting)
+		case m.Snapshot != nil:
+			if snap == nil {
+				return false, fmt.Errorf("%w: snapshot page without a start", ErrOutOfOrder)
+			}
+			snap.kvs = append(snap.kvs, m.Snapshot...)
+		case m.SnapshotEnd:
+			if snap == nil {
+				return false, fmt.Errorf("%w: snapshot end without a start", ErrOutOfOrder)
+			}
+			if err := r.c.Store.Replace(ctx, snap.rev, snap.kvs); err != nil {
+				return false, fmt.Errorf("replica: replace the local copy at %d: %w", snap.rev, err)
+			}
+			r.observe(snap.kvs)
+			r.mu.Lock()
+			if r.loaded {
+				r.st.Resyncs++
+			}
+			r.loaded = true
+			r.mu.Unlock()
+			r.advance(snap.rev, true)
+			r.setState(StateStreaming)
+			snap = nil
+		case m.Change != nil:
+			if snap != nil {
+				return false, fmt.Errorf("%w: change %d inside a snapshot", ErrOutOfOrder, m.Change.Revision)
+			}
+			if !r.Loaded() {
+				return false, fmt.Errorf("%w: change %d before any snapshot", ErrOutOfOrder, m.Change.Revision)
+			}
+			if m.Change.Revision <= r.Applied() {
+				continue // sent again after a reconnect
+			}
+			if err := r.c.Store.Apply(ctx, *m.Change); err != nil {
+				return false, fmt.Errorf("replica: apply revision %d: %w", m.Change.Revision, err)
+			}
+			r.observe(m.Change.Puts)
+			r.advance(m.Change.Revision, false)
+		case m.Progress > 0:
+			if snap == nil && r.Loaded() {
+				r.advance(m.Progress, false)
+			}
+		}
+	}
+}
+
+type snapshot struct {
+	rev int64
+	kvs []KV
+}
+
+func (r *Replica) observe(puts []KV) {
+	if r.c.Observe != nil && len(puts) > 0 {
+		r.c.Observe(puts)
+	}
+}
+
+func (r *Replica) setState(s State) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.st.State = s
+}
+
+func (r *Replica) contact(head int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.st.LastContact = r.c.Now()
+	r.st.Head = max(r.st.Head, head)
+	if r.loaded && r.st.Applied >= r.st.Head {
+		r.st.CurrentAt = r.st.LastContact
+	}
+}
+
+// advance moves the cursor to rev (a snapshot may move it back: the hub
+// may take a snapshot at an earlier, consistent revision).
+func (r *Replica) advance(rev int64, snapshot bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rev <= r.st.Applied && !snapshot {
+		return
+	}
+	r.st.Applied = rev
+	r.st.Head = max(r.st.Head, rev)
+	if r.st.Applied >= r.st.Head {
+		r.st.CurrentAt = r.c.Now()
+	}
+	close(r.advanced)
+	r.advanced = make(chan struct{})
+}

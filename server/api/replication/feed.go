@@ -1,0 +1,167 @@
+package replication
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+
+	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
+	"github.com/sowerproject/sower/replica"
+)
+
+// FeedConfig is what a Follower's feed client needs.
+type FeedConfig struct {
+	// Endpoints lists the quorum nodes' REST URLs (the seed's, then the
+	// replicated node list); the feed is served on every node's REST port
+	// as well as its gRPC port. Required.
+	Endpoints func() []string
+	// TLS returns the mutual-TLS client config (the Follower's
+	// replication certificate) for a node's host name. Required.
+	TLS func(serverName string) (*tls.Config, error)
+	// OnLeader is told the Leader each message names. Optional.
+	OnLeader func(name, url string)
+	// Silence is how long a stream may stay silent before it is given up
+	// (default 5s; the hub sends a progress mark every second when idle).
+	Silence time.Duration
+	Logger  *slog.Logger
+}
+
+// Feed is replica.Feed over gRPC: each Open tries the next node, so a
+// Follower whose node died continues from its cursor on another one.
+type Feed struct {
+	c FeedConfig
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+	next  int
+	// current is the node of the last stream opened.
+	current string
+}
+
+var _ replica.Feed = (*Feed)(nil)
+
+// NewFeed returns the feed client.
+func NewFeed(c FeedConfig) (*Feed, error) {
+	if c.Endpoints == nil || c.TLS == nil {
+		return nil, errors.New("replication feed: Endpoints and TLS are required")
+	}
+	if c.Silence <= 0 {
+		c.Silence = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Feed{c: c, conns: map[string]*grpc.ClientConn{}}, nil
+}
+
+// Current is the URL of the node the feed last streamed from.
+func (f *Feed) Current() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.current
+}
+
+// Close closes every connection.
+func (f *Feed) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, c := range f.conns {
+		c.Close()
+		delete(f.conns, k)
+	}
+	return nil
+}
+
+func (f *Feed) conn(endpoint string) (*grpc.ClientConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.conns[endpoint]; ok {
+		return c, nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("replication feed: endpoint %q is not a URL", endpoint)
+	}
+	host := u.Hostname()
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	tc, err := f.c.TLS(host)
+	if err != nil {
+		return nil, err
+	}
+	c, err := grpc.NewClient(net.JoinHostPort(host, port),
+		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, MaxDelay: 2 * time.Second}, MinConnectTimeout: 2 * time.Second}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("replication feed: %s: %w", endpoint, err)
+	}
+	f.conns[endpoint] = c
+	return c, nil
+}
+
+// Open implements replica.Feed.
+func (f *Feed) Open(ctx context.Context, cursor int64) (replica.Stream, error) {
+	eps := f.c.Endpoints()
+	if len(eps) == 0 {
+		return nil, errors.New("replication feed: no quorum node is known; the seed lists none")
+	}
+	f.mu.Lock()
+	ep := eps[f.next%len(eps)]
+	f.next++
+	f.current = ep
+	f.mu.Unlock()
+	conn, err := f.conn(ep)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	st, err := sowerv1.NewReplicationServiceClient(conn).Follow(sctx, &sowerv1.FollowRequest{Cursor: cursor})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("replication feed: %s: %w", ep, err)
+	}
+	s := &stream{st: st, cancel: cancel, f: f, ep: ep}
+	// A node that stops answering without closing the connection (a
+	// partition, a stopped process) is given up after the silence.
+	s.timer = time.AfterFunc(f.c.Silence, cancel)
+	return s, nil
+}
+
+type stream struct {
+	st     grpc.ServerStreamingClient[sowerv1.FollowResponse]
+	cancel context.CancelFunc
+	timer  *time.Timer
+	f      *Feed
+	ep     string
+}
+
+func (s *stream) Recv() (replica.Message, error) {
+	r, err := s.st.Recv()
+	if err != nil {
+		return replica.Message{}, fmt.Errorf("replication feed: %s: %w", s.ep, err)
+	}
+	s.timer.Reset(s.f.c.Silence)
+	if s.f.c.OnLeader != nil {
+		s.f.c.OnLeader(r.GetLeaderName(), r.GetLeaderUrl())
+	}
+	return MessageFromProto(r), nil
+}
+
+func (s *stream) Close() error {
+	s.timer.Stop()
+	s.cancel()
+	return nil
+}
