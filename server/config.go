@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/pki"
 )
 
@@ -44,6 +45,14 @@ type Config struct {
 	// Join, when set, makes a node whose data dir has no etcd data join an
 	// existing cluster from a Standby seed instead of bootstrapping one.
 	Join *Join
+	// TrustedProxies are the load balancers and proxies in front of the
+	// node whose X-Forwarded-For is believed (see authn.ClientAddr). Empty
+	// (the default) believes no header: the client is the connection's
+	// remote address.
+	TrustedProxies authn.Networks
+	// AuthnLimits are the failed-login limits (authn.LimiterConfig); the
+	// zero value takes the defaults.
+	AuthnLimits authn.LimiterConfig
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once shutdown starts. Zero means 5s.
 	ShutdownTimeout time.Duration
