@@ -136,12 +136,12 @@ func TestForwardedForIsBelievedOnlyFromTrustedProxies(t *testing.T) {
 		xff  string
 		want int
 	}{
-		"no proxies: a forged header is ignored":                  {plain, "127.0.0.3", "127.0.0.2", http.StatusUnauthorized},
-		"no proxies: the real address counts":                     {plain, "127.0.0.2", "127.0.0.3", http.StatusOK},
-		"untrusted peer: its header is ignored":                   {proxied, "127.0.0.3", "127.0.0.2", http.StatusUnauthorized},
-		"trusted proxy: the client it names counts":               {proxied, "127.0.0.4", "127.0.0.2", http.StatusOK},
-		"two trusted proxies: the client left of them counts":     {proxied, "127.0.0.4", "127.0.0.2, 127.0.0.5", http.StatusOK},
-		"trusted proxy: a forged left-most entry is ignored":      {proxied, "127.0.0.4", "127.0.0.2, 127.0.0.3", http.StatusUnauthorized},
+		"no proxies: a forged header is ignored":                   {plain, "127.0.0.3", "127.0.0.2", http.StatusUnauthorized},
+		"no proxies: the real address counts":                      {plain, "127.0.0.2", "127.0.0.3", http.StatusOK},
+		"untrusted peer: its header is ignored":                    {proxied, "127.0.0.3", "127.0.0.2", http.StatusUnauthorized},
+		"trusted proxy: the client it names counts":                {proxied, "127.0.0.4", "127.0.0.2", http.StatusOK},
+		"two trusted proxies: the client left of them counts":      {proxied, "127.0.0.4", "127.0.0.2, 127.0.0.5", http.StatusOK},
+		"trusted proxy: a forged left-most entry is ignored":       {proxied, "127.0.0.4", "127.0.0.2, 127.0.0.3", http.StatusUnauthorized},
 		"trusted proxy: a client naming a proxy cannot pass as it": {proxied, "127.0.0.4", "127.0.0.3, 127.0.0.2", http.StatusOK},
 	}
 	keys := map[*anNode]string{}
