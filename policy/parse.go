@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -31,7 +32,12 @@ func (d *Document) Len() int { return len(d.stmts) }
 // limit, before the expansion costs anything (a 526-byte text nesting
 // aliases ten deep and ten wide expands to ten billion nodes).
 func Parse(filename string, text []byte) (*Document, error) {
-	p := &parser{filename: filename, events: yamlevent.NewParser(text), anchors: map[string]any{}, tags: map[string]tagType{},
+	return parse(context.Background(), filename, text)
+}
+
+// parse is Parse that stops, returning ctx's error, when ctx ends.
+func parse(ctx context.Context, filename string, text []byte) (*Document, error) {
+	p := &parser{ctx: ctx, filename: filename, events: yamlevent.NewParser(text), anchors: map[string]any{}, tags: map[string]tagType{},
 		anchorNodes: map[string]int64{}, maxNodes: MaxExpandedNodes(len(text)), textLen: len(text)}
 	defer p.events.Close()
 	stmts, err := p.stream()
@@ -44,6 +50,9 @@ func Parse(filename string, text []byte) (*Document, error) {
 // parser reads the event stream the way Conjur's loader does, raising each
 // error at the event Conjur raises it at, so that positions agree.
 type parser struct {
+	// ctx ends the parse early: its error is checked every ctxEvery events.
+	ctx      context.Context
+	seen     int
 	filename string
 	events   *yamlevent.Parser
 	anchors  map[string]any
@@ -134,8 +143,17 @@ func (p *parser) next() (yamlevent.Event, error) {
 	if err := p.count(ev); err != nil {
 		return ev, err
 	}
+	if p.seen++; p.seen%ctxEvery == 0 {
+		if err := p.ctx.Err(); err != nil {
+			return ev, err
+		}
+	}
 	return ev, nil
 }
+
+// ctxEvery is how many events or records the parser and planner handle
+// between two looks at their context.
+const ctxEvery = 4096
 
 func position(ev yamlevent.Event) Position {
 	return Position{Line: ev.Start.Line + 1, Column: ev.Start.Column + 1}

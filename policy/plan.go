@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -57,6 +58,13 @@ type File struct {
 // Every role, resource and owner the text refers to must exist afterwards;
 // a reference to one that does not is an *Error at the reference.
 func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
+	return g.PlanContext(context.Background(), req)
+}
+
+// PlanContext is Plan that stops, returning ctx's error, when ctx ends: a
+// server plans under the request's context so that a client that goes away
+// or a load that runs past its time limit stops costing CPU.
+func (g *Graph) PlanContext(ctx context.Context, req LoadRequest) (*ChangeSet, error) {
 	switch req.Mode {
 	case Append, Update, Replace:
 	default:
@@ -71,7 +79,7 @@ func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
 	}
 	var stmts []any
 	for _, f := range files {
-		doc, err := Parse(f.Name, f.Text)
+		doc, err := parse(ctx, f.Name, f.Text)
 		if err != nil {
 			return nil, err
 		}
@@ -94,11 +102,18 @@ func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
 		wrapper.set("body", &seq{items: stmts})
 		stmts = []any{wrapper}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	resolved, err := resolve(req.Filename, stmts, ResolveOptions{Account: req.Policy.Account, Owner: owner})
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	p := &planner{
+		ctx:      ctx,
 		g:        g,
 		req:      req,
 		deleted:  map[string]bool{},
@@ -111,6 +126,7 @@ func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
 
 // planner computes one ChangeSet; it reads the graph under its read lock.
 type planner struct {
+	ctx context.Context
 	g   *Graph
 	req LoadRequest
 
@@ -171,7 +187,12 @@ func (p *planner) plan(records []*object) (*ChangeSet, error) {
 		}
 		p.explicitDeletion(o)
 	}
-	for _, o := range records {
+	for i, o := range records {
+		if i%ctxEvery == 0 {
+			if err := p.ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
 		if err := p.declare(o); err != nil {
 			return nil, err
 		}

@@ -53,6 +53,9 @@ type Config struct {
 	// AuthnLimits are the failed-login limits (authn.LimiterConfig); the
 	// zero value takes the defaults.
 	AuthnLimits authn.LimiterConfig
+	// PolicyLoadTimeout is the longest one policy load may hold the node's
+	// policy lock; zero means the policy service's default (5m).
+	PolicyLoadTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once shutdown starts. Zero means 5s.
 	ShutdownTimeout time.Duration
@@ -105,6 +108,9 @@ func (c Config) Validate() error {
 	}
 	if j := c.Join; j != nil && (len(j.Seed) == 0 || j.Identity == nil || j.Pin == (pki.Pin{})) {
 		return fmt.Errorf("%w: joining from a seed needs the seed, the age identity it is sealed to, and the cluster's CA pin", ErrInvalidConfig)
+	}
+	if c.PolicyLoadTimeout < 0 {
+		return fmt.Errorf("%w: policy-load-timeout %s: must not be negative", ErrInvalidConfig, c.PolicyLoadTimeout)
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("%w: shutdown-timeout %s: must not be negative", ErrInvalidConfig, c.ShutdownTimeout)

@@ -20,26 +20,28 @@ import (
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/server"
+	policyapi "github.com/sowerproject/sower/server/api/policy"
 )
 
 // nodeConfig is the file/env/flag view of a node's configuration. Each field
 // is a flag, a key in the config file and a SOWER_ environment variable
 // (SOWER_DATA_DIR for data-dir).
 type nodeConfig struct {
-	DataDir         string `yaml:"data-dir"`
-	Account         string `yaml:"account"`
-	Name            string `yaml:"name"`
-	GRPCAddr        string `yaml:"grpc-addr"`
-	HTTPAddr        string `yaml:"http-addr"`
-	EtcdClientAddr  string `yaml:"etcd-client-addr"`
-	EtcdPeerAddr    string `yaml:"etcd-peer-addr"`
-	LogFormat       string `yaml:"log-format"`
-	LogLevel        string `yaml:"log-level"`
-	ShutdownTimeout string `yaml:"shutdown-timeout"`
-	Cluster         string `yaml:"cluster"`
-	FailoverTTL     string `yaml:"failover-ttl"`
-	MemoryLimit     string `yaml:"memory-limit"`
-	TrustedProxies  string `yaml:"trusted-proxies"`
+	DataDir           string `yaml:"data-dir"`
+	Account           string `yaml:"account"`
+	Name              string `yaml:"name"`
+	GRPCAddr          string `yaml:"grpc-addr"`
+	HTTPAddr          string `yaml:"http-addr"`
+	EtcdClientAddr    string `yaml:"etcd-client-addr"`
+	EtcdPeerAddr      string `yaml:"etcd-peer-addr"`
+	LogFormat         string `yaml:"log-format"`
+	LogLevel          string `yaml:"log-level"`
+	ShutdownTimeout   string `yaml:"shutdown-timeout"`
+	Cluster           string `yaml:"cluster"`
+	FailoverTTL       string `yaml:"failover-ttl"`
+	MemoryLimit       string `yaml:"memory-limit"`
+	TrustedProxies    string `yaml:"trusted-proxies"`
+	PolicyLoadTimeout string `yaml:"policy-load-timeout"`
 	// The failed-login limits (authn.LimiterConfig), docs/authn.md.
 	AuthnBurst        string `yaml:"authn-burst"`
 	AuthnRefill       string `yaml:"authn-refill"`
@@ -65,6 +67,7 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.String("shutdown-timeout", "5s", "how long in-flight requests may run after SIGTERM")
 	fs.String("cluster", "", `auto-failover cluster name, policy conjur/cluster/<name> (default: the cluster's own, "default" for a new one)`)
 	fs.String("memory-limit", "auto", "soft memory limit of the node: auto (85% of the container's cgroup limit, or GOMEMLIMIT), none, or a size such as 900MiB")
+	fs.String("policy-load-timeout", policyapi.DefaultLoadTimeout.String(), "longest time one policy load may hold the node's policy lock before it is stopped (nothing stored)")
 	fs.String("trusted-proxies", "", "comma-separated addresses or CIDR networks of the proxies in front of the node whose X-Forwarded-For is believed (default none: the client is the connection's address)")
 	fs.String("authn-burst", strconv.Itoa(authn.DefaultLimiterBurst), "failed logins one identity may make from one address before that address is refused for it")
 	fs.String("authn-refill", authn.DefaultLimiterRefill.String(), "time in which an identity at an address earns back one failed login")
@@ -79,7 +82,7 @@ func nodeFlags(fs *pflag.FlagSet) {
 // configKeys are the keys a config file may hold.
 var configKeys = []string{"data-dir", "account", "name", "grpc-addr", "http-addr", "etcd-client-addr",
 	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl", "memory-limit",
-	"trusted-proxies", "authn-burst", "authn-refill", "authn-source-burst", "authn-source-refill",
+	"policy-load-timeout", "trusted-proxies", "authn-burst", "authn-refill", "authn-source-burst", "authn-source-refill",
 	"authn-global-burst", "authn-global-refill", "authn-max-entries"}
 
 // secretKeys are redacted by `sower config print`. None of today's keys is
@@ -133,7 +136,8 @@ func loadNodeConfig(fs *pflag.FlagSet) (nodeConfig, error) {
 		ShutdownTimeout: v.GetString("shutdown-timeout"),
 		Cluster:         v.GetString("cluster"), FailoverTTL: v.GetString("failover-ttl"),
 		MemoryLimit: v.GetString("memory-limit"), TrustedProxies: v.GetString("trusted-proxies"),
-		AuthnBurst: v.GetString("authn-burst"), AuthnRefill: v.GetString("authn-refill"),
+		PolicyLoadTimeout: v.GetString("policy-load-timeout"),
+		AuthnBurst:        v.GetString("authn-burst"), AuthnRefill: v.GetString("authn-refill"),
 		AuthnSourceBurst: v.GetString("authn-source-burst"), AuthnSourceRefill: v.GetString("authn-source-refill"),
 		AuthnGlobalBurst: v.GetString("authn-global-burst"), AuthnGlobalRefill: v.GetString("authn-global-refill"),
 		AuthnMaxEntries: v.GetString("authn-max-entries"),
@@ -196,12 +200,18 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 			return server.Config{}, &usageError{fmt.Errorf("trusted-proxies %q: %v", c.TrustedProxies, err)}
 		}
 	}
+	var loadTimeout time.Duration
+	if c.PolicyLoadTimeout != "" {
+		if loadTimeout, err = time.ParseDuration(c.PolicyLoadTimeout); err != nil || loadTimeout <= 0 {
+			return server.Config{}, &usageError{fmt.Errorf("policy-load-timeout %q: give a positive duration such as 5m", c.PolicyLoadTimeout)}
+		}
+	}
 	limits, err := c.authnLimits()
 	if err != nil {
 		return server.Config{}, &usageError{err}
 	}
 	sc := server.Config{
-		TrustedProxies: proxies, AuthnLimits: limits,
+		TrustedProxies: proxies, AuthnLimits: limits, PolicyLoadTimeout: loadTimeout,
 		Name: c.Name, Account: c.Account, DataDir: c.DataDir,
 		GRPCAddr: c.GRPCAddr, HTTPAddr: c.HTTPAddr,
 		EtcdClientAddr: c.EtcdClientAddr, EtcdPeerAddr: c.EtcdPeerAddr,

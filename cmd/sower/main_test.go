@@ -71,6 +71,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		"bad memory limit":    {nil, []string{"config", "print", "--memory-limit", "lots"}, "memory-limit \"lots\""},
 		"bad trusted proxy":   {nil, []string{"config", "print", "--trusted-proxies", "10.0.0.0/8,lb.example"}, "trusted-proxies"},
 		"bad authn burst":     {nil, []string{"config", "print", "--authn-burst", "0"}, "authn-burst \"0\""},
+		"bad load timeout":    {nil, []string{"config", "print", "--policy-load-timeout", "-1s"}, "policy-load-timeout \"-1s\""},
 		"bad authn refill":    {nil, []string{"config", "print", "--authn-global-refill", "fast"}, "authn-global-refill \"fast\""},
 	}
 	for name, tc := range tests {
@@ -95,7 +96,7 @@ func TestConfigPrintMergesSources(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, out)
 	}
 	for _, want := range []string{`account: "fromfile"`, `name: "fromenv"`, `log-format: "text"`, `data-dir: "./.sower"`,
-		`trusted-proxies: "10.0.0.0/8"`, `authn-source-burst: "50"`, `authn-burst: "10"`, `authn-refill: "6s"`} {
+		`trusted-proxies: "10.0.0.0/8"`, `authn-source-burst: "50"`, `authn-burst: "10"`, `authn-refill: "6s"`, `policy-load-timeout: "5m0s"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config print lacks %s:\n%s", want, out)
 		}
