@@ -90,6 +90,11 @@ func TestResolveErrors(t *testing.T) {
 		"declared twice":        {"- !group g\n- !group g\n", "group 'g' is declared more than once"},
 		"ownership cycle":       {"- !group\n  id: a\n  owner: !group b\n- !group\n  id: b\n  owner: !group a\n", "Dependency cycle encountered between group 'a' and group 'b'"},
 		"climbs above the root": {"- !policy\n  id: p\n  body:\n  - !host\n    id: h\n    owner: !group ../../x\n", "Invalid relative reference: p/../../x"},
+		"NUL in an id":          {"- !host \"web\\0x\"\n", `Invalid id "web\x00x": an id may not contain a NUL character`},
+		"newline in an id":      {"- !variable \"db\\npassword\"\n", `Invalid id "db\npassword": an id may not contain a line break`},
+		"dot-dot in an id":      {"- !policy\n  id: p\n  body:\n  - !host ../admin\n", `Invalid id "p/../admin": '..' may climb only in references (owner, member, the role of a permit), not in a declared id`},
+		"encoded slash":         {"- !variable a%2Fb\n", `Invalid id "a%2Fb": an encoded slash (%2F) would name another id once decoded; write '/' to nest`},
+		"encoded slash, grant":  {"- !grant\n  role: !group x%2fy\n  member: !user alice\n", `Invalid id "x%2fy": an encoded slash (%2F) would name another id once decoded; write '/' to nest`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
