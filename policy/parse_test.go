@@ -90,11 +90,6 @@ func TestResolveErrors(t *testing.T) {
 		"declared twice":        {"- !group g\n- !group g\n", "group 'g' is declared more than once"},
 		"ownership cycle":       {"- !group\n  id: a\n  owner: !group b\n- !group\n  id: b\n  owner: !group a\n", "Dependency cycle encountered between group 'a' and group 'b'"},
 		"climbs above the root": {"- !policy\n  id: p\n  body:\n  - !host\n    id: h\n    owner: !group ../../x\n", "Invalid relative reference: p/../../x"},
-		"NUL in an id":          {"- !host \"web\\0x\"\n", `Invalid id "web\x00x": an id may not contain a NUL character`},
-		"newline in an id":      {"- !variable \"db\\npassword\"\n", `Invalid id "db\npassword": an id may not contain a line break`},
-		"dot-dot in an id":      {"- !policy\n  id: p\n  body:\n  - !host ../admin\n", `Invalid id "p/../admin": '..' may climb only in references (owner, member, the role of a permit), not in a declared id`},
-		"encoded slash":         {"- !variable a%2Fb\n", `Invalid id "a%2Fb": an encoded slash (%2F) would name another id once decoded; write '/' to nest`},
-		"encoded slash, grant":  {"- !grant\n  role: !group x%2fy\n  member: !user alice\n", `Invalid id "x%2fy": an encoded slash (%2F) would name another id once decoded; write '/' to nest`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -158,5 +153,40 @@ func TestModestAliasesAreAccepted(t *testing.T) {
 	text := "- !group &ops ops\n- !user &alice alice\n- !grant\n  role: *ops\n  members: [*alice]\n- !variable &v db\n- !permit\n  role: *ops\n  privileges: &privs [read, execute]\n  resource: *v\n- !permit\n  role: *alice\n  privileges: *privs\n  resource: *v\n"
 	if _, err := Parse("ok.yml", []byte(text)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLoadRefusesUnsafeIDs: declared ids with a NUL, a line break, a ".."
+// segment or an encoded slash are refused when loaded, with a clear error
+// at the record (Resolve keeps Conjur's output for them).
+func TestLoadRefusesUnsafeIDs(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		text string
+		want string
+	}{
+		"NUL in an id":         {"- !host \"web\\0x\"\n", `Invalid id "web\x00x": an id may not contain a NUL character`},
+		"newline in an id":     {"- !variable \"db\\npassword\"\n", `Invalid id "db\npassword": an id may not contain a line break`},
+		"dot-dot in an id":     {"- !policy\n  id: p\n  body:\n  - !host ../admin\n", `Invalid id "p/../admin": '..' may climb only in references (owner, member, the role of a permit), not in a declared id`},
+		"encoded slash":        {"- !variable a%2Fb\n", `Invalid id "a%2Fb": an encoded slash (%2F) would name another id once decoded; write '/' to nest`},
+		"encoded slash, grant": {"- !grant\n  role: !group x%2fy\n  member: !user alice\n", `Invalid id "x%2fy": an encoded slash (%2F) would name another id once decoded; write '/' to nest`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			g := NewGraph()
+			cs, err := g.PlanAccount(acct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Apply(cs); err != nil {
+				t.Fatal(err)
+			}
+			_, err = g.Plan(LoadRequest{Policy: NewID(acct, KindPolicy, RootPolicy), Mode: Append, Filename: "p.yml", Text: []byte(tc.text)})
+			var perr *Error
+			if !errors.As(err, &perr) || perr.Message != tc.want {
+				t.Fatalf("Plan error = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -109,6 +109,9 @@ func (g *Graph) PlanContext(ctx context.Context, req LoadRequest) (*ChangeSet, e
 	if err != nil {
 		return nil, err
 	}
+	if err := checkDeclaredIDs(req.Filename, resolved.records); err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

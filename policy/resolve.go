@@ -648,12 +648,33 @@ func (r *resolver) absolute(records []*object) error {
 		}
 		for s := range eachItem(subjects) {
 			if s, ok := s.(*object); ok {
-				id := s.str("id")
-				if strings.HasPrefix(id, "/") {
+				if id := s.str("id"); strings.HasPrefix(id, "/") {
 					return r.fail(s, "Illegal absolute id: %s", id)
 				}
-				if msg := badID(id); msg != "" {
-					return r.fail(s, "%s", msg)
+			}
+		}
+	}
+	return nil
+}
+
+// checkDeclaredIDs refuses, for a load, the declared ids that Conjur's
+// resolver leaves as written but that sower will not store (see badID).
+// Resolve itself keeps Conjur's output, "..", for conformance.
+func checkDeclaredIDs(filename string, records []*object) error {
+	for _, o := range records {
+		var subjects any = o
+		switch o.spec.class {
+		case "Grant", "Revoke":
+			subjects = o.get("role")
+		case "Permit", "Deny":
+			subjects = o.get("resource")
+		case "Delete":
+			subjects = o.get("record")
+		}
+		for s := range eachItem(subjects) {
+			if s, ok := s.(*object); ok {
+				if msg := badID(s.str("id")); msg != "" {
+					return objectError(filename, s, "%s", msg)
 				}
 			}
 		}
