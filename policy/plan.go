@@ -657,7 +657,25 @@ func (p *planner) annotations(o *object) ([]Annotation, error) {
 			out = append(out, Annotation{Name: c[1], Value: scalarText(v)})
 		}
 	}
+	for _, a := range out {
+		if len(a.Name)+len(a.Value) > MaxAnnotationBytes {
+			return nil, objectError(p.req.Filename, o, "annotation '%s' is %d bytes; the limit is %d bytes (MaxAnnotationBytes: each annotation is one etcd value, and etcd refuses a request over its limit): keep large data in a variable", clip(a.Name, 64), len(a.Name)+len(a.Value), MaxAnnotationBytes)
+		}
+	}
 	return out, nil
+}
+
+// MaxAnnotationBytes bounds an annotation's name and value together. Each
+// annotation is one value in etcd, whose requests are limited (8 MiB on a
+// sower node, with every other write of the load's transaction); 1 MiB
+// keeps a load of such annotations well inside it.
+const MaxAnnotationBytes = 1 << 20
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
 
 // checkReferences fails on the first reference to a role or resource that

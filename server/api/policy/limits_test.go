@@ -104,3 +104,22 @@ func TestCanceledLoadStopsAndStoresNothing(t *testing.T) {
 		t.Fatal("a canceled load changed etcd")
 	}
 }
+
+// TestOverLargeAnnotationIsInvalid: an annotation larger than etcd could
+// store is refused as invalid policy (422 on the Conjur path) naming the
+// limit, not failed in etcd (500), and nothing is stored.
+func TestOverLargeAnnotationIsInvalid(t *testing.T) {
+	t.Parallel()
+	cli := startEtcd(t)
+	n := newNode(t, cli, bigTxns)
+	before := etcdState(t, cli)
+	text := "- !variable\n  id: big\n  annotations:\n    blob: " + strings.Repeat("x", 2<<20) + "\n"
+	_, err := n.svc.LoadPolicy(as("admin"), loadReq("root", appendMode, text))
+	st, _ := status.FromError(err)
+	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "annotation 'blob' is 2097156 bytes; the limit is 1048576 bytes") {
+		t.Fatalf("LoadPolicy = %v, want InvalidArgument naming the annotation limit", err)
+	}
+	if !sameState(before, etcdState(t, cli)) {
+		t.Fatal("a refused load changed etcd")
+	}
+}
