@@ -1,7 +1,9 @@
 // Package authn holds what every sower authenticator shares: the refusal
 // error that callers see as one generic failure while logs and audit see which
 // check failed, the Sealer through which secrets reach etcd under the data key,
-// and the per-identity limiter that slows down repeated failed logins.
+// the limiter that slows down repeated failed logins (per identity at an
+// address, per address, node-wide), and the client-address rules (trusted
+// proxies, restricted_to) shared by every authenticator.
 //
 // The authenticators themselves live in sub-packages:
 //

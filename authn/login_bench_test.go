@@ -50,13 +50,13 @@ func BenchmarkAPIKeyLogin(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			id := ids[i%n]
-			if _, ok := limiter.Allow(id); !ok {
+			if _, ok := limiter.Allow(id, "10.0.0.1"); !ok {
 				b.Fatal("rate limited")
 			}
 			if err := keys.Verify(ctx, id, secrets[i%n]); err != nil {
 				b.Fatal(err)
 			}
-			limiter.Succeed(id)
+			limiter.Succeed(id, "10.0.0.1")
 			if _, err := tokens.Issue("host/app"); err != nil {
 				b.Fatal(err)
 			}

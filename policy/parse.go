@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -25,8 +26,19 @@ func (d *Document) Len() int { return len(d.stmts) }
 // of statements; an empty text is an empty policy. Errors are *Error values
 // that wrap ErrInvalid and carry the line and column Conjur reports for the
 // same text.
+//
+// Aliases are bounded: a text whose aliases expand it to more YAML nodes
+// than MaxExpandedNodes(len(text)) is refused at the alias that crosses the
+// limit, before the expansion costs anything (a 526-byte text nesting
+// aliases ten deep and ten wide expands to ten billion nodes).
 func Parse(filename string, text []byte) (*Document, error) {
-	p := &parser{filename: filename, events: yamlevent.NewParser(text), anchors: map[string]any{}, tags: map[string]tagType{}}
+	return parse(context.Background(), filename, text)
+}
+
+// parse is Parse that stops, returning ctx's error, when ctx ends.
+func parse(ctx context.Context, filename string, text []byte) (*Document, error) {
+	p := &parser{ctx: ctx, filename: filename, events: yamlevent.NewParser(text), anchors: map[string]any{}, tags: map[string]tagType{},
+		anchorNodes: map[string]int64{}, maxNodes: MaxExpandedNodes(len(text)), textLen: len(text)}
 	defer p.events.Close()
 	stmts, err := p.stream()
 	if err != nil {
@@ -38,11 +50,73 @@ func Parse(filename string, text []byte) (*Document, error) {
 // parser reads the event stream the way Conjur's loader does, raising each
 // error at the event Conjur raises it at, so that positions agree.
 type parser struct {
+	// ctx ends the parse early: its error is checked every ctxEvery events.
+	ctx      context.Context
+	seen     int
 	filename string
 	events   *yamlevent.Parser
 	anchors  map[string]any
 	// tags caches lookupTag: a text uses a handful of tags many times.
 	tags map[string]tagType
+
+	// nodes counts the YAML nodes the text expands to so far, an alias
+	// counting as the nodes of its anchor; anchorNodes holds each anchor's
+	// count, open the collections not yet ended.
+	nodes       int64
+	anchorNodes map[string]int64
+	open        []openNode
+	maxNodes    int64
+	textLen     int
+}
+
+type openNode struct {
+	anchor string
+	start  int64
+}
+
+// The alias expansion limit, as hardened YAML parsers bound "billion laughs"
+// texts: a policy may expand to AliasExpansionPerByte YAML nodes per byte of
+// its text, and never less than AliasExpansionFloor. Text without aliases
+// has at most one node per byte, so only aliases can reach the limit.
+const (
+	AliasExpansionPerByte = 10
+	AliasExpansionFloor   = 10_000
+)
+
+// MaxExpandedNodes is how many YAML nodes a policy text of n bytes may
+// expand to, aliases expanded.
+func MaxExpandedNodes(n int) int64 {
+	return max(AliasExpansionFloor, AliasExpansionPerByte*int64(n))
+}
+
+// count adds ev to the nodes the text expands to and refuses the text when
+// they pass the limit.
+func (p *parser) count(ev yamlevent.Event) error {
+	switch ev.Type {
+	case yamlevent.Scalar:
+		p.nodes++
+		if ev.Anchor != "" {
+			p.anchorNodes[ev.Anchor] = 1
+		}
+	case yamlevent.SequenceStart, yamlevent.MappingStart:
+		p.nodes++
+		p.open = append(p.open, openNode{anchor: ev.Anchor, start: p.nodes - 1})
+	case yamlevent.SequenceEnd, yamlevent.MappingEnd:
+		if n := len(p.open); n > 0 {
+			o := p.open[n-1]
+			p.open = p.open[:n-1]
+			if o.anchor != "" {
+				p.anchorNodes[o.anchor] = p.nodes - o.start
+			}
+		}
+	case yamlevent.Alias:
+		p.nodes += p.anchorNodes[ev.Anchor]
+	}
+	if p.nodes > p.maxNodes {
+		return p.fail("Aliases expand this policy to more than %d YAML nodes, the limit for a text of %d bytes (%d per byte, at least %d): write the repeated statements out or nest fewer aliases",
+			p.maxNodes, p.textLen, AliasExpansionPerByte, AliasExpansionFloor)
+	}
+	return nil
 }
 
 // tagType is what lookupTag returns for a tag.
@@ -66,8 +140,20 @@ func (p *parser) next() (yamlevent.Event, error) {
 		}
 		return ev, p.fail("%v", err)
 	}
+	if err := p.count(ev); err != nil {
+		return ev, err
+	}
+	if p.seen++; p.seen%ctxEvery == 0 {
+		if err := p.ctx.Err(); err != nil {
+			return ev, err
+		}
+	}
 	return ev, nil
 }
+
+// ctxEvery is how many events or records the parser and planner handle
+// between two looks at their context.
+const ctxEvery = 4096
 
 func position(ev yamlevent.Event) Position {
 	return Position{Line: ev.Start.Line + 1, Column: ev.Start.Column + 1}

@@ -2,6 +2,9 @@ package policy
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -102,6 +105,87 @@ func TestResolveErrors(t *testing.T) {
 			}
 			if perr.Line == 0 || !strings.HasPrefix(err.Error(), "p.yml:") {
 				t.Errorf("error %q has no position", err)
+			}
+		})
+	}
+}
+
+// TestAliasBombIsRefused: the 526-byte text nesting aliases ten deep and
+// ten wide (ten billion nodes expanded) is refused with an error naming the
+// limit, at the alias that crosses it.
+func TestAliasBombIsRefused(t *testing.T) {
+	t.Parallel()
+	text, err := os.ReadFile(filepath.Join("testdata", "alias-bomb.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(text) != 526 {
+		t.Fatalf("the bomb is %d bytes, want 526", len(text))
+	}
+	_, err = Parse("bomb.yml", text)
+	var perr *Error
+	if !errors.As(err, &perr) || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Parse = %v, want an *Error wrapping ErrInvalid", err)
+	}
+	want := fmt.Sprintf("Aliases expand this policy to more than %d YAML nodes, the limit for a text of 526 bytes", MaxExpandedNodes(526))
+	if !strings.Contains(perr.Message, want) {
+		t.Fatalf("message %q does not name the limit (%q)", perr.Message, want)
+	}
+	// Planning parses the same way: the load is refused, not run.
+	g := NewGraph()
+	cs, err := g.PlanAccount("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Apply(cs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Plan(LoadRequest{Policy: NewID("acme", KindPolicy, RootPolicy), Mode: Append, Text: text}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Plan = %v, want the alias limit", err)
+	}
+}
+
+// TestModestAliasesAreAccepted: aliases that repeat a node a few times, as
+// policies do to share a list of privileges or members, stay well inside
+// the limit.
+func TestModestAliasesAreAccepted(t *testing.T) {
+	t.Parallel()
+	text := "- !group &ops ops\n- !user &alice alice\n- !grant\n  role: *ops\n  members: [*alice]\n- !variable &v db\n- !permit\n  role: *ops\n  privileges: &privs [read, execute]\n  resource: *v\n- !permit\n  role: *alice\n  privileges: *privs\n  resource: *v\n"
+	if _, err := Parse("ok.yml", []byte(text)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLoadRefusesUnsafeIDs: declared ids with a NUL, a line break, a ".."
+// segment or an encoded slash are refused when loaded, with a clear error
+// at the record (Resolve keeps Conjur's output for them).
+func TestLoadRefusesUnsafeIDs(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		text string
+		want string
+	}{
+		"NUL in an id":         {"- !host \"web\\0x\"\n", `Invalid id "web\x00x": an id may not contain a NUL character`},
+		"newline in an id":     {"- !variable \"db\\npassword\"\n", `Invalid id "db\npassword": an id may not contain a line break`},
+		"dot-dot in an id":     {"- !policy\n  id: p\n  body:\n  - !host ../admin\n", `Invalid id "p/../admin": '..' may climb only in references (owner, member, the role of a permit), not in a declared id`},
+		"encoded slash":        {"- !variable a%2Fb\n", `Invalid id "a%2Fb": an encoded slash (%2F) would name another id once decoded; write '/' to nest`},
+		"encoded slash, grant": {"- !grant\n  role: !group x%2fy\n  member: !user alice\n", `Invalid id "x%2fy": an encoded slash (%2F) would name another id once decoded; write '/' to nest`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			g := NewGraph()
+			cs, err := g.PlanAccount(acct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Apply(cs); err != nil {
+				t.Fatal(err)
+			}
+			_, err = g.Plan(LoadRequest{Policy: NewID(acct, KindPolicy, RootPolicy), Mode: Append, Filename: "p.yml", Text: []byte(tc.text)})
+			var perr *Error
+			if !errors.As(err, &perr) || perr.Message != tc.want {
+				t.Fatalf("Plan error = %v, want %q", err, tc.want)
 			}
 		})
 	}

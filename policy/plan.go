@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -57,6 +58,13 @@ type File struct {
 // Every role, resource and owner the text refers to must exist afterwards;
 // a reference to one that does not is an *Error at the reference.
 func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
+	return g.PlanContext(context.Background(), req)
+}
+
+// PlanContext is Plan that stops, returning ctx's error, when ctx ends: a
+// server plans under the request's context so that a client that goes away
+// or a load that runs past its time limit stops costing CPU.
+func (g *Graph) PlanContext(ctx context.Context, req LoadRequest) (*ChangeSet, error) {
 	switch req.Mode {
 	case Append, Update, Replace:
 	default:
@@ -71,7 +79,7 @@ func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
 	}
 	var stmts []any
 	for _, f := range files {
-		doc, err := Parse(f.Name, f.Text)
+		doc, err := parse(ctx, f.Name, f.Text)
 		if err != nil {
 			return nil, err
 		}
@@ -94,11 +102,21 @@ func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
 		wrapper.set("body", &seq{items: stmts})
 		stmts = []any{wrapper}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	resolved, err := resolve(req.Filename, stmts, ResolveOptions{Account: req.Policy.Account, Owner: owner})
 	if err != nil {
 		return nil, err
 	}
+	if err := checkDeclaredIDs(req.Filename, resolved.records); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	p := &planner{
+		ctx:      ctx,
 		g:        g,
 		req:      req,
 		deleted:  map[string]bool{},
@@ -111,6 +129,7 @@ func (g *Graph) Plan(req LoadRequest) (*ChangeSet, error) {
 
 // planner computes one ChangeSet; it reads the graph under its read lock.
 type planner struct {
+	ctx context.Context
 	g   *Graph
 	req LoadRequest
 
@@ -171,7 +190,12 @@ func (p *planner) plan(records []*object) (*ChangeSet, error) {
 		}
 		p.explicitDeletion(o)
 	}
-	for _, o := range records {
+	for i, o := range records {
+		if i%ctxEvery == 0 {
+			if err := p.ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
 		if err := p.declare(o); err != nil {
 			return nil, err
 		}
@@ -633,7 +657,25 @@ func (p *planner) annotations(o *object) ([]Annotation, error) {
 			out = append(out, Annotation{Name: c[1], Value: scalarText(v)})
 		}
 	}
+	for _, a := range out {
+		if len(a.Name)+len(a.Value) > MaxAnnotationBytes {
+			return nil, objectError(p.req.Filename, o, "annotation '%s' is %d bytes; the limit is %d bytes (MaxAnnotationBytes: each annotation is one etcd value, and etcd refuses a request over its limit): keep large data in a variable", clip(a.Name, 64), len(a.Name)+len(a.Value), MaxAnnotationBytes)
+		}
+	}
 	return out, nil
+}
+
+// MaxAnnotationBytes bounds an annotation's name and value together. Each
+// annotation is one value in etcd, whose requests are limited (8 MiB on a
+// sower node, with every other write of the load's transaction); 1 MiB
+// keeps a load of such annotations well inside it.
+const MaxAnnotationBytes = 1 << 20
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
 
 // checkReferences fails on the first reference to a role or resource that

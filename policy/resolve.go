@@ -657,6 +657,51 @@ func (r *resolver) absolute(records []*object) error {
 	return nil
 }
 
+// checkDeclaredIDs refuses, for a load, the declared ids that Conjur's
+// resolver leaves as written but that sower will not store (see badID).
+// Resolve itself keeps Conjur's output, "..", for conformance.
+func checkDeclaredIDs(filename string, records []*object) error {
+	for _, o := range records {
+		var subjects any = o
+		switch o.spec.class {
+		case "Grant", "Revoke":
+			subjects = o.get("role")
+		case "Permit", "Deny":
+			subjects = o.get("resource")
+		case "Delete":
+			subjects = o.get("record")
+		}
+		for s := range eachItem(subjects) {
+			if s, ok := s.(*object); ok {
+				if msg := badID(s.str("id")); msg != "" {
+					return objectError(filename, s, "%s", msg)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// badID says what is wrong with a declared id (the id of a record, the role
+// of a grant, the resource of a permit, the record of a delete), or "".
+// These ids become etcd keys and URL paths: a NUL or line break would be
+// cut or split by the tools that show them, a ".." segment would name
+// another record once a path is cleaned, and an encoded slash would name
+// another id once a URL is decoded.
+func badID(id string) string {
+	switch {
+	case strings.ContainsRune(id, 0):
+		return fmt.Sprintf("Invalid id %q: an id may not contain a NUL character", id)
+	case strings.ContainsAny(id, "\n\r"):
+		return fmt.Sprintf("Invalid id %q: an id may not contain a line break", id)
+	case hasParentSegment(id):
+		return fmt.Sprintf("Invalid id %q: '..' may climb only in references (owner, member, the role of a permit), not in a declared id", id)
+	case strings.Contains(strings.ToLower(id), "%2f"):
+		return fmt.Sprintf("Invalid id %q: an encoded slash (%%2F) would name another id once decoded; write '/' to nest", id)
+	}
+	return ""
+}
+
 // resourceKind is the Conjur kind of the resource an object names, or "".
 func resourceKind(o *object) string {
 	switch o.spec.tag {

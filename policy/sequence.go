@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"slices"
 )
@@ -18,6 +19,12 @@ import (
 // caller gives each a new version. Errors are the failing load's, wrapped
 // with its position in reqs.
 func (g *Graph) PlanAll(reqs []LoadRequest) (*ChangeSet, error) {
+	return g.PlanAllContext(context.Background(), reqs)
+}
+
+// PlanAllContext is PlanAll that stops, returning ctx's error, when ctx
+// ends.
+func (g *Graph) PlanAllContext(ctx context.Context, reqs []LoadRequest) (*ChangeSet, error) {
 	g.mu.RLock()
 	before := g.unsortedFacts(func(int32) bool { return true })
 	rev := g.rev
@@ -26,8 +33,11 @@ func (g *Graph) PlanAll(reqs []LoadRequest) (*ChangeSet, error) {
 	scratch := NewGraph(before...)
 	var policies []ID
 	for i, req := range reqs {
-		cs, err := scratch.Plan(req)
+		cs, err := scratch.PlanContext(ctx, req)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
 			name := req.Filename
 			if name == "" {
 				name = "text"

@@ -303,6 +303,31 @@ func ClusterOf(hostID string) (cluster, node string, ok bool) {
 	return cluster, node, true
 }
 
+// checkStandbyNames refuses what a Standby's certificates must not carry:
+// a wildcard or malformed DNS name, an address that names no one host
+// (0.0.0.0, ::, multicast), and the issuing Leader's own node name, whose
+// certificate would let the new node pass for the Leader.
+func (i *Issuer) checkStandbyNames(node string, req Request) error {
+	for _, n := range req.DNSNames {
+		name := strings.ToLower(strings.TrimSuffix(n, "."))
+		if strings.Contains(name, "*") {
+			return fmt.Errorf("%w: DNS name %q is a wildcard; a Standby's certificate names the machine itself (for example standby-1.example.com)", ErrInvalidRequest, n)
+		}
+		if net.ParseIP(name) != nil || !validDNSName(name) {
+			return fmt.Errorf("%w: %q is not a DNS name; give IP addresses as IPs", ErrInvalidRequest, n)
+		}
+	}
+	for _, ip := range req.IPs {
+		if ip == nil || ip.IsUnspecified() || ip.IsMulticast() {
+			return fmt.Errorf("%w: IP address %v names no single host; give the Standby's own address", ErrInvalidRequest, ip)
+		}
+	}
+	if signer, err := i.c.Signer(); err == nil && len(signer.Chain) > 0 && strings.EqualFold(signer.Chain[0].Subject.CommonName, node) {
+		return fmt.Errorf("%w: %q is the node name of this Leader; declare the Standby under its own name in conjur/cluster/%s", ErrInvalidRequest, node, i.c.Cluster)
+	}
+	return nil
+}
+
 // IssueStandby issues a Standby seed for a host declared in the cluster
 // policy.
 func (i *Issuer) IssueStandby(ctx context.Context, req Request) (*Issued, error) {
@@ -331,6 +356,10 @@ func (i *Issuer) IssueStandby(ctx context.Context, req Request) (*Issued, error)
 	layer := i.c.Account + ":layer:conjur/cluster/" + cluster
 	if !i.c.Policy.IsMember(layer, host) {
 		err := fmt.Errorf("%w: %s is not a member of %s; grant it the layer in policy conjur/cluster/%s", ErrNotClusterMember, host, layer, cluster)
+		i.refuse(ctx, archive.KindStandby, req, err.Error())
+		return nil, err
+	}
+	if err := i.checkStandbyNames(node, req); err != nil {
 		i.refuse(ctx, archive.KindStandby, req, err.Error())
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -98,9 +99,10 @@ const testPolicy = `
     body:
     - !layer
     - !host standby-1
+    - !host leader-1
     - !grant
       role: !layer
-      member: !host standby-1
+      members: [!host standby-1, !host leader-1]
 - !host follower
 - !host
   id: narrow
@@ -328,5 +330,35 @@ func BenchmarkIssueFollowerSealed(b *testing.B) {
 		if _, err := f.issuer.IssueFollower(context.Background(), req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestStandbySeedNameRefusals: names a Standby's certificates must not
+// carry are refused as invalid requests (422 on the Conjur path), each
+// with what to ask for instead.
+func TestStandbySeedNameRefusals(t *testing.T) {
+	t.Parallel()
+	id, _ := age.GenerateX25519Identity()
+	f := newFixture(t, false)
+	tests := map[string]struct {
+		host string
+		dns  []string
+		ips  []net.IP
+		want string
+	}{
+		"wildcard DNS name": {"conjur/cluster/prod/standby-1", []string{"*.example.com"}, nil, `DNS name "*.example.com" is a wildcard`},
+		"unspecified IPv4":  {"conjur/cluster/prod/standby-1", nil, []net.IP{net.IPv4zero}, "IP address 0.0.0.0 names no single host"},
+		"unspecified IPv6":  {"conjur/cluster/prod/standby-1", nil, []net.IP{net.IPv6unspecified}, "IP address :: names no single host"},
+		"the Leader's name": {"conjur/cluster/prod/leader-1", nil, nil, `"leader-1" is the node name of this Leader`},
+		"not a DNS name":    {"conjur/cluster/prod/standby-1", []string{"bad name"}, nil, `"bad name" is not a DNS name`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := f.issuer.IssueStandby(context.Background(), seed.Request{Requester: "acme:user:admin", Recipient: id.Recipient().String(), Host: tc.host, DNSNames: tc.dns, IPs: tc.ips})
+			if !errors.Is(err, seed.ErrInvalidRequest) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("IssueStandby = %v, want ErrInvalidRequest saying %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -80,7 +81,7 @@ func WithKubernetes(k kubernetes.Interface) Option { return func(s *Server) { s.
 
 // openAuthn loads (or, on a new cluster, creates) the API-key pepper and the
 // token signing key ring, and opens the secret store and the audit trail.
-func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, node string, lg *slog.Logger) (*authnParts, error) {
+func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, node string, limits authn.LimiterConfig, lg *slog.Logger) (*authnParts, error) {
 	pepper, err := loadOrCreatePepper(ctx, cli, sealer)
 	if err != nil {
 		return nil, err
@@ -100,7 +101,7 @@ func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, n
 	if err != nil {
 		return nil, err
 	}
-	return &authnParts{keys: keys, tokens: tokens, limiter: authn.NewLimiter(authn.LimiterConfig{}), secrets: secrets,
+	return &authnParts{keys: keys, tokens: tokens, limiter: authn.NewLimiter(limits), secrets: secrets,
 		audit: etcdstore.NewAuthnAudit(cli, etcdstore.AuditConfig{Node: node, Logger: lg})}, nil
 }
 
@@ -186,11 +187,14 @@ func (a *authenticator) authenticate(ctx context.Context, method string) (contex
 		var claims token.Claims
 		if claims, err = a.tokens.Verify(ctx, raw); err == nil {
 			id, perr := authn.ParseLogin(a.account, claims.Subject)
-			if perr == nil {
+			if perr != nil {
+				err = authn.Refuse(authn.ReasonUnknownIdentity, "token subject %q is not a login", claims.Subject)
+			} else if oerr := tokenOrigin(claims, rpcctx.PeerAddr(ctx)); oerr != nil {
+				return nil, a.ipRejected(ctx, method, id, oerr)
+			} else {
 				id.IssuedAt = claims.IssuedAt
 				return authn.NewContext(ctx, id), nil
 			}
-			err = authn.Refuse(authn.ReasonUnknownIdentity, "token subject %q is not a login", claims.Subject)
 		}
 	}
 	reason, detail := authn.ReasonOf(err)
@@ -210,6 +214,41 @@ func (a *authenticator) authenticate(ctx context.Context, method string) (contex
 	a.lg.Error("verify access token", "err", err)
 	return nil, status.Error(codes.Unavailable, "cannot verify access tokens right now; try again")
 }
+
+// tokenOrigin checks the token's cidr claim (set for roles with
+// restricted_to) against the caller's address, as conjur-rack's token
+// middleware does.
+func tokenOrigin(claims token.Claims, addr string) error {
+	if len(claims.CIDR) == 0 {
+		return nil
+	}
+	nets, err := authn.ParseNetworks(claims.CIDR)
+	if err != nil {
+		return authn.Refuse(authn.ReasonOrigin, "token cidr claim does not parse: %v", err)
+	}
+	return authn.CheckOrigin(nets, addr)
+}
+
+// ipRejected logs, audits and answers a valid token used from outside its
+// cidr claim: 403 "IP address rejected", conjur-rack's answer (which the
+// Conjur adapter writes as text/plain, as conjur-rack does).
+func (a *authenticator) ipRejected(ctx context.Context, method string, id authn.Identity, err error) error {
+	reason, detail := authn.ReasonOf(err)
+	a.lg.Info("access token refused", "method", method, "reason", reason, "detail", detail, "peer", rpcctx.PeerAddr(ctx))
+	if a.audit != nil {
+		a.audit.Record(etcdstore.AuthnEvent{Outcome: etcdstore.OutcomeFailure, Authenticator: "access-token", Identity: id.RoleID(),
+			Source: rpcctx.PeerAddr(ctx), Reason: string(reason), Detail: detail, Method: method})
+	}
+	st := status.New(codes.PermissionDenied, "IP address rejected")
+	if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: "ip_address_rejected", Domain: ipRejectedDomain}); derr == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// ipRejectedDomain marks the ErrorInfo of a token refused for its origin;
+// server/conjur answers such an error as conjur-rack does.
+const ipRejectedDomain = "conjur-rack"
 
 func (a *authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	ctx, err := a.authenticate(ctx, info.FullMethod)

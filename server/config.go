@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/pki"
 )
 
@@ -44,6 +45,17 @@ type Config struct {
 	// Join, when set, makes a node whose data dir has no etcd data join an
 	// existing cluster from a Standby seed instead of bootstrapping one.
 	Join *Join
+	// TrustedProxies are the load balancers and proxies in front of the
+	// node whose X-Forwarded-For is believed (see authn.ClientAddr). Empty
+	// (the default) believes no header: the client is the connection's
+	// remote address.
+	TrustedProxies authn.Networks
+	// AuthnLimits are the failed-login limits (authn.LimiterConfig); the
+	// zero value takes the defaults.
+	AuthnLimits authn.LimiterConfig
+	// PolicyLoadTimeout is the longest one policy load may hold the node's
+	// policy lock; zero means the policy service's default (5m).
+	PolicyLoadTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once shutdown starts. Zero means 5s.
 	ShutdownTimeout time.Duration
@@ -100,6 +112,9 @@ func (c Config) Validate() error {
 	}
 	if j := c.Join; j != nil && (len(j.Seed) == 0 || j.Identity == nil || j.Pin == (pki.Pin{})) {
 		return fmt.Errorf("%w: joining from a seed needs the seed, the age identity it is sealed to, and the cluster's CA pin", ErrInvalidConfig)
+	}
+	if c.PolicyLoadTimeout < 0 {
+		return fmt.Errorf("%w: policy-load-timeout %s: must not be negative", ErrInvalidConfig, c.PolicyLoadTimeout)
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("%w: shutdown-timeout %s: must not be negative", ErrInvalidConfig, c.ShutdownTimeout)

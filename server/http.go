@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sowerproject/sower/authn"
 	sowerproto "github.com/sowerproject/sower/proto"
 	"github.com/sowerproject/sower/server/conjur"
 )
@@ -46,7 +48,30 @@ func (s *Server) httpHandler(gw *runtime.ServeMux, cj *conjur.Handler, n *node, 
 	})
 	cj.Register(mux)
 	mux.Handle("/", gw)
-	return mux
+	return withClientAddr(mux, s.c.TrustedProxies)
+}
+
+// withClientAddr makes r.RemoteAddr the client's address and removes
+// X-Forwarded-For, so that the Conjur adapter and the /v1 gateway (which
+// pass the address on to gRPC, where restricted_to, the rate limits and the
+// audit trail read it) see one address that this node decided: the
+// connection's, or, when the connection comes from a trusted proxy, the
+// one authn.ClientAddr reads from X-Forwarded-For. Without trusted proxies
+// the header is never believed.
+func withClientAddr(h http.Handler, trusted authn.Networks) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil {
+			http.Error(w, "cannot read the client address", http.StatusBadRequest)
+			return
+		}
+		client := authn.ClientAddr(ap.Addr(), r.Header.Values("X-Forwarded-For"), trusted)
+		r2 := *r
+		r2.Header = r.Header.Clone()
+		r2.Header.Del("X-Forwarded-For")
+		r2.RemoteAddr = netip.AddrPortFrom(client, ap.Port()).String()
+		h.ServeHTTP(w, &r2)
+	})
 }
 
 // readiness returns "" when the node can serve, else why not.

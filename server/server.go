@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sowerproject/sower/cluster"
@@ -217,7 +218,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer np.ca.Close()
-	an, err := openAuthn(ctx, etcd.Client(), dataKey, s.c.Name, s.lg)
+	an, err := openAuthn(ctx, etcd.Client(), dataKey, s.c.Name, s.c.AuthnLimits, s.lg)
 	if err != nil {
 		return err
 	}
@@ -456,6 +457,14 @@ func (n *node) Role() cluster.Role {
 // that is where authentication happens.
 func newGatewayMux() *runtime.ServeMux {
 	return runtime.NewServeMux(
+		// A rate-limited login answers 429 with Retry-After, as the
+		// Conjur paths do.
+		runtime.WithErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+			if st, ok := status.FromError(err); ok {
+				conjur.SetRetryAfter(w.Header(), st)
+			}
+			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+		}),
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
 			if strings.EqualFold(h, "x-request-id") {
 				return "x-request-id", true

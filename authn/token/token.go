@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -89,6 +90,23 @@ type Claims struct {
 	Expires  time.Time
 	// KeyID is the id of the key that signed the token.
 	KeyID string
+	// CIDR, when set, lists the only networks the token may be used from
+	// (Conjur's "cidr" claim): a token of a role with restricted_to carries
+	// the role's networks, and the server refuses it from elsewhere.
+	CIDR []string
+}
+
+// IssueOption sets an optional claim of an issued token.
+type IssueOption func(*payload)
+
+// WithCIDR restricts the token to the networks (CIDR notation) in the
+// "cidr" claim. An empty list adds no claim.
+func WithCIDR(networks []string) IssueOption {
+	return func(p *payload) {
+		if len(networks) > 0 {
+			p.CIDR = slices.Clone(networks)
+		}
+	}
 }
 
 // Token is an issued access token.
@@ -286,13 +304,14 @@ type header struct {
 }
 
 type payload struct {
-	Sub string `json:"sub"`
-	Iat int64  `json:"iat"`
-	Exp int64  `json:"exp"`
+	Sub  string   `json:"sub"`
+	Iat  int64    `json:"iat"`
+	Exp  int64    `json:"exp"`
+	CIDR []string `json:"cidr,omitempty"`
 }
 
 // Issue signs a token for subject, valid from now for TTL.
-func (s *Service) Issue(subject string) (*Token, error) {
+func (s *Service) Issue(subject string, opts ...IssueOption) (*Token, error) {
 	if subject == "" {
 		return nil, ErrEmptySubject
 	}
@@ -302,7 +321,11 @@ func (s *Service) Issue(subject string) (*Token, error) {
 	}
 	now := s.now().Truncate(time.Second)
 	exp := now.Add(s.cfg.TTL)
-	pl, err := json.Marshal(payload{Sub: subject, Iat: now.Unix(), Exp: exp.Unix()})
+	p := payload{Sub: subject, Iat: now.Unix(), Exp: exp.Unix()}
+	for _, o := range opts {
+		o(&p)
+	}
+	pl, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("token: encode payload: %w", err)
 	}
@@ -324,7 +347,7 @@ func (s *Service) Issue(subject string) (*Token, error) {
 	b.WriteString(`","signature":"`)
 	b.WriteString(base64.RawURLEncoding.EncodeToString(sig))
 	b.WriteString(`"}`)
-	return &Token{JSON: b.Bytes(), Claims: Claims{Subject: subject, IssuedAt: now, Expires: exp, KeyID: k.kid}}, nil
+	return &Token{JSON: b.Bytes(), Claims: Claims{Subject: subject, IssuedAt: now, Expires: exp, KeyID: k.kid, CIDR: p.CIDR}}, nil
 }
 
 // serialized is the JSON serialization of a token, before verification.
@@ -468,6 +491,8 @@ func (s *Service) claims(p *parsed, k *signingKey) (Claims, error) {
 		Sub *string         `json:"sub"`
 		Iat json.RawMessage `json:"iat"`
 		Exp json.RawMessage `json:"exp"`
+		// CIDR is Conjur's network restriction; absent means none.
+		CIDR *[]string `json:"cidr"`
 	}
 	if err := json.Unmarshal(body, &pl); err != nil {
 		return Claims{}, authn.Refuse(authn.ReasonMalformed, "access token payload is not a JSON object: %w", err)
@@ -484,6 +509,14 @@ func (s *Service) claims(p *parsed, k *signingKey) (Claims, error) {
 		return Claims{}, authn.Refuse(authn.ReasonMissingClaim, "access token exp is missing or not a number")
 	}
 	c := Claims{Subject: *pl.Sub, IssuedAt: time.Unix(iat, 0), Expires: time.Unix(exp, 0), KeyID: k.kid}
+	if pl.CIDR != nil {
+		if len(*pl.CIDR) == 0 {
+			// Present but empty would allow nowhere; Conjur never
+			// writes it, so it is a forgery or a bug.
+			return Claims{}, authn.Refuse(authn.ReasonMalformed, "access token cidr claim is empty")
+		}
+		c.CIDR = *pl.CIDR
+	}
 	if exp <= iat {
 		return Claims{}, authn.Refuse(authn.ReasonMalformed, "access token expires (%d) before it is issued (%d)", exp, iat)
 	}

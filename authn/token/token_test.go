@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -83,7 +84,7 @@ func TestIssueVerify(t *testing.T) {
 			if !c.IssuedAt.Equal(want.IssuedAt) || !c.Expires.Equal(want.Expires) || c.Subject != want.Subject || c.KeyID != want.KeyID {
 				t.Fatalf("claims = %+v, want %+v", c, want)
 			}
-			if c != tok.Claims && !(c.IssuedAt.Equal(tok.Claims.IssuedAt) && c.Expires.Equal(tok.Claims.Expires)) {
+			if !reflect.DeepEqual(c, tok.Claims) && !(c.IssuedAt.Equal(tok.Claims.IssuedAt) && c.Expires.Equal(tok.Claims.Expires)) {
 				t.Fatalf("verified claims %+v differ from issued %+v", c, tok.Claims)
 			}
 

@@ -17,27 +17,39 @@ import (
 	"github.com/spf13/viper"
 	"gopkg.in/yaml.v3"
 
+	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/server"
+	policyapi "github.com/sowerproject/sower/server/api/policy"
 )
 
 // nodeConfig is the file/env/flag view of a node's configuration. Each field
 // is a flag, a key in the config file and a SOWER_ environment variable
 // (SOWER_DATA_DIR for data-dir).
 type nodeConfig struct {
-	DataDir         string `yaml:"data-dir"`
-	Account         string `yaml:"account"`
-	Name            string `yaml:"name"`
-	GRPCAddr        string `yaml:"grpc-addr"`
-	HTTPAddr        string `yaml:"http-addr"`
-	EtcdClientAddr  string `yaml:"etcd-client-addr"`
-	EtcdPeerAddr    string `yaml:"etcd-peer-addr"`
-	LogFormat       string `yaml:"log-format"`
-	LogLevel        string `yaml:"log-level"`
-	ShutdownTimeout string `yaml:"shutdown-timeout"`
-	Cluster         string `yaml:"cluster"`
-	FailoverTTL     string `yaml:"failover-ttl"`
-	MemoryLimit     string `yaml:"memory-limit"`
+	DataDir           string `yaml:"data-dir"`
+	Account           string `yaml:"account"`
+	Name              string `yaml:"name"`
+	GRPCAddr          string `yaml:"grpc-addr"`
+	HTTPAddr          string `yaml:"http-addr"`
+	EtcdClientAddr    string `yaml:"etcd-client-addr"`
+	EtcdPeerAddr      string `yaml:"etcd-peer-addr"`
+	LogFormat         string `yaml:"log-format"`
+	LogLevel          string `yaml:"log-level"`
+	ShutdownTimeout   string `yaml:"shutdown-timeout"`
+	Cluster           string `yaml:"cluster"`
+	FailoverTTL       string `yaml:"failover-ttl"`
+	MemoryLimit       string `yaml:"memory-limit"`
+	TrustedProxies    string `yaml:"trusted-proxies"`
+	PolicyLoadTimeout string `yaml:"policy-load-timeout"`
+	// The failed-login limits (authn.LimiterConfig), docs/authn.md.
+	AuthnBurst        string `yaml:"authn-burst"`
+	AuthnRefill       string `yaml:"authn-refill"`
+	AuthnSourceBurst  string `yaml:"authn-source-burst"`
+	AuthnSourceRefill string `yaml:"authn-source-refill"`
+	AuthnGlobalBurst  string `yaml:"authn-global-burst"`
+	AuthnGlobalRefill string `yaml:"authn-global-refill"`
+	AuthnMaxEntries   string `yaml:"authn-max-entries"`
 }
 
 // nodeFlags declares the node flags with defaults that work on a laptop.
@@ -55,12 +67,23 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.String("shutdown-timeout", "5s", "how long in-flight requests may run after SIGTERM")
 	fs.String("cluster", "", `auto-failover cluster name, policy conjur/cluster/<name> (default: the cluster's own, "default" for a new one)`)
 	fs.String("memory-limit", "auto", "soft memory limit of the node: auto (85% of the container's cgroup limit, or GOMEMLIMIT), none, or a size such as 900MiB")
+	fs.String("policy-load-timeout", policyapi.DefaultLoadTimeout.String(), "longest time one policy load may hold the node's policy lock before it is stopped (nothing stored)")
+	fs.String("trusted-proxies", "", "comma-separated addresses or CIDR networks of the proxies in front of the node whose X-Forwarded-For is believed (default none: the client is the connection's address)")
+	fs.String("authn-burst", strconv.Itoa(authn.DefaultLimiterBurst), "failed logins one identity may make from one address before that address is refused for it")
+	fs.String("authn-refill", authn.DefaultLimiterRefill.String(), "time in which an identity at an address earns back one failed login")
+	fs.String("authn-source-burst", strconv.Itoa(authn.DefaultLimiterSourceBurst), "failed logins, for any identities, one address may make before it is refused")
+	fs.String("authn-source-refill", authn.DefaultLimiterSourceRefill.String(), "time in which an address earns back one failed login")
+	fs.String("authn-global-burst", strconv.Itoa(authn.DefaultLimiterGlobalBurst), "node-wide failed logins absorbed before addresses that failed recently are refused")
+	fs.String("authn-global-refill", authn.DefaultLimiterGlobalRefill.String(), "time in which the node earns back one failed login of its budget")
+	fs.String("authn-max-entries", strconv.Itoa(authn.DefaultLimiterMaxEntries), "identities and addresses the login limiter tracks at most (memory bound)")
 	fs.String("failover-ttl", "", "how long a silent Leader keeps its role before a Standby takes over, when the cluster policy has no ttl annotation (default 10s, at least 2s)")
 }
 
 // configKeys are the keys a config file may hold.
 var configKeys = []string{"data-dir", "account", "name", "grpc-addr", "http-addr", "etcd-client-addr",
-	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl", "memory-limit"}
+	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl", "memory-limit",
+	"policy-load-timeout", "trusted-proxies", "authn-burst", "authn-refill", "authn-source-burst", "authn-source-refill",
+	"authn-global-burst", "authn-global-refill", "authn-max-entries"}
 
 // secretKeys are redacted by `sower config print`. None of today's keys is
 // a secret (credentials live in files under the data dir); the list exists
@@ -112,7 +135,12 @@ func loadNodeConfig(fs *pflag.FlagSet) (nodeConfig, error) {
 		LogFormat: v.GetString("log-format"), LogLevel: v.GetString("log-level"),
 		ShutdownTimeout: v.GetString("shutdown-timeout"),
 		Cluster:         v.GetString("cluster"), FailoverTTL: v.GetString("failover-ttl"),
-		MemoryLimit: v.GetString("memory-limit"),
+		MemoryLimit: v.GetString("memory-limit"), TrustedProxies: v.GetString("trusted-proxies"),
+		PolicyLoadTimeout: v.GetString("policy-load-timeout"),
+		AuthnBurst:        v.GetString("authn-burst"), AuthnRefill: v.GetString("authn-refill"),
+		AuthnSourceBurst: v.GetString("authn-source-burst"), AuthnSourceRefill: v.GetString("authn-source-refill"),
+		AuthnGlobalBurst: v.GetString("authn-global-burst"), AuthnGlobalRefill: v.GetString("authn-global-refill"),
+		AuthnMaxEntries: v.GetString("authn-max-entries"),
 	}
 	if _, err := c.serverConfig(io.Discard); err != nil {
 		return nodeConfig{}, err
@@ -166,7 +194,24 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 			return server.Config{}, &usageError{fmt.Errorf("failover-ttl %q: give a duration of at least %s (etcd's lowest lease), such as 10s", c.FailoverTTL, cluster.MinFailoverTTL)}
 		}
 	}
+	var proxies authn.Networks
+	if strings.TrimSpace(c.TrustedProxies) != "" {
+		if proxies, err = authn.ParseNetworks(strings.Split(c.TrustedProxies, ",")); err != nil {
+			return server.Config{}, &usageError{fmt.Errorf("trusted-proxies %q: %v", c.TrustedProxies, err)}
+		}
+	}
+	var loadTimeout time.Duration
+	if c.PolicyLoadTimeout != "" {
+		if loadTimeout, err = time.ParseDuration(c.PolicyLoadTimeout); err != nil || loadTimeout <= 0 {
+			return server.Config{}, &usageError{fmt.Errorf("policy-load-timeout %q: give a positive duration such as 5m", c.PolicyLoadTimeout)}
+		}
+	}
+	limits, err := c.authnLimits()
+	if err != nil {
+		return server.Config{}, &usageError{err}
+	}
 	sc := server.Config{
+		TrustedProxies: proxies, AuthnLimits: limits, PolicyLoadTimeout: loadTimeout,
 		Name: c.Name, Account: c.Account, DataDir: c.DataDir,
 		GRPCAddr: c.GRPCAddr, HTTPAddr: c.HTTPAddr,
 		EtcdClientAddr: c.EtcdClientAddr, EtcdPeerAddr: c.EtcdPeerAddr,
@@ -178,6 +223,46 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 		return server.Config{}, &usageError{err}
 	}
 	return sc, nil
+}
+
+// authnLimits reads the failed-login limits, naming the key at fault.
+func (c nodeConfig) authnLimits() (authn.LimiterConfig, error) {
+	var l authn.LimiterConfig
+	counts := []struct {
+		key, val string
+		dst      *int
+	}{
+		{"authn-burst", c.AuthnBurst, &l.Burst}, {"authn-source-burst", c.AuthnSourceBurst, &l.SourceBurst},
+		{"authn-global-burst", c.AuthnGlobalBurst, &l.GlobalBurst}, {"authn-max-entries", c.AuthnMaxEntries, &l.MaxEntries},
+	}
+	for _, f := range counts {
+		if f.val == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f.val)
+		if err != nil || n < 1 {
+			return l, fmt.Errorf("%s %q: give a whole number of at least 1", f.key, f.val)
+		}
+		*f.dst = n
+	}
+	durations := []struct {
+		key, val string
+		dst      *time.Duration
+	}{
+		{"authn-refill", c.AuthnRefill, &l.Refill}, {"authn-source-refill", c.AuthnSourceRefill, &l.SourceRefill},
+		{"authn-global-refill", c.AuthnGlobalRefill, &l.GlobalRefill},
+	}
+	for _, f := range durations {
+		if f.val == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f.val)
+		if err != nil || d <= 0 {
+			return l, fmt.Errorf("%s %q: give a positive duration such as 6s or 10ms", f.key, f.val)
+		}
+		*f.dst = d
+	}
+	return l, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

@@ -69,6 +69,10 @@ func TestUsageErrorsExit2(t *testing.T) {
 		"unknown config key":  {nil, []string{"config", "print", "--config", unknown}, `unknown key "acount"`},
 		"bad shutdown":        {nil, []string{"config", "print", "--shutdown-timeout", "soon"}, "shutdown-timeout"},
 		"bad memory limit":    {nil, []string{"config", "print", "--memory-limit", "lots"}, "memory-limit \"lots\""},
+		"bad trusted proxy":   {nil, []string{"config", "print", "--trusted-proxies", "10.0.0.0/8,lb.example"}, "trusted-proxies"},
+		"bad authn burst":     {nil, []string{"config", "print", "--authn-burst", "0"}, "authn-burst \"0\""},
+		"bad load timeout":    {nil, []string{"config", "print", "--policy-load-timeout", "-1s"}, "policy-load-timeout \"-1s\""},
+		"bad authn refill":    {nil, []string{"config", "print", "--authn-global-refill", "fast"}, "authn-global-refill \"fast\""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -86,12 +90,13 @@ func TestUsageErrorsExit2(t *testing.T) {
 func TestConfigPrintMergesSources(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "sower.yaml")
-	os.WriteFile(file, []byte("account: fromfile\nname: filename\nlog-format: json\n"), 0o600)
-	code, out := runSower(t, []string{"SOWER_NAME=fromenv"}, "config", "print", "--config", file, "--log-format", "text")
+	os.WriteFile(file, []byte("account: fromfile\nname: filename\nlog-format: json\ntrusted-proxies: 10.0.0.0/8\n"), 0o600)
+	code, out := runSower(t, []string{"SOWER_NAME=fromenv", "SOWER_AUTHN_SOURCE_BURST=50"}, "config", "print", "--config", file, "--log-format", "text")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, out)
 	}
-	for _, want := range []string{`account: "fromfile"`, `name: "fromenv"`, `log-format: "text"`, `data-dir: "./.sower"`} {
+	for _, want := range []string{`account: "fromfile"`, `name: "fromenv"`, `log-format: "text"`, `data-dir: "./.sower"`,
+		`trusted-proxies: "10.0.0.0/8"`, `authn-source-burst: "50"`, `authn-burst: "10"`, `authn-refill: "6s"`, `policy-load-timeout: "5m0s"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config print lacks %s:\n%s", want, out)
 		}

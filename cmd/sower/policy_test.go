@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -81,6 +82,12 @@ var keyLine = regexp.MustCompile(`(?m)^\s+(acme:(?:host|user):\S+)\s+([0-9a-z]{5
 func TestPolicySyncAndLoad(t *testing.T) {
 	flags, url, dir := policyNode(t)
 	tree := copyTree(t, "../../examples/policy-repo")
+	// The example restricts the follower to its data centre's network;
+	// restricted_to is enforced, so add the test's own address.
+	hosts := filepath.Join(tree, "hosts.yml")
+	raw, err := os.ReadFile(hosts)
+	must(t, err)
+	must(t, os.WriteFile(hosts, bytes.Replace(raw, []byte("[10.20.0.0/16]"), []byte("[10.20.0.0/16, 127.0.0.1]"), 1), 0o644))
 	run := func(args ...string) (int, string) {
 		return runSower(t, nil, append(append([]string{"policy"}, args...), flags...)...)
 	}

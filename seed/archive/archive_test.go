@@ -733,3 +733,33 @@ func TestReadErrorIsNotABadSeed(t *testing.T) {
 type iotestErr struct{ err error }
 
 func (e iotestErr) Read([]byte) (int, error) { return 0, e.err }
+
+// TestManifestWithDuplicateKeysIsRefused: a signed manifest holding a key
+// twice (which JSON readers disagree about: encoding/json keeps the last
+// value) is refused as malformed, naming the key.
+func TestManifestWithDuplicateKeysIsRefused(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t, keyP256, shapeLeaf)
+	plain := buildPlain(t, p, testMetadata(p.pin, time.Now().Add(-time.Minute)), followerFiles(p))
+	tests := map[string]struct {
+		edit func([]byte) []byte
+		key  string
+	}{
+		"top level": {func(m []byte) []byte { return bytes.Replace(m, []byte("{"), []byte(`{"account":"other",`), 1) }, "account"},
+		"nested":    {func(m []byte) []byte { return bytes.Replace(m, []byte(`"path":`), []byte(`"mode":"0600","path":`), 1) }, "mode"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			bad := rewrite(t, plain, func(es []entry) []entry {
+				es[0].data = tc.edit(bytes.Clone(es[0].data))
+				es[1].data = signDoc(t, p.signer, es[0].data)
+				return es
+			})
+			_, err := archive.OpenPlain(bytes.NewReader(bad), p.pin)
+			if !errors.Is(err, archive.ErrMalformed) || !strings.Contains(err.Error(), `duplicate key "`+tc.key+`"`) {
+				t.Fatalf("OpenPlain = %v, want ErrMalformed naming the duplicate key %q", err, tc.key)
+			}
+		})
+	}
+}

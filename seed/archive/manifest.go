@@ -179,6 +179,9 @@ func peekFormat(raw []byte) (string, error) {
 	var v struct {
 		Format string `json:"format"`
 	}
+	if err := noDuplicateKeys(raw); err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrMalformed, manifestName, err)
+	}
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return "", fmt.Errorf("%w: %s is not JSON: %w", ErrMalformed, manifestName, err)
 	}
@@ -188,6 +191,9 @@ func peekFormat(raw []byte) (string, error) {
 // decodeStrict decodes one JSON value, refusing unknown fields and trailing
 // data: a v1 manifest means exactly what docs/seed-format.md says.
 func decodeStrict(raw []byte, v any) error {
+	if err := noDuplicateKeys(raw); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -197,6 +203,50 @@ func decodeStrict(raw []byte, v any) error {
 		return errors.New("trailing data after the JSON value")
 	}
 	return nil
+}
+
+// noDuplicateKeys refuses JSON with an object holding one key twice.
+// encoding/json keeps the last value, another reader may keep the first, so
+// a manifest with a duplicate key could mean two things.
+func noDuplicateKeys(raw []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	var walk func(path string) error
+	walk = func(path string) error {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				key, _ := kt.(string)
+				if seen[key] {
+					return fmt.Errorf("duplicate key %q in %s", key, path)
+				}
+				seen[key] = true
+				if err := walk(path + "." + key); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token()
+			return err
+		case json.Delim('['):
+			for i := 0; dec.More(); i++ {
+				if err := walk(fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token()
+			return err
+		}
+		return nil
+	}
+	return walk("the manifest")
 }
 
 // parseManifest decodes a manifest whose signature has been verified.

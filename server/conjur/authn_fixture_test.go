@@ -71,7 +71,7 @@ func (s *syncBuffer) String() string {
 }
 
 // startAuthnNode runs a real single-node Leader over TLS.
-func startAuthnNode(t testing.TB) *anNode {
+func startAuthnNode(t testing.TB, opts ...func(*server.Config)) *anNode {
 	t.Helper()
 	dir := t.TempDir()
 	a := testutil.FreeAddrs(t, 4)
@@ -80,11 +80,15 @@ func startAuthnNode(t testing.TB) *anNode {
 	if _, bench := t.(*testing.B); bench {
 		level = slog.LevelWarn
 	}
-	s, err := server.New(server.Config{
+	c := server.Config{
 		Name: "leader-1", Account: "acme", DataDir: dir,
 		GRPCAddr: a[0], HTTPAddr: a[1], EtcdClientAddr: a[2], EtcdPeerAddr: a[3],
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level})),
-	})
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	s, err := server.New(c)
 	if err != nil {
 		t.Fatal(err)
 	}

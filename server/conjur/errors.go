@@ -3,6 +3,8 @@ package conjur
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -46,11 +48,25 @@ var httpStatus = map[codes.Code]struct {
 // errdetails.ErrorInfo reason. Conjur answers 401 with an empty body; so do
 // we. An error that is not a gRPC status is an internal error whose detail
 // stays in the server log.
+//
+// Two details change the answer's form: an ErrorInfo of domain
+// "conjur-rack" (a token refused by the token check, such as one used from
+// outside its cidr claim) is answered as conjur-rack does, text/plain with
+// the message; a RetryInfo (a rate-limited login) sets Retry-After.
 func writeError(w http.ResponseWriter, err error) {
 	st, _ := status.FromError(err)
 	m, ok := httpStatus[st.Code()]
 	if !ok {
 		m.status, m.code = http.StatusInternalServerError, "internal_error"
+	}
+	SetRetryAfter(w.Header(), st)
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == "conjur-rack" {
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(m.status)
+			_, _ = w.Write([]byte(st.Message()))
+			return
+		}
 	}
 	if m.status == http.StatusUnauthorized {
 		w.WriteHeader(http.StatusUnauthorized)
@@ -80,4 +96,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // badRequest answers a request that cannot be decoded, in Conjur's form.
 func badRequest(w http.ResponseWriter, msg string) {
 	writeJSON(w, http.StatusBadRequest, errorBody{Error: errorDetail{Code: "bad_request", Message: msg}})
+}
+
+// SetRetryAfter sets Retry-After (whole seconds, rounded up) from a
+// status's RetryInfo detail, if it has one. The /v1 gateway's error
+// handler calls it too.
+func SetRetryAfter(h http.Header, st *status.Status) {
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			secs := (ri.GetRetryDelay().AsDuration() + time.Second - 1) / time.Second
+			h.Set("Retry-After", strconv.FormatInt(int64(max(secs, 1)), 10))
+			return
+		}
+	}
 }

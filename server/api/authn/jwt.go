@@ -20,6 +20,7 @@ import (
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/jwt"
 	"github.com/sowerproject/sower/authn/k8s"
+	"github.com/sowerproject/sower/authn/token"
 	"github.com/sowerproject/sower/policy"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
 	"github.com/sowerproject/sower/server/api/rpcctx"
@@ -424,7 +425,12 @@ func (s *Service) AuthenticateJWT(ctx context.Context, req *sowerv1.Authenticate
 	if err != nil {
 		return refuse(authn.Refuse(authn.ReasonInvalidHostID, "%v", err))
 	}
-	tok, err := s.c.Tokens.Issue(id.Login())
+	claimed = id.RoleID()
+	nets, err := s.checkOrigin(ctx, id.RoleID())
+	if err != nil {
+		return refuse(err)
+	}
+	tok, err := s.c.Tokens.Issue(id.Login(), token.WithCIDR(nets.Strings()))
 	if err != nil {
 		s.c.Logger.ErrorContext(ctx, "issue access token", "login", id.Login(), "err", err)
 		return nil, status.Error(codes.Unavailable, "cannot issue access tokens right now; try again")

@@ -22,9 +22,11 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sowerproject/sower/authn"
@@ -53,6 +55,9 @@ type Config struct {
 	Authorizer Authorizer
 	Logger     *slog.Logger
 
+	// Graph is also where a role's restricted_to is read: without it no
+	// address restriction is enforced.
+	//
 	// Graph and Variables enable AuthenticateJWT: the policy graph (which
 	// services are enabled, hosts, annotations, authenticate permissions)
 	// and the variables holding each service's settings.
@@ -114,21 +119,24 @@ func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, co
 var errUnauthenticated = status.Error(codes.Unauthenticated, "authentication failed")
 
 // checkSecret verifies login and secret with the failed-login limiter in
-// front, so repeated failures for one identity slow down that identity only.
-func (s *Service) checkSecret(ctx context.Context, method, account, login, secret string, allowPassword bool) (authn.Identity, apikey.Method, error) {
+// front (per identity at the client's address, per address, and node-wide;
+// see authn.Limiter), then the role's restricted_to against the client's
+// address, as Conjur does after the credential. It returns the networks the
+// role is restricted to, for the token's cidr claim.
+func (s *Service) checkSecret(ctx context.Context, method, account, login, secret string, allowPassword bool) (authn.Identity, apikey.Method, authn.Networks, error) {
 	if account != s.c.Account {
 		s.refused(ctx, "authn", clipped(login), method, authn.Refuse(authn.ReasonUnknownIdentity, "account %q is not this cluster's account", clipped(account)))
-		return authn.Identity{}, "", errUnauthenticated
+		return authn.Identity{}, "", nil, errUnauthenticated
 	}
 	id, err := authn.ParseLogin(account, login)
 	if err != nil {
 		s.refused(ctx, "authn", clipped(login), method, authn.Refuse(authn.ReasonMalformed, "%v", err))
-		return authn.Identity{}, "", errUnauthenticated
+		return authn.Identity{}, "", nil, errUnauthenticated
 	}
-	limitKey := id.RoleID()
-	if wait, ok := s.c.Limiter.Allow(limitKey); !ok {
+	addr := rpcctx.PeerAddr(ctx)
+	if wait, ok := s.c.Limiter.Allow(id.RoleID(), addr); !ok {
 		s.refused(ctx, "authn", id.RoleID(), method, authn.Refuse(authn.ReasonRateLimited, "too many failed attempts; next allowed in %s", wait.Round(time.Millisecond)))
-		return authn.Identity{}, "", status.Errorf(codes.ResourceExhausted, "too many failed logins for this identity; try again in %s", wait.Round(time.Second)+time.Second)
+		return authn.Identity{}, "", nil, rateLimited(wait)
 	}
 	var used apikey.Method = apikey.MethodAPIKey
 	if allowPassword {
@@ -139,14 +147,59 @@ func (s *Service) checkSecret(ctx context.Context, method, account, login, secre
 	if err != nil {
 		if !errors.Is(err, authn.ErrUnauthenticated) {
 			s.c.Logger.Error("check credential", "login", login, "err", err)
-			return authn.Identity{}, "", status.Error(codes.Unavailable, "cannot check credentials right now; try again")
+			return authn.Identity{}, "", nil, status.Error(codes.Unavailable, "cannot check credentials right now; try again")
 		}
-		s.c.Limiter.Fail(limitKey)
+		s.c.Limiter.Fail(id.RoleID(), addr)
 		s.refused(ctx, "authn", id.RoleID(), method, err)
-		return authn.Identity{}, "", errUnauthenticated
+		return authn.Identity{}, "", nil, errUnauthenticated
 	}
-	s.c.Limiter.Succeed(limitKey)
-	return id, used, nil
+	s.c.Limiter.Succeed(id.RoleID(), addr)
+	nets, err := s.checkOrigin(ctx, id.RoleID())
+	if err != nil {
+		s.refused(ctx, "authn", id.RoleID(), method, err)
+		return authn.Identity{}, "", nil, errUnauthenticated
+	}
+	return id, used, nets, nil
+}
+
+// rateLimited is the answer to a limited login: ResourceExhausted (429)
+// with the wait in a RetryInfo detail, which the REST front ends turn into
+// a Retry-After header.
+func rateLimited(wait time.Duration) error {
+	secs := wait.Round(time.Second) + time.Second
+	st := status.Newf(codes.ResourceExhausted, "too many failed logins from this address; try again in %s", secs)
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(secs)}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// checkOrigin refuses the caller's address when the role is restricted
+// (policy's restricted_to) to networks that do not contain it, and returns
+// the role's networks. A restriction that does not parse refuses every
+// address: it can only come from a bug, and failing open would lift it.
+func (s *Service) checkOrigin(ctx context.Context, roleID string) (authn.Networks, error) {
+	if s.c.Graph == nil {
+		return nil, nil
+	}
+	g := s.c.Graph()
+	if g == nil {
+		return nil, nil
+	}
+	pid, err := policy.ParseID(roleID)
+	if err != nil {
+		return nil, nil
+	}
+	info, ok := g.Role(pid)
+	if !ok || len(info.RestrictedTo) == 0 {
+		return nil, nil
+	}
+	nets, err := authn.ParseNetworks(info.RestrictedTo)
+	if err != nil {
+		s.c.Logger.ErrorContext(ctx, "restricted_to does not parse; refusing every address", "role", roleID, "err", err)
+		return nil, authn.Refuse(authn.ReasonOrigin, "restricted_to of %s does not parse: %v", roleID, err)
+	}
+	return nets, authn.CheckOrigin(nets, rpcctx.PeerAddr(ctx))
 }
 
 // refused logs and audits a refusal: who (the identity claimed), how, from
@@ -160,7 +213,7 @@ func (s *Service) refused(ctx context.Context, how, identity, method string, err
 
 // Login checks an API key (or password) and returns the API key.
 func (s *Service) Login(ctx context.Context, req *sowerv1.LoginRequest) (*sowerv1.LoginResponse, error) {
-	id, method, err := s.checkSecret(ctx, "Login", req.GetAccount(), req.GetLogin(), req.GetSecret(), true)
+	id, method, _, err := s.checkSecret(ctx, "Login", req.GetAccount(), req.GetLogin(), req.GetSecret(), true)
 	if err != nil {
 		return nil, err
 	}
@@ -174,11 +227,11 @@ func (s *Service) Login(ctx context.Context, req *sowerv1.LoginRequest) (*sowerv
 
 // Authenticate exchanges an API key for an access token.
 func (s *Service) Authenticate(ctx context.Context, req *sowerv1.AuthenticateRequest) (*sowerv1.AuthenticateResponse, error) {
-	id, _, err := s.checkSecret(ctx, "Authenticate", req.GetAccount(), req.GetLogin(), strings.TrimSpace(req.GetApiKey()), false)
+	id, _, nets, err := s.checkSecret(ctx, "Authenticate", req.GetAccount(), req.GetLogin(), strings.TrimSpace(req.GetApiKey()), false)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := s.c.Tokens.Issue(id.Login())
+	tok, err := s.c.Tokens.Issue(id.Login(), token.WithCIDR(nets.Strings()))
 	if err != nil {
 		s.c.Logger.Error("issue access token", "login", id.Login(), "err", err)
 		return nil, status.Error(codes.Unavailable, "cannot issue access tokens right now; try again")

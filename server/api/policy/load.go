@@ -159,9 +159,27 @@ type outcome struct {
 }
 
 // load authorizes, plans and stores a job.
+//
+// It holds the node's policy lock for at most Config.LoadTimeout, and stops
+// (storing nothing) when the request ends: a client that goes away stops
+// costing CPU, and a load waiting for the lock stops waiting.
 func (s *Service) load(ctx context.Context, caller policy.ID, j job) (*outcome, error) {
-	s.loadMu.Lock()
-	defer s.loadMu.Unlock()
+	select {
+	case s.loadLock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.loadLock }()
+	ctx, cancel := context.WithTimeoutCause(ctx, s.c.LoadTimeout, ErrLoadTimeout)
+	defer cancel()
+	out, err := s.loadLocked(ctx, caller, j)
+	if err != nil && errors.Is(context.Cause(ctx), ErrLoadTimeout) {
+		return nil, fmt.Errorf("%w (%v)", ErrLoadTimeout, err)
+	}
+	return out, err
+}
+
+func (s *Service) loadLocked(ctx context.Context, caller policy.ID, j job) (*outcome, error) {
 	started := time.Now().UTC()
 	for attempt := 1; ; attempt++ {
 		snap, err := s.c.Store.Begin(ctx)
@@ -174,9 +192,9 @@ func (s *Service) load(ctx context.Context, caller policy.ID, j job) (*outcome, 
 		}
 		var cs *policy.ChangeSet
 		if len(j.reqs) == 1 {
-			cs, err = g.Plan(j.reqs[0])
+			cs, err = g.PlanContext(ctx, j.reqs[0])
 		} else {
-			cs, err = g.PlanAll(j.reqs)
+			cs, err = g.PlanAllContext(ctx, j.reqs)
 		}
 		if err != nil {
 			return nil, err
@@ -190,6 +208,9 @@ func (s *Service) load(ctx context.Context, caller policy.ID, j job) (*outcome, 
 		}
 		if !j.single && cs.Empty() {
 			return out, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
 		commit := etcdstore.PolicyCommit{ChangeSet: cs}
 		for _, r := range cs.NewRoles {

@@ -32,7 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -72,15 +72,28 @@ type Config struct {
 	Store   Store
 	Keys    KeyIssuer
 	Logger  *slog.Logger
+	// LoadTimeout is the longest one load may hold this node's policy lock,
+	// from taking it to its commit: a load still planning or writing then
+	// is stopped and stores nothing, so one load cannot hold every other
+	// load back for longer. Zero means DefaultLoadTimeout.
+	LoadTimeout time.Duration
 }
+
+// DefaultLoadTimeout is Config.LoadTimeout's default: thirty times what
+// replacing 100,000 hosts takes (docs/benchmarks.md).
+const DefaultLoadTimeout = 5 * time.Minute
+
+// ErrLoadTimeout is the cause of a load stopped at Config.LoadTimeout.
+var ErrLoadTimeout = errors.New("policy service: the load ran past the policy load timeout")
 
 // Service implements sowerv1.PolicyServiceServer.
 type Service struct {
 	sowerv1.UnsafePolicyServiceServer
 	c Config
-	// loadMu runs this node's loads one at a time; etcd's compare guards
-	// against other nodes.
-	loadMu sync.Mutex
+	// loadLock runs this node's loads one at a time (etcd's compare guards
+	// against other nodes). It is a channel so that a load waiting for it
+	// gives up when its request ends.
+	loadLock chan struct{}
 }
 
 // Errors of New.
@@ -103,7 +116,10 @@ func New(c Config) (*Service, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{c: c}, nil
+	if c.LoadTimeout <= 0 {
+		c.LoadTimeout = DefaultLoadTimeout
+	}
+	return &Service{c: c, loadLock: make(chan struct{}, 1)}, nil
 }
 
 // Register adds the service to a gRPC server.
@@ -184,6 +200,8 @@ func (s *Service) toStatus(ctx context.Context, op string, err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, etcdstore.ErrPolicyConflict):
 		return withReason(codes.Aborted, ReasonPolicyConflict, "concurrent policy loads kept changing the policies; retry the load")
+	case errors.Is(err, ErrLoadTimeout):
+		return status.Errorf(codes.DeadlineExceeded, "the load ran longer than the policy load timeout (%s, the node's --policy-load-timeout) and was stopped; nothing was stored: split it into smaller loads or raise the limit", s.c.LoadTimeout)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "request canceled")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -62,7 +62,7 @@ func startEtcd(t *testing.T) *clientv3.Client {
 
 var pepper = []byte("0123456789abcdef0123456789abcdef")
 
-func newNode(t *testing.T, cli *clientv3.Client, cfg etcdstore.PolicyConfig) *node {
+func newNode(t *testing.T, cli *clientv3.Client, cfg etcdstore.PolicyConfig, opts ...func(*policyapi.Config)) *node {
 	t.Helper()
 	store := etcdstore.NewPolicies(cli, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -84,7 +84,11 @@ func newNode(t *testing.T, cli *clientv3.Client, cfg etcdstore.PolicyConfig) *no
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := policyapi.New(policyapi.Config{Account: account, Store: store, Keys: keys})
+	c := policyapi.Config{Account: account, Store: store, Keys: keys}
+	for _, o := range opts {
+		o(&c)
+	}
+	svc, err := policyapi.New(c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,10 @@ import (
 // Conjur adapter carries the HTTP client's address in x-forwarded-for; that
 // header is believed only when the gRPC peer proved, with a verified
 // certificate of the node profile, that it is a cluster node. Anyone else
-// could write any address there, and the audit trail records this value.
+// could write any address there, and restricted_to, the login rate limits
+// and the audit trail read this value. The node's HTTP front door has
+// already decided the client's address (trusted proxies included) and the
+// gateway appends it last, so the right-most entry is the one taken.
 func PeerAddr(ctx context.Context) string {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
@@ -31,7 +34,8 @@ func PeerAddr(ctx context.Context) string {
 	if fromNode(p) {
 		if md, ok := metadata.FromIncomingContext(ctx); ok {
 			if v := md.Get("x-forwarded-for"); len(v) > 0 {
-				return strings.TrimSpace(strings.Split(v[0], ",")[0])
+				hops := strings.Split(v[len(v)-1], ",")
+				return strings.TrimSpace(hops[len(hops)-1])
 			}
 		}
 	}
