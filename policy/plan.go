@@ -167,7 +167,9 @@ func (p *planner) plan(records []*object) (*ChangeSet, error) {
 			continue
 		}
 		if p.req.Mode == Append {
-			return nil, objectError(p.req.Filename, o, "may not contain deletion statements (!%s): appending (POST) only adds; load with update (PATCH) or replace (PUT) to delete", o.spec.tag)
+			err := objectError(p.req.Filename, o, "may not contain deletion statements (!%s): appending (POST) only adds; load with update (PATCH) or replace (PUT) to delete", o.spec.tag)
+			err.kind = ErrDeletionInAppend
+			return nil, err
 		}
 		p.explicitDeletion(o)
 	}
@@ -654,7 +656,9 @@ func (p *planner) checkReferences() error {
 		if p.isDeleted(f) {
 			return objectError(p.req.Filename, r.obj, "%s is deleted by this load but still referenced here", what)
 		}
-		return objectError(p.req.Filename, r.obj, "%s not found: declare it, or load the policy that declares it first", what)
+		// Conjur's words (its RecordNotFound): the kind capitalised, the
+		// full identifier, the account.
+		return objectError(p.req.Filename, r.obj, "%s '%s' not found in account '%s'", capitalize(r.id.Kind), r.id.Name, r.id.Account)
 	}
 	return nil
 }
@@ -814,4 +818,13 @@ func (g *Graph) PlanAccount(account string) (*ChangeSet, error) {
 		NewRoles: []ID{admin},
 		Revision: g.rev,
 	}, nil
+}
+
+// capitalize upper-cases the first letter, as Ruby's String#capitalize does
+// for Conjur's kinds.
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }

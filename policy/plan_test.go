@@ -204,7 +204,7 @@ func TestPlan(t *testing.T) {
 		},
 		"unknown reference fails at the reference": {
 			step:        loadStep{"root", Append, "- !host a\n- !grant\n  role: !group missing\n  member: !host a\n"},
-			wantErr:     "group 'missing' not found",
+			wantErr:     "Group 'missing' not found in account 'myorg'",
 			wantErrLine: 3,
 		},
 		"reference to what the replace deletes fails": {

@@ -325,3 +325,32 @@ func (g *Graph) unsortedFacts(keep func(policy int32) bool) []Fact {
 	}
 	return out
 }
+
+// AllowedOnBranch reports whether role may exercise privilege on policy and
+// on every resource of its branch: every resource of the account whose
+// identifier lies under the policy's ("dev/db" for "dev", "dev/db/x" for
+// "dev/db"). This is what Conjur checks before a replace, which may delete
+// any of them. As in Conjur, the branch of the root policy is root alone:
+// no identifier lies under "root/".
+func (g *Graph) AllowedOnBranch(role ID, privilege string, policy ID) bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	r, p := g.lookup(role), g.lookup(policy)
+	if r == noID || p == noID || g.nodes[r].role == nil || g.nodes[p].resource == nil {
+		return false
+	}
+	roles := g.closureOf(r)
+	if !g.allowed(roles, privilege, p) {
+		return false
+	}
+	prefix := policy.Name + "/"
+	for i, n := range g.nodes {
+		if n.resource == nil || n.id.Account != policy.Account || !strings.HasPrefix(n.id.Name, prefix) {
+			continue
+		}
+		if !g.allowed(roles, privilege, int32(i)) {
+			return false
+		}
+	}
+	return true
+}

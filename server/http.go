@@ -44,8 +44,8 @@ func (s *Server) httpHandler(gw *runtime.ServeMux, cj *conjur.Handler, n *node, 
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(sowerproto.OpenAPI)
 	})
-	cj.Register(mux)
-	mux.Handle("/", gw)
+	cj.Register(mux) // and Conjur's error JSON for every path it does not know
+	mux.Handle("/v1/", gw)
 	return mux
 }
 

@@ -3,6 +3,7 @@ package conjur
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -61,6 +62,26 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /secrets/{account}/{kind}/{identifier...}", h.getSecret)
 	mux.HandleFunc("GET /secrets", h.batchSecrets)
 	mux.HandleFunc("GET /secrets/{$}", h.batchSecrets) // conjur-api-go's form
+	// Conjur serves issuers only with its dynamic secrets feature on;
+	// without it the routes do not exist. sower has no dynamic secrets.
+	mux.HandleFunc("/issuers/{account}", h.noIssuers)
+	mux.HandleFunc("/issuers/{account}/{identifier...}", h.noIssuers)
+	// Everything else outside /v1 is a route Conjur does not have.
+	mux.HandleFunc("/", h.unknownRoute)
+}
+
+// unknownRoute answers a path (or a method on a path) that is not one of
+// Conjur's with Conjur's error JSON, so a Conjur client prints a message.
+func (h *Handler) unknownRoute(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusNotFound, errorBody{Error: errorDetail{Code: "not_found",
+		Message: fmt.Sprintf("No route matches [%s] %q: see docs/rest-api.md for the Conjur endpoints sower serves, and /openapi.json for /v1", r.Method, r.URL.Path)}})
+}
+
+// noIssuers answers the issuers API as a Conjur without dynamic secrets
+// does (the routes are absent: 404), saying why.
+func (h *Handler) noIssuers(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusNotFound, errorBody{Error: errorDetail{Code: "not_found",
+		Message: "issuers are part of Conjur's dynamic secrets, which sower does not provide: store static secrets in variables instead"}})
 }
 
 // outgoing carries the caller's Authorization header and address to gRPC,

@@ -75,23 +75,49 @@ type createdRole struct {
 
 // policyError reads the position of a policy_invalid error.
 func policyError(err error) (*errdetails.ErrorInfo, bool) {
+	return errorInfo(err, "policy_invalid")
+}
+
+// errorInfo finds the ErrorInfo of reason in err.
+func errorInfo(err error, reason string) (*errdetails.ErrorInfo, bool) {
 	st, _ := status.FromError(err)
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "policy_invalid" {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == reason {
 			return info, true
 		}
 	}
 	return nil, false
 }
 
+// writeValidationFailed answers Conjur's failed validation of a policy
+// version: the field and its message, and the same as a detail.
+func writeValidationFailed(w http.ResponseWriter, info *errdetails.ErrorInfo) {
+	target, msg := info.GetMetadata()["target"], info.GetMetadata()["message"]
+	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": map[string]any{
+		"code": "validation_failed", "message": target + " " + msg,
+		"details": []map[string]string{{"code": "validation_failed", "target": target, "message": msg}},
+	}})
+}
+
 // writePolicyError answers a failed load: policy_invalid with Conjur's
-// innererror (file, line, column), policy_conflict with Retry-After, the
-// rest as every other error.
+// message (the position of an error found after parsing is not in it, as
+// in Conjur's) and innererror (file, line, column) for YAML errors and
+// wherever sower knows the position; validation_failed as Conjur's;
+// policy_conflict with Retry-After; the rest as every other error.
 func writePolicyError(w http.ResponseWriter, err error) {
 	st, _ := status.FromError(err)
+	if info, ok := errorInfo(err, "validation_failed"); ok {
+		writeValidationFailed(w, info)
+		return
+	}
 	if info, ok := policyError(err); ok {
-		body := map[string]any{"code": "policy_invalid", "message": st.Message()}
-		if line, lerr := strconv.Atoi(info.GetMetadata()["line"]); lerr == nil && line > 0 {
+		md := info.GetMetadata()
+		msg := st.Message()
+		if md["parse"] != "true" && md["message"] != "" {
+			msg = md["message"]
+		}
+		body := map[string]any{"code": "policy_invalid", "message": msg}
+		if line, lerr := strconv.Atoi(md["line"]); lerr == nil && (line > 0 || md["parse"] == "true") {
 			col, _ := strconv.Atoi(info.GetMetadata()["column"])
 			body["innererror"] = map[string]any{
 				"code": "policy_invalid", "filename": info.GetMetadata()["filename"], "line": line, "column": col,

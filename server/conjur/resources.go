@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -45,34 +46,39 @@ func (h *Handler) listResources(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// page reads ?limit and ?offset, answering 400 to a value that is not a
-// number. Conjur pages by 10 when only an offset is given.
+// page reads ?limit and ?offset as Conjur does: a limit that is not a
+// positive integer (0 included) or an offset that is not an integer of 0 or
+// more is 422 with Conjur's message. Conjur pages by 10 when only an offset
+// is given.
 func page(w http.ResponseWriter, q url.Values) (limit, offset int32, ok bool) {
-	l, lok, err := intParam(q.Get("limit"))
-	if err != nil {
-		badRequest(w, "limit must be a number")
+	l, lok, err := intParam(q, "limit")
+	if err != nil || (lok && l <= 0) {
+		unprocessable(w, "'limit' contains an invalid value. 'limit' must be a positive integer.")
 		return 0, 0, false
 	}
-	o, ook, err := intParam(q.Get("offset"))
+	o, ook, err := intParam(q, "offset")
 	if err != nil {
-		badRequest(w, "offset must be a number")
+		unprocessable(w, "'offset' contains an invalid value. 'offset' must be an integer greater than or equal to 0.")
 		return 0, 0, false
 	}
 	if ook && !lok {
 		l = 10
 	}
-	return int32(l), int32(o), true
+	return l, o, true
 }
 
-func intParam(s string) (int, bool, error) {
-	if s == "" {
+// intParam reads a parameter of digits; present but empty is an error, as
+// in Conjur.
+func intParam(q url.Values, name string) (int32, bool, error) {
+	v, ok := q[name]
+	if !ok {
 		return 0, false, nil
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0, false, strconv.ErrSyntax
+	n, err := strconv.ParseInt(v[0], 10, 32)
+	if err != nil || n < 0 || strings.ContainsAny(v[0], "+-") {
+		return 0, true, strconv.ErrSyntax
 	}
-	return n, true, nil
+	return int32(n), true, nil
 }
 
 // resource is GET /resources/{account}/{kind}/{identifier}: the resource,

@@ -172,6 +172,10 @@ func (s *Service) load(ctx context.Context, caller policy.ID, j job) (*outcome, 
 		if err := authorizeLoads(g, caller, j.reqs); err != nil {
 			return nil, err
 		}
+		if j.single && strings.TrimSpace(string(j.reqs[0].Text)) == "" {
+			// Conjur validates the stored version's text after authorizing.
+			return nil, validationFailed("the policy text is empty: send the policy YAML as the request body", "policy_text", "is not present")
+		}
 		var cs *policy.ChangeSet
 		if len(j.reqs) == 1 {
 			cs, err = g.Plan(j.reqs[0])
@@ -296,6 +300,14 @@ func authorizeLoad(g *policy.Graph, caller policy.ID, r policy.LoadRequest) erro
 	priv := privilegeFor(r.Mode)
 	if !g.Allowed(caller, priv, r.Policy) {
 		return status.Errorf(codes.PermissionDenied, "%s loads into %s need %s on it", r.Mode, r.Policy, priv)
+	}
+	// A replace may delete anything under the policy, so it needs the
+	// privilege on all of it, as Conjur's ReplacePolicy.authorize does. The
+	// message does not name the resource: the caller may not see it.
+	if r.Mode == policy.Replace && !g.AllowedOnBranch(caller, priv, r.Policy) {
+		return status.Errorf(codes.PermissionDenied,
+			"'%s' does not have '%s' privilege on some children of %s: a replace may delete them; ask for %s on the whole branch, or update (PATCH) instead",
+			caller, priv, r.Policy, priv)
 	}
 	return nil
 }

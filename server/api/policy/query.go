@@ -17,8 +17,13 @@ import (
 // The read RPCs answer from the graph; what the caller cannot see is
 // NotFound, exactly like what does not exist.
 
+// notFound is Conjur's RecordNotFound message.
 func notFound(id policy.ID) error {
-	return status.Errorf(codes.NotFound, "%s not found", id)
+	kind := id.Kind
+	if kind != "" {
+		kind = strings.ToUpper(kind[:1]) + kind[1:]
+	}
+	return status.Errorf(codes.NotFound, "%s '%s' not found in account '%s'", kind, id.Name, id.Account)
 }
 
 // visibleResource returns the resource's id if it exists and the caller

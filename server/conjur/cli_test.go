@@ -1,0 +1,238 @@
+package conjur_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/cyberark/conjur-api-go/conjurapi"
+)
+
+// The tests in this file drive sower with the HTTP requests the Conjur CLI
+// (conjur-cli-go) sends for its commands: through conjur-api-go where the
+// library has the call, as plain HTTP where it does not. Each asserts the
+// status code and body Conjur answers with, taken from Conjur's controllers
+// and its cucumber features (cucumber/api, cucumber/policy).
+
+// call sends method url with body through c, which adds the access token.
+// hdr are header name, value pairs.
+func call(t *testing.T, c *conjurapi.Client, method, url, body string, hdr ...string) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	return submit(t, c, req, nil)
+}
+
+// conjurError is Conjur's error JSON.
+type conjurError struct {
+	Error struct {
+		Code       string          `json:"code"`
+		Message    string          `json:"message"`
+		Target     string          `json:"target"`
+		Details    json.RawMessage `json:"details"`
+		Innererror *struct {
+			Code         string `json:"code"`
+			Filename     string `json:"filename"`
+			Line, Column int
+		} `json:"innererror"`
+	} `json:"error"`
+}
+
+func decodeError(t *testing.T, code int, body []byte) conjurError {
+	t.Helper()
+	var e conjurError
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("%d %s: not Conjur's error JSON: %v", code, body, err)
+	}
+	return e
+}
+
+// load loads text with the CLI's request and fails the test on an error.
+func load(t *testing.T, c *conjurapi.Client, mode conjurapi.PolicyMode, id, text string) *conjurapi.PolicyResponse {
+	t.Helper()
+	resp, err := c.LoadPolicy(mode, id, strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("load into %s: %v", id, err)
+	}
+	return resp
+}
+
+// conjur policy replace: Conjur's ReplacePolicy authorisation. The caller
+// needs update on the policy and on every resource under it, which the
+// replace may delete; with update on the policy alone PATCH works and PUT is
+// 403 (cucumber/api policy_load_errors.feature).
+func TestCLIPolicyReplaceNeedsUpdateOnTheBranch(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	resp := load(t, admin, conjurapi.PolicyModePost, "root", `
+- !user read_update
+- !policy
+  id: test_policy
+  owner: !user admin
+- !permit
+  role: !user read_update
+  privileges: [read, update]
+  resource: !policy test_policy
+`)
+	load(t, admin, conjurapi.PolicyModePost, "test_policy", "- !variable test\n")
+	ru := newClient(t, l, "read_update", resp.CreatedRoles["acme:user:read_update"].APIKey)
+
+	req, err := ru.LoadPolicyRequest(conjurapi.PolicyModePut, "test_policy", strings.NewReader("- !variable alt\n"), false)
+	code, body := submit(t, ru, req, err)
+	if code != http.StatusForbidden || decodeError(t, code, body).Error.Code != "forbidden" {
+		t.Fatalf("replace without update on test_policy/test: %d %s, want 403", code, body)
+	}
+	if ok, _ := admin.ResourceExists("acme:variable:test_policy/test"); !ok {
+		t.Fatal("the refused replace deleted test_policy/test")
+	}
+	// A dry run of the replace is refused alike.
+	req, err = ru.LoadPolicyRequest(conjurapi.PolicyModePut, "test_policy", strings.NewReader("- !variable alt\n"), true)
+	if code, body = submit(t, ru, req, err); code != http.StatusForbidden {
+		t.Fatalf("dry-run replace: %d %s, want 403", code, body)
+	}
+
+	// update on the policy is enough to update it.
+	load(t, ru, conjurapi.PolicyModePatch, "test_policy", "- !variable alt\n")
+
+	// With update on everything under it, the replace goes through and
+	// deletes what the text no longer declares.
+	load(t, admin, conjurapi.PolicyModePatch, "root", `
+- !permit
+  role: !user read_update
+  privileges: [update]
+  resource: !variable test_policy/test
+- !permit
+  role: !user read_update
+  privileges: [update]
+  resource: !variable test_policy/alt
+`)
+	load(t, ru, conjurapi.PolicyModePut, "test_policy", "- !variable alt\n")
+	if ok, _ := admin.ResourceExists("acme:variable:test_policy/test"); ok {
+		t.Fatal("the replace kept test_policy/test")
+	}
+}
+
+// Conjur's error codes and messages (cucumber/api policy_load_errors,
+// secrets_batch, resource_list features).
+func TestCLIErrorsAsConjur(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	resp := load(t, admin, conjurapi.PolicyModePost, "root", `
+- !user someone
+- !variable secret1
+- !variable secret2
+- !permit
+  role: !user someone
+  privilege: read
+  resource: !variable secret1
+`)
+	someone := newClient(t, l, "someone", resp.CreatedRoles["acme:user:someone"].APIKey)
+	for _, id := range []string{"secret1", "secret2"} {
+		if err := admin.AddSecret("acme:variable:"+id, "v-"+id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policyURL := l.url + "/policies/acme/policy/root"
+
+	type want struct {
+		status  int
+		code    string
+		message string
+		target  string
+		details string // the details JSON, when set
+		inner   bool   // innererror with the position of a YAML error
+	}
+	tests := map[string]struct {
+		c                  *conjurapi.Client
+		method, path, body string
+		want               want
+	}{
+		"a permit naming an undeclared user": {admin, "POST", policyURL,
+			"- !variable password\n\n- !permit\n  role: !user bob\n  privilege: [ execute ]\n  resource: !variable password\n",
+			want{status: 422, code: "policy_invalid", message: "User 'bob' not found in account 'acme'"}},
+		"a grant naming an undeclared group": {admin, "POST", policyURL,
+			"- !host y\n- !grant\n  role: !group x\n  member: !host y\n",
+			want{status: 422, code: "policy_invalid", message: "Group 'x' not found in account 'acme'"}},
+		"an empty policy body": {admin, "POST", policyURL, "",
+			want{status: 422, code: "validation_failed", message: "policy_text is not present",
+				details: `[{"code":"validation_failed","target":"policy_text","message":"is not present"}]`}},
+		"a !delete in an append": {admin, "POST", policyURL, "- !delete\n  record: !variable secret1\n",
+			want{status: 422, code: "validation_failed", message: "policy_text may not contain deletion statements",
+				details: `[{"code":"validation_failed","target":"policy_text","message":"may not contain deletion statements"}]`}},
+		"a YAML syntax error on the first line": {admin, "POST", policyURL, "- !user [\n",
+			want{status: 422, code: "policy_invalid", inner: true}},
+		"batch: found but not executable comes before missing": {someone, "GET",
+			l.url + "/secrets?variable_ids=acme:variable:nope,acme:variable:secret1", "",
+			want{status: 403, code: "forbidden"}},
+		"batch: a missing variable": {admin, "GET",
+			l.url + "/secrets?variable_ids=acme:variable:secret1,acme:variable:not-a-secret", "",
+			want{status: 404, code: "not_found", message: "CONJ00076E Variable acme:variable:not-a-secret is empty or not found."}},
+		"batch: not an id": {admin, "GET", l.url + "/secrets?variable_ids=1,2,3", "",
+			want{status: 404, code: "not_found", message: "CONJ00076E Variable 1 is empty or not found."}},
+		"batch: blank items": {admin, "GET",
+			l.url + "/secrets?variable_ids=acme:variable:secret1,,,acme:variable:secret2", "",
+			want{status: 422, code: "argument_error", message: "variable_ids"}},
+		"batch: only blank items": {admin, "GET", l.url + "/secrets?variable_ids=,,,", "",
+			want{status: 422, code: "argument_error", message: "variable_ids"}},
+		"a missing variable": {admin, "GET", l.url + "/secrets/acme/variable/nope", "",
+			want{status: 404, code: "not_found", message: "Variable 'nope' not found in account 'acme'", target: "variable",
+				details: `{"code":"not_found","message":"acme:variable:nope","target":"id"}`}},
+		"a missing resource": {admin, "GET", l.url + "/resources/acme/variable/nope", "",
+			want{status: 404, code: "not_found", message: "Variable 'nope' not found in account 'acme'", target: "variable"}},
+		"limit=abc": {admin, "GET", l.url + "/resources/acme/variable?limit=abc", "",
+			want{status: 422, code: "unprocessable_entity", message: "'limit' contains an invalid value. 'limit' must be a positive integer."}},
+		"limit=0": {admin, "GET", l.url + "/resources/acme/variable?limit=0", "",
+			want{status: 422, code: "unprocessable_entity", message: "'limit' contains an invalid value. 'limit' must be a positive integer."}},
+		"limit=-1": {admin, "GET", l.url + "/resources/acme?limit=-1", "",
+			want{status: 422, code: "unprocessable_entity", message: "'limit' contains an invalid value. 'limit' must be a positive integer."}},
+		"offset=-1": {admin, "GET", l.url + "/resources/acme?offset=-1", "",
+			want{status: 422, code: "unprocessable_entity", message: "'offset' contains an invalid value. 'offset' must be an integer greater than or equal to 0."}},
+		"members limit=0": {admin, "GET", l.url + "/roles/acme/user/admin?members&limit=0", "",
+			want{status: 422, code: "unprocessable_entity", message: "'limit' contains an invalid value. 'limit' must be a positive integer."}},
+		"an unknown route": {admin, "GET", l.url + "/no/such/route", "",
+			want{status: 404, code: "not_found"}},
+		"a method Conjur has no route for": {admin, "DELETE", policyURL, "",
+			want{status: 404, code: "not_found"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			code, body := call(t, tc.c, tc.method, tc.path, tc.body)
+			if code != tc.want.status {
+				t.Fatalf("%d %s, want %d", code, body, tc.want.status)
+			}
+			e := decodeError(t, code, body)
+			if e.Error.Code != tc.want.code || (tc.want.message != "" && e.Error.Message != tc.want.message) ||
+				(tc.want.target != "" && e.Error.Target != tc.want.target) {
+				t.Fatalf("%s\nwant code %q message %q target %q", body, tc.want.code, tc.want.message, tc.want.target)
+			}
+			if tc.want.details != "" {
+				var got, exp any
+				_ = json.Unmarshal(e.Error.Details, &got)
+				_ = json.Unmarshal([]byte(tc.want.details), &exp)
+				if g, _ := json.Marshal(got); string(g) != mustJSON(exp) {
+					t.Fatalf("details %s, want %s", e.Error.Details, tc.want.details)
+				}
+			}
+			if tc.want.inner && (e.Error.Innererror == nil || e.Error.Innererror.Code != "policy_invalid" ||
+				!strings.HasPrefix(e.Error.Message, "Error at line ")) {
+				t.Fatalf("%s: want innererror with the position of a YAML error", body)
+			}
+		})
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
