@@ -139,6 +139,9 @@ type planner struct {
 	// when a deleted policy first needs it.
 	byPolicy map[int32][]Fact
 
+	// killed is what the load's deletion statements delete, if it has any.
+	killed *killSet
+
 	// resources counts the resources the text declares: each may bring an
 	// ownership membership, so the change set is sized without regrowing.
 	resources int
@@ -178,6 +181,7 @@ func (p *planner) plan(records []*object) (*ChangeSet, error) {
 			return nil, err
 		}
 	}
+	p.dropKilled()
 	if p.req.Mode == Replace {
 		p.removeUndeclared()
 	}
@@ -359,6 +363,7 @@ func (p *planner) loadedBy(i int32) []Fact {
 // What does not exist is ignored, as Conjur does; !deny and !revoke only
 // remove what this policy loaded.
 func (p *planner) explicitDeletion(o *object) {
+	p.kill(o)
 	ours := func(f Fact) (Fact, bool) {
 		cur, ok := p.current(f)
 		return cur, ok && cur.Policy() == p.req.Policy
@@ -397,6 +402,104 @@ func (p *planner) explicitDeletion(o *object) {
 				}
 			}
 		}
+	}
+}
+
+// kill notes what a deletion statement deletes, existing or not: a fact
+// the same load also declares is deleted in the end, as in Conjur, where
+// the deletions of a load win over its declarations.
+func (p *planner) kill(o *object) {
+	if p.killed == nil {
+		p.killed = &killSet{keys: map[string]bool{}, roles: map[ID]bool{}, resources: map[ID]bool{}}
+	}
+	k := p.killed
+	switch o.spec.class {
+	case "Deny":
+		for _, res := range objects(o.get("resource")) {
+			for _, priv := range items(o.get("privilege")) {
+				for _, role := range objects(o.get("role")) {
+					k.keys[Permission{Role: roleRef(role), Privilege: scalarText(priv), Resource: resourceRef(res)}.Key()] = true
+				}
+			}
+		}
+	case "Revoke":
+		for _, role := range objects(o.get("role")) {
+			for _, member := range objects(o.get("member")) {
+				k.keys[Membership{Role: roleRef(role), Member: roleRef(member)}.Key()] = true
+			}
+		}
+	case "Delete":
+		for _, rec := range objects(o.get("record")) {
+			if resourceKind(rec) != "" {
+				k.resources[resourceRef(rec)] = true
+			}
+			if rec.spec.role {
+				k.roles[roleRef(rec)] = true
+			}
+		}
+	}
+}
+
+// killSet is what a load's deletion statements delete.
+type killSet struct {
+	keys      map[string]bool // permissions and memberships, by key
+	roles     map[ID]bool
+	resources map[ID]bool
+}
+
+// dropKilled takes out of the declared facts those the load's deletion
+// statements delete, and what cannot exist without them: the annotations,
+// permissions and memberships of a deleted record, and the resources a
+// deleted role owns (and theirs in turn).
+func (p *planner) dropKilled() {
+	k := p.killed
+	if k == nil || len(p.news) == 0 {
+		return
+	}
+	for grew := true; grew; {
+		grew = false
+		for _, n := range p.news {
+			if res, ok := n.f.(Resource); ok && !k.resources[res.ID] && k.roles[res.Owner] {
+				k.resources[res.ID] = true
+				grew = true
+			}
+		}
+	}
+	dead := func(f Fact) bool {
+		switch f := f.(type) {
+		case Role:
+			return k.roles[f.ID]
+		case Resource:
+			return k.resources[f.ID]
+		case Membership:
+			return k.roles[f.Role] || k.roles[f.Member] || (!f.Ownership && k.keys[Membership{Role: f.Role, Member: f.Member}.Key()])
+		case Permission:
+			return k.roles[f.Role] || k.resources[f.Resource] || k.keys[Permission{Role: f.Role, Privilege: f.Privilege, Resource: f.Resource}.Key()]
+		case Annotation:
+			return k.resources[f.Resource]
+		}
+		return false
+	}
+	kept := p.news[:0]
+	for _, n := range p.news {
+		if dead(n.f) {
+			if _, entity := p.locate(n.f); entity != nil {
+				delete(p.declared, entity)
+			}
+			if _, ok := n.f.(Resource); ok {
+				p.resources--
+			}
+			continue
+		}
+		kept = append(kept, n)
+	}
+	if len(kept) == len(p.news) {
+		return
+	}
+	p.news = kept
+	clear(p.newIndex)
+	for i, n := range p.news {
+		p.newIndex[n.key] = i
 	}
 }
 
@@ -560,6 +663,9 @@ func (p *planner) declare(o *object) error {
 		for _, c := range items(o.get("restricted_to")) {
 			cidrs = append(cidrs, scalarText(c))
 		}
+		if len(cidrs) > 0 {
+			cidrs = unionCIDRs(nil, cidrs)
+		}
 		p.add(Role{ID: NewID(account, kind, name), PolicyID: policy, RestrictedTo: cidrs})
 	}
 	if !o.spec.resource {
@@ -687,7 +793,15 @@ func (p *planner) changeSet() *ChangeSet {
 			// Another policy loaded it: shadowed, left alone.
 		case Equal(cur, k.f):
 		case p.req.Mode == Append:
-			// Append changes nothing that exists.
+			// Append changes nothing that exists, but for what Conjur
+			// extends: the networks of a user or host gain the new ones.
+			if r, ok := k.f.(Role); ok && len(r.RestrictedTo) > 0 {
+				c := cur.(Role)
+				if u := unionCIDRs(c.RestrictedTo, r.RestrictedTo); !slices.Equal(u, c.RestrictedTo) {
+					c.RestrictedTo = u
+					updated = append(updated, c)
+				}
+			}
 		default:
 			updated = append(updated, k.f)
 			if res, ok := k.f.(Resource); ok && cur.(Resource).Owner != res.Owner {

@@ -236,3 +236,102 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// conjur policy update with statements that both add and delete: the
+// deletion is the outcome (cucumber/policy deletion.feature, "Delete
+// statements prevail on conflicting policy statements").
+func TestCLIDeletionsWinWithinOneLoad(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	load(t, admin, conjurapi.PolicyModePatch, "root", `
+- !variable db/password
+- !host host-01
+- !permit
+  resource: !variable db/password
+  privileges: [ execute ]
+  role: !host host-01
+- !deny
+  resource: !variable db/password
+  privileges: [ execute ]
+  role: !host host-01
+`)
+	roles, err := admin.PermittedRoles("acme:variable:db/password", "execute")
+	if err != nil || strings.Contains(strings.Join(roles, ","), "host-01") {
+		t.Fatalf("roles permitted to execute db/password: %v %v; want no host-01", roles, err)
+	}
+	load(t, admin, conjurapi.PolicyModePatch, "root", `
+- !group hosts
+- !grant
+  role: !host host-01
+  member: !group hosts
+- !revoke
+  role: !host host-01
+  member: !group hosts
+`)
+	members, err := admin.RoleMembers("acme:host:host-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if m["member"] == "acme:group:hosts" {
+			t.Fatalf("group hosts is a member of host-01 after grant and revoke in one load: %v", members)
+		}
+	}
+	load(t, admin, conjurapi.PolicyModePatch, "root", "- !variable to_be_deleted\n- !delete\n  record: !variable to_be_deleted\n")
+	if ok, _ := admin.ResourceExists("acme:variable:to_be_deleted"); ok {
+		t.Fatal("variable to_be_deleted exists")
+	}
+}
+
+// restricted_to as Conjur shows and extends it (cucumber/policy
+// cidr_restrictions.feature): single addresses as /32 and /128, and an
+// append (conjur policy load, POST) adds to the list instead of replacing it.
+func TestCLIRestrictedTo(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	restricted := func(id string) []string {
+		t.Helper()
+		r, err := admin.Resource(id)
+		if err != nil {
+			t.Fatalf("show %s: %v", id, err)
+		}
+		var out []string
+		for _, c := range r["restricted_to"].([]any) {
+			out = append(out, c.(string))
+		}
+		return out
+	}
+	load(t, admin, conjurapi.PolicyModePut, "root", `
+- !user
+  id: alice
+  restricted_to: 192.168.101.1
+- !host
+  id: serviceA
+  restricted_to: [ 192.168.0.1, "2001:db8::1", 192.168.1.0/24 ]
+`)
+	if got := strings.Join(restricted("acme:user:alice"), " "); got != "192.168.101.1/32" {
+		t.Fatalf("alice restricted_to %s", got)
+	}
+	if got := strings.Join(restricted("acme:host:serviceA"), " "); got != "192.168.0.1/32 2001:db8::1/128 192.168.1.0/24" {
+		t.Fatalf("serviceA restricted_to %s", got)
+	}
+	load(t, admin, conjurapi.PolicyModePost, "root", `
+- !user
+  id: alice
+  restricted_to: 192.168.101.2
+- !host
+  id: serviceA
+  restricted_to: 192.168.0.1
+`)
+	if got := strings.Join(restricted("acme:user:alice"), " "); got != "192.168.101.1/32 192.168.101.2/32" {
+		t.Fatalf("alice after the append: %s, want old and new", got)
+	}
+	if got := strings.Join(restricted("acme:host:serviceA"), " "); got != "192.168.0.1/32 2001:db8::1/128 192.168.1.0/24" {
+		t.Fatalf("serviceA after appending what it had: %s", got)
+	}
+	// A replace sets the list; without restricted_to it is empty.
+	load(t, admin, conjurapi.PolicyModePut, "root", "- !user alice\n- !host serviceA\n")
+	if got := restricted("acme:user:alice"); len(got) != 0 {
+		t.Fatalf("alice after a replace without restricted_to: %v", got)
+	}
+}
