@@ -200,6 +200,8 @@ func TestCLIErrorsAsConjur(t *testing.T) {
 			want{status: 422, code: "unprocessable_entity", message: "'offset' contains an invalid value. 'offset' must be an integer greater than or equal to 0."}},
 		"members limit=0": {admin, "GET", l.url + "/roles/acme/user/admin?members&limit=0", "",
 			want{status: 422, code: "unprocessable_entity", message: "'limit' contains an invalid value. 'limit' must be a positive integer."}},
+		"issuers (conjur issuer list)": {admin, "GET", l.url + "/issuers/acme", "",
+			want{status: 404, code: "not_found", message: "issuers are part of Conjur's dynamic secrets, which sower does not provide: store static secrets in variables instead"}},
 		"an unknown route": {admin, "GET", l.url + "/no/such/route", "",
 			want{status: 404, code: "not_found"}},
 		"a method Conjur has no route for": {admin, "DELETE", policyURL, "",
