@@ -337,3 +337,45 @@ func TestCLIRestrictedTo(t *testing.T) {
 		t.Fatalf("alice after a replace without restricted_to: %v", got)
 	}
 }
+
+// GET /resources without an account, with ?role= and ?acting_as= (what
+// conjur list --role sends through conjur-api-go), as Conjur's
+// resource_list_by_role feature.
+func TestCLIResourcesByRole(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	resp := load(t, admin, conjurapi.PolicyModePost, "root", `
+- !user alice
+- !user bob
+- !variable shared
+- !variable hidden
+- !permit
+  role: !user alice
+  privilege: read
+  resource: !variable shared
+`)
+	alice := newClient(t, l, "alice", resp.CreatedRoles["acme:user:alice"].APIKey)
+	bob := newClient(t, l, "bob", resp.CreatedRoles["acme:user:bob"].APIKey)
+
+	// conjur-api-go sends acting_as.
+	rs, err := admin.Resources(&conjurapi.ResourceFilter{Kind: "variable", Role: "acme:user:alice"})
+	if err != nil || strings.Join(ids(rs), ",") != "acme:variable:shared" {
+		t.Fatalf("resources acting as alice: %v %v", ids(rs), err)
+	}
+	for _, q := range []string{"role=acme:user:alice", "acting_as=acme:user:alice"} {
+		code, body := call(t, admin, "GET", l.url+"/resources?kind=variable&"+q, "")
+		var got []map[string]any
+		if code != http.StatusOK || json.Unmarshal(body, &got) != nil || strings.Join(ids(got), ",") != "acme:variable:shared" {
+			t.Fatalf("GET /resources?%s: %d %s", q, code, body)
+		}
+	}
+	code, body := call(t, alice, "GET", l.url+"/resources?kind=variable", "")
+	var got []map[string]any
+	if code != http.StatusOK || json.Unmarshal(body, &got) != nil || strings.Join(ids(got), ",") != "acme:variable:shared" {
+		t.Fatalf("GET /resources as alice: %d %s", code, body)
+	}
+	// bob may not list as alice: 403, as Conjur's assumed_role.
+	if code, body := call(t, bob, "GET", l.url+"/resources?role=acme:user:alice", ""); code != http.StatusForbidden {
+		t.Fatalf("bob listing as alice: %d %s, want 403", code, body)
+	}
+}

@@ -51,6 +51,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("PATCH /policies/{account}/policy/{identifier...}", h.loadPolicy(sowerv1.LoadMode_LOAD_MODE_UPDATE))
 	mux.HandleFunc("PUT /policies/{account}/policy/{identifier...}", h.loadPolicy(sowerv1.LoadMode_LOAD_MODE_REPLACE))
 	mux.HandleFunc("GET /policies/{account}/policy/{identifier...}", h.getPolicy)
+	mux.HandleFunc("GET /resources", h.listAccountResources)
+	mux.HandleFunc("GET /resources/{$}", h.listAccountResources)
 	mux.HandleFunc("GET /resources/{account}", h.listResources)
 	mux.HandleFunc("GET /resources/{account}/{$}", h.listResources)
 	mux.HandleFunc("GET /resources/{account}/{kind}", h.listResources)

@@ -46,6 +46,18 @@ func (h *Handler) listResources(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// listAccountResources is GET /resources: Conjur lists every account's
+// resources; a cluster serves one account, the caller's.
+func (h *Handler) listAccountResources(w http.ResponseWriter, r *http.Request) {
+	who, err := h.authn.WhoAmI(outgoing(r), &sowerv1.WhoAmIRequest{})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	r.SetPathValue("account", who.GetAccount())
+	h.listResources(w, r)
+}
+
 // page reads ?limit and ?offset as Conjur does: a limit that is not a
 // positive integer (0 included) or an offset that is not an integer of 0 or
 // more is 422 with Conjur's message. Conjur pages by 10 when only an offset
