@@ -139,6 +139,10 @@ type planner struct {
 	// when a deleted policy first needs it.
 	byPolicy map[int32][]Fact
 
+	// warnNames are the annotation names that are also policy attributes,
+	// in the order met.
+	warnNames []string
+
 	// killed is what the load's deletion statements delete, if it has any.
 	killed *killSet
 
@@ -706,6 +710,16 @@ func (p *planner) declare(o *object) error {
 	return nil
 }
 
+// knownPolicyAttributes are the names Conjur warns about when an annotation
+// takes one (its PoliciesController::KNOWN_POLICY_ATTRIBUTES): the author
+// may have meant the attribute.
+var knownPolicyAttributes = map[string]bool{
+	"id": true, "owner": true, "body": true, "user": true, "annotations": true, "restricted_to": true,
+	"permit": true, "deny": true, "role": true, "privileges": true, "resource": true, "grant": true,
+	"revoke": true, "member": true, "host-factory": true, "layers": true, "layer": true, "variable": true,
+	"kind": true, "mime_type": true, "delete": true, "record": true, "group": true, "host": true, "webservice": true,
+}
+
 // customAnnotations are the attributes Conjur stores as annotations, unless
 // an annotation of that name is given.
 var customAnnotations = map[string][][2]string{
@@ -734,6 +748,9 @@ func (p *planner) annotations(o *object) ([]Annotation, error) {
 				return nil, objectError(p.req.Filename, o, "annotation '%s': a value is a scalar or a list of scalars", k)
 			}
 			out = append(out, Annotation{Name: k, Value: scalarText(v)})
+			if knownPolicyAttributes[k] && !slices.Contains(p.warnNames, k) {
+				p.warnNames = append(p.warnNames, k)
+			}
 		}
 	}
 	for _, c := range custom {
@@ -865,6 +882,9 @@ func (p *planner) changeSet() *ChangeSet {
 		}
 	}
 	cs.Updated = append(cs.Updated, updated...)
+	for _, n := range p.warnNames {
+		cs.Warnings = append(cs.Warnings, fmt.Sprintf("Annotation '%s' matches a known policy attribute. This annotation will not be treated as a standard attribute and may not have the intended effect.", n))
+	}
 	return cs
 }
 

@@ -379,3 +379,31 @@ func TestCLIResourcesByRole(t *testing.T) {
 		t.Fatalf("bob listing as alice: %d %s, want 403", code, body)
 	}
 }
+
+// A load whose annotations are named like policy attributes goes through
+// with Conjur's warnings (PoliciesController KNOWN_POLICY_ATTRIBUTES); a
+// load without them has no warnings key.
+func TestCLILoadWarnings(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	text := "- !variable\n  id: v\n  annotations:\n    description: fine\n    owner: alice\n    restricted_to: 10.0.0.1\n- !host\n  id: h\n  annotations:\n    owner: bob\n"
+	code, body := call(t, admin, "POST", l.url+"/policies/acme/policy/root", text)
+	var got struct {
+		Warnings []string `json:"warnings"`
+	}
+	want := []string{
+		"Annotation 'owner' matches a known policy attribute. This annotation will not be treated as a standard attribute and may not have the intended effect.",
+		"Annotation 'restricted_to' matches a known policy attribute. This annotation will not be treated as a standard attribute and may not have the intended effect.",
+	}
+	if code != http.StatusCreated || json.Unmarshal(body, &got) != nil || strings.Join(got.Warnings, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("load: %d %s\nwant warnings %q", code, body, want)
+	}
+	code, body = call(t, admin, "POST", l.url+"/policies/acme/policy/root?dryRun=true", text)
+	if code != http.StatusOK || !strings.Contains(string(body), `"warnings":["Annotation 'owner'`) {
+		t.Fatalf("dry run: %d %s", code, body)
+	}
+	code, body = call(t, admin, "POST", l.url+"/policies/acme/policy/root", "- !variable w\n")
+	if code != http.StatusCreated || strings.Contains(string(body), "warnings") {
+		t.Fatalf("load without warnings: %d %s", code, body)
+	}
+}

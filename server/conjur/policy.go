@@ -51,14 +51,18 @@ func (h *Handler) loadPolicy(mode sowerv1.LoadMode) http.HandlerFunc {
 			return
 		}
 		if dryRun {
-			writeJSON(w, http.StatusOK, dryRunBody(resp.GetChanges().GetRecords()))
+			body := dryRunBody(resp.GetChanges().GetRecords())
+			if ws := resp.GetWarnings(); len(ws) > 0 {
+				body["warnings"] = ws
+			}
+			writeJSON(w, http.StatusOK, body)
 			return
 		}
 		created := make(map[string]createdRole, len(resp.GetCreatedRoles()))
 		for _, c := range resp.GetCreatedRoles() {
 			created[c.GetId()] = createdRole{ID: c.GetId(), APIKey: c.GetApiKey()}
 		}
-		writeJSON(w, http.StatusCreated, loadBody{CreatedRoles: created, Version: resp.GetVersion()})
+		writeJSON(w, http.StatusCreated, loadBody{CreatedRoles: created, Version: resp.GetVersion(), Warnings: resp.GetWarnings()})
 	}
 }
 
@@ -66,6 +70,8 @@ func (h *Handler) loadPolicy(mode sowerv1.LoadMode) http.HandlerFunc {
 type loadBody struct {
 	CreatedRoles map[string]createdRole `json:"created_roles"`
 	Version      int64                  `json:"version"`
+	// Warnings are Conjur's, present only when there are some.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 type createdRole struct {

@@ -1222,7 +1222,10 @@ type LoadPolicyResponse struct {
 	// version is the policy's new version (0 in a dry run).
 	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// changes are the facts created, updated and deleted.
-	Changes       *PolicyChanges `protobuf:"bytes,3,opt,name=changes,proto3" json:"changes,omitempty"`
+	Changes *PolicyChanges `protobuf:"bytes,3,opt,name=changes,proto3" json:"changes,omitempty"`
+	// warnings are Conjur's warnings about the text, such as an annotation
+	// named like a policy attribute; the load went through.
+	Warnings      []string `protobuf:"bytes,4,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1274,6 +1277,13 @@ func (x *LoadPolicyResponse) GetVersion() int64 {
 func (x *LoadPolicyResponse) GetChanges() *PolicyChanges {
 	if x != nil {
 		return x.Changes
+	}
+	return nil
+}
+
+func (x *LoadPolicyResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
 	}
 	return nil
 }
@@ -2791,11 +2801,12 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	" \x03(\tR\frestrictedTo\"D\n" +
 	"\x10PolicyVersionRef\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"\x9d\x01\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\xb9\x01\n" +
 	"\x12LoadPolicyResponse\x12:\n" +
 	"\rcreated_roles\x18\x01 \x03(\v2\x15.sower.v1.CreatedRoleR\fcreatedRoles\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x121\n" +
-	"\achanges\x18\x03 \x01(\v2\x17.sower.v1.PolicyChangesR\achanges\"\x95\x01\n" +
+	"\achanges\x18\x03 \x01(\v2\x17.sower.v1.PolicyChangesR\achanges\x12\x1a\n" +
+	"\bwarnings\x18\x04 \x03(\tR\bwarnings\"\x95\x01\n" +
 	"\x13SyncPoliciesRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12*\n" +
 	"\x05loads\x18\x02 \x03(\v2\x14.sower.v1.PolicyLoadR\x05loads\x12\x17\n" +

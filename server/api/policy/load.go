@@ -50,7 +50,7 @@ func (s *Service) LoadPolicy(ctx context.Context, req *sowerv1.LoadPolicyRequest
 	if err != nil {
 		return nil, s.toStatus(ctx, "policy load", err)
 	}
-	resp := &sowerv1.LoadPolicyResponse{CreatedRoles: out.created, Changes: s.changes(out, req.GetCountsOnly())}
+	resp := &sowerv1.LoadPolicyResponse{CreatedRoles: out.created, Changes: s.changes(out, req.GetCountsOnly()), Warnings: out.cs.Warnings}
 	if len(out.versions) == 1 {
 		resp.Version = out.versions[0].Version
 	}
