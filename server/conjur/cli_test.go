@@ -407,3 +407,24 @@ func TestCLILoadWarnings(t *testing.T) {
 		t.Fatalf("load without warnings: %d %s", code, body)
 	}
 }
+
+// conjur resource show of a variable lists the versions of its value, as
+// Conjur's resource JSON does (cucumber/api resource_show.feature).
+func TestCLIResourceShowsSecretVersions(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	load(t, admin, conjurapi.PolicyModePost, "root", "- !variable db/password\n- !variable empty\n")
+	for _, v := range []string{"one", "two"} {
+		if err := admin.AddSecret("acme:variable:db/password", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, body := call(t, admin, "GET", l.url+"/resources/acme/variable/db%2Fpassword", "")
+	if code != http.StatusOK || !strings.Contains(string(body), `"secrets":[{"version":1,"expires_at":null},{"version":2,"expires_at":null}]`) {
+		t.Fatalf("show db/password: %d %s", code, body)
+	}
+	code, body = call(t, admin, "GET", l.url+"/resources/acme/variable/empty", "")
+	if code != http.StatusOK || !strings.Contains(string(body), `"secrets":[]`) {
+		t.Fatalf("show empty: %d %s", code, body)
+	}
+}

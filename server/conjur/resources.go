@@ -153,6 +153,12 @@ type resourceJSON struct {
 	RestrictedTo   *[]string            `json:"restricted_to,omitempty"`
 }
 
+// secretVersionJSON is a version of a variable's value as Conjur lists it.
+type secretVersionJSON struct {
+	Version   int64   `json:"version"`
+	ExpiresAt *string `json:"expires_at"`
+}
+
 type permissionJSON struct {
 	Privilege string `json:"privilege"`
 	Role      string `json:"role"`
@@ -177,9 +183,13 @@ func toResourceJSON(r *sowerv1.ResourceInfo) resourceJSON {
 	_, kind, _ := splitID(r.GetId())
 	switch kind {
 	case "variable":
-		// sower keeps no secret values: the list is always empty.
-		none := []any{}
-		out.Secrets = &none
+		// Conjur's secrets: each kept version; sower's values do not
+		// expire. Listings leave them out (empty).
+		vs := make([]any, 0, len(r.GetSecretVersions()))
+		for _, v := range r.GetSecretVersions() {
+			vs = append(vs, secretVersionJSON{Version: v})
+		}
+		out.Secrets = &vs
 	case "policy":
 		if vs := r.GetPolicyVersions(); vs != nil {
 			pv := policyVersionsJSON(vs)

@@ -1680,6 +1680,9 @@ type ResourceInfo struct {
 	RestrictedTo []string `protobuf:"bytes,6,rep,name=restricted_to,json=restrictedTo,proto3" json:"restricted_to,omitempty"`
 	// policy_versions are, for a policy shown on its own, its versions.
 	PolicyVersions []*PolicyVersion `protobuf:"bytes,7,rep,name=policy_versions,json=policyVersions,proto3" json:"policy_versions,omitempty"`
+	// secret_versions are, for a variable shown on its own, the versions of
+	// its value that are kept, oldest first.
+	SecretVersions []int64 `protobuf:"varint,8,rep,packed,name=secret_versions,json=secretVersions,proto3" json:"secret_versions,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1759,6 +1762,13 @@ func (x *ResourceInfo) GetRestrictedTo() []string {
 func (x *ResourceInfo) GetPolicyVersions() []*PolicyVersion {
 	if x != nil {
 		return x.PolicyVersions
+	}
+	return nil
+}
+
+func (x *ResourceInfo) GetSecretVersions() []int64 {
+	if x != nil {
+		return x.SecretVersions
 	}
 	return nil
 }
@@ -2838,7 +2848,7 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\x04mode\x18\t \x01(\x0e2\x12.sower.v1.LoadModeR\x04mode\"|\n" +
 	"\x11GetPolicyResponse\x122\n" +
 	"\bresource\x18\x01 \x01(\v2\x16.sower.v1.ResourceInfoR\bresource\x123\n" +
-	"\bversions\x18\x02 \x03(\v2\x17.sower.v1.PolicyVersionR\bversions\"\xb3\x02\n" +
+	"\bversions\x18\x02 \x03(\v2\x17.sower.v1.PolicyVersionR\bversions\"\xdc\x02\n" +
 	"\fResourceInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x16\n" +
@@ -2846,7 +2856,8 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\vpermissions\x18\x04 \x03(\v2\x1c.sower.v1.ResourcePermissionR\vpermissions\x12>\n" +
 	"\vannotations\x18\x05 \x03(\v2\x1c.sower.v1.ResourceAnnotationR\vannotations\x12#\n" +
 	"\rrestricted_to\x18\x06 \x03(\tR\frestrictedTo\x12@\n" +
-	"\x0fpolicy_versions\x18\a \x03(\v2\x17.sower.v1.PolicyVersionR\x0epolicyVersions\"\x98\x01\n" +
+	"\x0fpolicy_versions\x18\a \x03(\v2\x17.sower.v1.PolicyVersionR\x0epolicyVersions\x12'\n" +
+	"\x0fsecret_versions\x18\b \x03(\x03R\x0esecretVersions\"\x98\x01\n" +
 	"\x16CheckPermissionRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1e\n" +

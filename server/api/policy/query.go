@@ -142,6 +142,13 @@ func (s *Service) GetResource(ctx context.Context, req *sowerv1.GetResourceReque
 		}
 		r.PolicyVersions = versionsToProto(vs)
 	}
+	if id.Kind == policy.KindVariable && s.c.Secrets != nil {
+		vs, err := s.c.Secrets.Versions(ctx, id.String())
+		if err != nil {
+			return nil, s.toStatus(ctx, "read secret versions", err)
+		}
+		r.SecretVersions = vs
+	}
 	return &sowerv1.GetResourceResponse{Resource: r}, nil
 }
 

@@ -72,6 +72,15 @@ type Config struct {
 	Store   Store
 	Keys    KeyIssuer
 	Logger  *slog.Logger
+	// Secrets, when set, lists a variable's value versions for GetResource
+	// (Conjur shows them as the resource's "secrets").
+	Secrets SecretVersions
+}
+
+// SecretVersions lists the kept versions of a resource's value;
+// *etcdstore.Secrets implements it.
+type SecretVersions interface {
+	Versions(ctx context.Context, resourceID string) ([]int64, error)
 }
 
 // Service implements sowerv1.PolicyServiceServer.
