@@ -428,3 +428,27 @@ func TestCLIResourceShowsSecretVersions(t *testing.T) {
 		t.Fatalf("show empty: %d %s", code, body)
 	}
 }
+
+// conjur resource show of a host factory lists its layers and tokens
+// (cucumber/api host_factory_show.feature); sower issues no tokens.
+func TestCLIHostFactoryShowsLayers(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	resp := load(t, admin, conjurapi.PolicyModePost, "root", `
+- !user alice
+- !layer the-layer
+- !layer other
+- !host_factory
+  id: the-layer-factory
+  layers: [ !layer the-layer, !layer other ]
+- !permit
+  role: !user alice
+  privilege: read
+  resource: !host_factory the-layer-factory
+`)
+	alice := newClient(t, l, "alice", resp.CreatedRoles["acme:user:alice"].APIKey)
+	code, body := call(t, alice, "GET", l.url+"/resources/acme/host_factory/the-layer-factory", "")
+	if code != http.StatusOK || !strings.Contains(string(body), `"layers":["acme:layer:other","acme:layer:the-layer"],"tokens":[]`) {
+		t.Fatalf("show the host factory: %d %s", code, body)
+	}
+}

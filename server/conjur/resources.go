@@ -3,6 +3,7 @@ package conjur
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -138,7 +139,32 @@ func (h *Handler) resource(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toResourceJSON(resp.GetResource()))
+	out := toResourceJSON(resp.GetResource())
+	if kind == "host_factory" {
+		h.hostFactoryFields(r, &out)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// hostFactoryFields adds what Conjur shows of a host factory: the layers it
+// enrols hosts into (the layers its role belongs to) and its tokens, which
+// sower does not issue (always []).
+func (h *Handler) hostFactoryFields(r *http.Request, out *resourceJSON) {
+	layers, tokens := []string{}, []any{}
+	out.Layers, out.Tokens = &layers, &tokens
+	resp, err := h.policy.ListRoleMemberships(outgoing(r), &sowerv1.ListRoleMembershipsRequest{
+		Account: r.PathValue("account"), Kind: r.PathValue("kind"), Identifier: r.PathValue("identifier"),
+	})
+	if err != nil {
+		return
+	}
+	for _, m := range resp.GetMemberships() {
+		if _, kind, _ := splitID(m.GetRole()); kind == "layer" {
+			layers = append(layers, m.GetRole())
+		}
+	}
+	slices.Sort(layers)
+	out.Layers = &layers
 }
 
 // resourceJSON is a resource as Conjur shows it.
@@ -151,6 +177,8 @@ type resourceJSON struct {
 	Secrets        *[]any               `json:"secrets,omitempty"`
 	PolicyVersions *[]policyVersionJSON `json:"policy_versions,omitempty"`
 	RestrictedTo   *[]string            `json:"restricted_to,omitempty"`
+	Layers         *[]string            `json:"layers,omitempty"`
+	Tokens         *[]any               `json:"tokens,omitempty"`
 }
 
 // secretVersionJSON is a version of a variable's value as Conjur lists it.
