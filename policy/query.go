@@ -354,3 +354,65 @@ func (g *Graph) AllowedOnBranch(role ID, privilege string, policy ID) bool {
 	}
 	return true
 }
+
+// Edge is a membership edge of the role graph: Child is a member of Parent.
+type Edge struct {
+	Parent, Child ID
+}
+
+// RoleGraph returns Conjur's role graph of role: every membership edge on
+// the way up from it (the roles it belongs to, transitively) and down (its
+// members, transitively), ownership included, whose parent viewer can see,
+// each once, sorted by parent then child.
+func (g *Graph) RoleGraph(role, viewer ID) []Edge {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	r, v := g.lookup(role), g.lookup(viewer)
+	if r == noID || v == noID || g.nodes[r].role == nil || g.nodes[v].role == nil {
+		return nil
+	}
+	roles := g.closureOf(v)
+	type edge struct{ parent, child int32 }
+	seen := map[edge]bool{}
+	var edges []edge
+	walk := func(down bool) {
+		visited := map[int32]bool{r: true}
+		queue := []int32{r}
+		for len(queue) > 0 {
+			n := g.nodes[queue[0]]
+			queue = queue[1:]
+			ms := n.parents
+			if down {
+				ms = n.children
+			}
+			for _, m := range ms {
+				e := edge{m.role, m.member}
+				if !seen[e] {
+					seen[e] = true
+					edges = append(edges, e)
+				}
+				next := m.role
+				if down {
+					next = m.member
+				}
+				if !visited[next] {
+					visited[next] = true
+					queue = append(queue, next)
+				}
+			}
+		}
+	}
+	walk(false)
+	walk(true)
+	out := make([]Edge, 0, len(edges))
+	for _, e := range edges {
+		if g.nodes[e.parent].resource == nil || !g.visible(roles, e.parent) {
+			continue
+		}
+		out = append(out, Edge{Parent: g.nodes[e.parent].id, Child: g.nodes[e.child].id})
+	}
+	slices.SortFunc(out, func(a, b Edge) int {
+		return cmp.Or(cmp.Compare(a.Parent.String(), b.Parent.String()), cmp.Compare(a.Child.String(), b.Child.String()))
+	})
+	return out
+}

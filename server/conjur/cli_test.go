@@ -452,3 +452,41 @@ func TestCLIHostFactoryShowsLayers(t *testing.T) {
 		t.Fatalf("show the host factory: %d %s", code, body)
 	}
 }
+
+// GET /roles/...?graph: Conjur's role graph (cucumber/api
+// role_graph.feature), every edge above and below the role.
+func TestCLIRoleGraph(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	load(t, admin, conjurapi.PolicyModePatch, "root", `
+- !group internal
+- !layer applications
+- !group shipping
+- !user alice
+- !grant
+  role: !group internal
+  member: !layer applications
+- !grant
+  role: !layer applications
+  member: !group shipping
+- !grant
+  role: !group shipping
+  member: !user alice
+`)
+	code, body := call(t, admin, "GET", l.url+"/roles/acme/group/internal?graph", "")
+	want := `[{"child":"acme:layer:applications","parent":"acme:group:internal"},` +
+		`{"child":"acme:user:admin","parent":"acme:group:internal"},` +
+		`{"child":"acme:user:admin","parent":"acme:group:shipping"},` +
+		`{"child":"acme:user:alice","parent":"acme:group:shipping"},` +
+		`{"child":"acme:group:shipping","parent":"acme:layer:applications"},` +
+		`{"child":"acme:user:admin","parent":"acme:layer:applications"},` +
+		`{"child":"acme:user:admin","parent":"acme:user:alice"}]`
+	if code != http.StatusOK || strings.TrimSpace(string(body)) != want {
+		t.Fatalf("role graph: %d %s\nwant %s", code, body, want)
+	}
+	// From the middle: alice's graph goes up to internal.
+	code, body = call(t, admin, "GET", l.url+"/roles/acme/user/alice?graph", "")
+	if code != http.StatusOK || !strings.Contains(string(body), `{"child":"acme:layer:applications","parent":"acme:group:internal"}`) {
+		t.Fatalf("alice's role graph: %d %s", code, body)
+	}
+}

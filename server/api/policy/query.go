@@ -279,3 +279,22 @@ func page[T any](s []T, offset, limit int) []T {
 	}
 	return s
 }
+
+// GetRoleGraph answers Conjur's ?graph: the edges around a role the caller
+// sees.
+func (s *Service) GetRoleGraph(ctx context.Context, req *sowerv1.GetRoleGraphRequest) (*sowerv1.GetRoleGraphResponse, error) {
+	id, g, err := s.visibleRole(ctx, req.GetAccount(), req.GetKind(), req.GetIdentifier())
+	if err != nil {
+		return nil, err
+	}
+	caller, err := rpcctx.CallerRole(ctx)
+	if err != nil {
+		return nil, err
+	}
+	edges := g.RoleGraph(id, caller)
+	out := &sowerv1.GetRoleGraphResponse{Edges: make([]*sowerv1.RoleGraphEdge, 0, len(edges))}
+	for _, e := range edges {
+		out.Edges = append(out.Edges, &sowerv1.RoleGraphEdge{Parent: e.Parent.String(), Child: e.Child.String()})
+	}
+	return out, nil
+}
