@@ -490,3 +490,38 @@ func TestCLIRoleGraph(t *testing.T) {
 		t.Fatalf("alice's role graph: %d %s", code, body)
 	}
 }
+
+// conjur policy load --dry-run: ids the caller cannot see are redacted
+// (Conjur's PrimitiveFactory), and an error carries Conjur's advice on its
+// second line (Commands::Policy::ExplainError).
+func TestCLIDryRunRedactsAndAdvises(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	resp := load(t, admin, conjurapi.PolicyModePost, "root", `
+- !user bob
+- !group secret-ops
+- !policy
+  id: app
+  owner: !user bob
+`)
+	bob := newClient(t, l, "bob", resp.CreatedRoles["acme:user:bob"].APIKey)
+	req, err := bob.LoadPolicyRequest(conjurapi.PolicyModePost, "app", strings.NewReader("- !host h\n- !layer l\n- !grant\n  role: !layer l\n  member: !group /secret-ops\n"), true)
+	code, body := submit(t, bob, req, err)
+	if code != http.StatusOK || !strings.Contains(string(body), `"acme:group:[REDACTED]"`) || strings.Contains(string(body), "secret-ops") {
+		t.Fatalf("bob's dry run: %d %s\nwant secret-ops redacted", code, body)
+	}
+	if !strings.Contains(string(body), `"identifier":"acme:host:app/h"`) {
+		t.Fatalf("bob's dry run hides what bob sees: %s", body)
+	}
+
+	req, err = admin.LoadPolicyRequest(conjurapi.PolicyModePost, "root", strings.NewReader("- !user\n  id: x\n  restricted_to: not-an-address\n"), true)
+	code, body = submit(t, admin, req, err)
+	var bad struct {
+		Status string
+		Errors []struct{ Message string }
+	}
+	if code != http.StatusUnprocessableEntity || json.Unmarshal(body, &bad) != nil || len(bad.Errors) != 1 ||
+		bad.Errors[0].Message != "Invalid IP address or CIDR range 'not-an-address'\nMake sure your address or range is in the correct format (e.g. 192.168.1.0 or 192.168.1.0/16)" {
+		t.Fatalf("dry run of a bad address: %d %s", code, body)
+	}
+}

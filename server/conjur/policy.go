@@ -153,6 +153,8 @@ func writeDryRunError(w http.ResponseWriter, err error) {
 	if msg == "" {
 		msg = st.Message()
 	}
+	// Conjur's second line: advice, or nothing.
+	msg += "\n" + adviceFor(msg)
 	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{
 		"status":  "Invalid YAML",
 		"created": items(nil), "updated": map[string]any{"before": items(nil), "after": items(nil)}, "deleted": items(nil),

@@ -154,6 +154,7 @@ type outcome struct {
 	cs       *policy.ChangeSet
 	dryRun   bool
 	before   *policy.Graph // the graph planned against
+	caller   policy.ID     // who loads: a dry run hides what it cannot see
 	created  []*sowerv1.CreatedRole
 	versions []etcdstore.PolicyVersion
 }
@@ -185,7 +186,7 @@ func (s *Service) load(ctx context.Context, caller policy.ID, j job) (*outcome, 
 		if err != nil {
 			return nil, err
 		}
-		out := &outcome{cs: cs, before: g, dryRun: j.dryRun}
+		out := &outcome{cs: cs, before: g, dryRun: j.dryRun, caller: caller}
 		if j.dryRun {
 			for _, r := range cs.NewRoles {
 				out.created = append(out.created, &sowerv1.CreatedRole{Id: r.String()})
@@ -323,7 +324,7 @@ func (s *Service) changes(out *outcome, countsOnly bool) *sowerv1.PolicyChanges 
 	}
 	pc.Created, pc.Updated, pc.Deleted = factsToProto(cs.Created), factsToProto(cs.Updated), factsToProto(cs.Deleted)
 	if out.dryRun && !cs.Empty() {
-		pc.Records = describeChanges(out.before, cs)
+		pc.Records = describeChanges(out.before, cs, out.caller)
 	}
 	return pc
 }
