@@ -525,3 +525,37 @@ func TestCLIDryRunRedactsAndAdvises(t *testing.T) {
 		t.Fatalf("dry run of a bad address: %d %s", code, body)
 	}
 }
+
+// conjur authenticator enable/disable (PATCH /authn-jwt/{service}/{account},
+// form enabled=...): 204 for a declared authenticator and a caller with
+// update on its webservice, 403 without, 404 for one not declared.
+func TestCLIAuthenticatorEnable(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	resp := load(t, admin, conjurapi.PolicyModePost, "root", `
+- !user carol
+- !policy
+  id: conjur/authn-jwt/ci
+  body:
+  - !webservice
+- !permit
+  role: !user carol
+  privilege: read
+  resource: !webservice conjur/authn-jwt/ci
+`)
+	carol := newClient(t, l, "carol", resp.CreatedRoles["acme:user:carol"].APIKey)
+	if err := admin.EnableAuthenticator("jwt", "ci", true); err != nil {
+		t.Fatalf("enable authn-jwt/ci: %v", err)
+	}
+	if err := carol.EnableAuthenticator("jwt", "ci", true); conjurStatus(err) != http.StatusForbidden {
+		t.Fatalf("carol enabling authn-jwt/ci: %v, want 403", err)
+	}
+	if err := admin.EnableAuthenticator("jwt", "nowhere", true); conjurStatus(err) != http.StatusNotFound {
+		t.Fatalf("enabling an undeclared authenticator: %v, want 404", err)
+	}
+	req, err := admin.EnableAuthenticatorRequest("jwt", "ci", false)
+	code, body := submit(t, admin, req, err)
+	if code != http.StatusUnprocessableEntity || decodeError(t, code, body).Error.Code != "unprocessable_entity" {
+		t.Fatalf("disabling: %d %s, want 422 saying how", code, body)
+	}
+}

@@ -64,6 +64,9 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /secrets/{account}/{kind}/{identifier...}", h.getSecret)
 	mux.HandleFunc("GET /secrets", h.batchSecrets)
 	mux.HandleFunc("GET /secrets/{$}", h.batchSecrets) // conjur-api-go's form
+	for _, a := range authenticatorTypes {
+		mux.HandleFunc("PATCH /"+a+"/{service_id}/{account}", h.updateAuthenticator(a))
+	}
 	// Conjur serves issuers only with its dynamic secrets feature on;
 	// without it the routes do not exist. sower has no dynamic secrets.
 	mux.HandleFunc("/issuers/{account}", h.noIssuers)
