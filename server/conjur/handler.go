@@ -71,6 +71,12 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	// without it the routes do not exist. sower has no dynamic secrets.
 	mux.HandleFunc("/issuers/{account}", h.noIssuers)
 	mux.HandleFunc("/issuers/{account}/{identifier...}", h.noIssuers)
+	// Conjur endpoints sower does not provide, answered with what to do.
+	mux.HandleFunc("PUT /authn/{account}/password", missing("sower keeps no user passwords: users log in with their API key; rotate it with PUT /authn/{account}/api_key (conjur user rotate-api-key)"))
+	mux.HandleFunc("POST /host_factory_tokens", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load), or enrol Followers with seeds"))
+	mux.HandleFunc("DELETE /host_factory_tokens/{token}", missing("sower does not issue host factory tokens"))
+	mux.HandleFunc("POST /host_factories/hosts", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load)"))
+	mux.HandleFunc("GET /public_keys/{account}/{kind}/{identifier...}", missing("sower does not store the public_keys declared in policy"))
 	// Everything else outside /v1 is a route Conjur does not have.
 	mux.HandleFunc("/", h.unknownRoute)
 }
@@ -110,4 +116,13 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		return nil, false
 	}
 	return b, true
+}
+
+// missing answers a Conjur endpoint sower does not provide: 404, as a
+// Conjur with the feature off (its route absent), with msg saying what to
+// do instead.
+func missing(msg string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: errorDetail{Code: "not_found", Message: msg}})
+	}
 }
