@@ -42,6 +42,9 @@ type ChangeSet struct {
 	// Policies lists every policy loaded, in load order: the caller gives
 	// each a new version.
 	Policies []ID
+	// Warnings are Conjur's warnings about the text (annotations named like
+	// policy attributes); they do not stop the load.
+	Warnings []string
 	// Created are facts that did not exist.
 	Created []Fact
 	// Updated are facts whose key exists, with their new values.

@@ -74,3 +74,43 @@ func prefixBits(s string, max int) (int, bool) {
 	}
 	return n, n <= max
 }
+
+// canonicalCIDR writes a valid restricted_to entry as Conjur stores and
+// shows it (a PostgreSQL cidr): a network in CIDR notation, a single
+// address as /32 or /128, a netmask as its prefix length.
+func canonicalCIDR(s string) string {
+	addrText, bitsText, hasBits := strings.Cut(s, "/")
+	addr, err := netip.ParseAddr(addrText)
+	if err != nil {
+		return s
+	}
+	bits := addr.BitLen()
+	if hasBits {
+		var ok bool
+		if bits, ok = prefixBits(bitsText, addr.BitLen()); !ok {
+			return s
+		}
+	}
+	prefix, err := addr.Prefix(bits)
+	if err != nil {
+		return s
+	}
+	return prefix.String()
+}
+
+// unionCIDRs returns old with the entries of add it lacks appended, every
+// entry in canonical form.
+func unionCIDRs(old, add []string) []string {
+	out := make([]string, 0, len(old)+len(add))
+	seen := make(map[string]bool, len(old)+len(add))
+	for _, l := range [][]string{old, add} {
+		for _, c := range l {
+			c = canonicalCIDR(c)
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}

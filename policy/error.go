@@ -10,6 +10,11 @@ import (
 // cannot be resolved. The REST layer answers it with 422 policy_invalid.
 var ErrInvalid = errors.New("policy: invalid policy")
 
+// ErrDeletionInAppend is wrapped by the Error of an append (POST) whose
+// text holds !delete, !revoke or !deny. Conjur reports it as a failed
+// validation of the policy text rather than as an invalid policy.
+var ErrDeletionInAppend = errors.New("policy: may not contain deletion statements")
+
 // Error is an error in policy text, with its position.
 //
 // Parse errors report the position Conjur reports for the same text:
@@ -28,7 +33,13 @@ type Error struct {
 	Message string
 	// parse is set for errors found while parsing.
 	parse bool
+	// kind, when set, is a more specific sentinel the error also wraps.
+	kind error
 }
+
+// IsParse reports whether the error was found while parsing the YAML (its
+// position is libyaml's, counted from zero) rather than after.
+func (e *Error) IsParse() bool { return e.parse }
 
 func (e *Error) Error() string {
 	if e.parse {
@@ -44,8 +55,14 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s:%d:%d: %s", name, e.Line, e.Column, e.Message)
 }
 
-// Unwrap lets errors.Is(err, ErrInvalid) hold.
-func (e *Error) Unwrap() error { return ErrInvalid }
+// Unwrap lets errors.Is(err, ErrInvalid) hold, and errors.Is of the more
+// specific sentinel the error was made with.
+func (e *Error) Unwrap() []error {
+	if e.kind != nil {
+		return []error{ErrInvalid, e.kind}
+	}
+	return []error{ErrInvalid}
+}
 
 // Position is where a node starts in the policy text, counting from one.
 type Position struct {

@@ -158,6 +158,13 @@ type planner struct {
 	// when a deleted policy first needs it.
 	byPolicy map[int32][]Fact
 
+	// warnNames are the annotation names that are also policy attributes,
+	// in the order met.
+	warnNames []string
+
+	// killed is what the load's deletion statements delete, if it has any.
+	killed *killSet
+
 	// resources counts the resources the text declares: each may bring an
 	// ownership membership, so the change set is sized without regrowing.
 	resources int
@@ -186,7 +193,9 @@ func (p *planner) plan(records []*object) (*ChangeSet, error) {
 			continue
 		}
 		if p.req.Mode == Append {
-			return nil, objectError(p.req.Filename, o, "may not contain deletion statements (!%s): appending (POST) only adds; load with update (PATCH) or replace (PUT) to delete", o.spec.tag)
+			err := objectError(p.req.Filename, o, "may not contain deletion statements (!%s): appending (POST) only adds; load with update (PATCH) or replace (PUT) to delete", o.spec.tag)
+			err.kind = ErrDeletionInAppend
+			return nil, err
 		}
 		p.explicitDeletion(o)
 	}
@@ -200,6 +209,7 @@ func (p *planner) plan(records []*object) (*ChangeSet, error) {
 			return nil, err
 		}
 	}
+	p.dropKilled()
 	if p.req.Mode == Replace {
 		p.removeUndeclared()
 	}
@@ -381,6 +391,7 @@ func (p *planner) loadedBy(i int32) []Fact {
 // What does not exist is ignored, as Conjur does; !deny and !revoke only
 // remove what this policy loaded.
 func (p *planner) explicitDeletion(o *object) {
+	p.kill(o)
 	ours := func(f Fact) (Fact, bool) {
 		cur, ok := p.current(f)
 		return cur, ok && cur.Policy() == p.req.Policy
@@ -419,6 +430,104 @@ func (p *planner) explicitDeletion(o *object) {
 				}
 			}
 		}
+	}
+}
+
+// kill notes what a deletion statement deletes, existing or not: a fact
+// the same load also declares is deleted in the end, as in Conjur, where
+// the deletions of a load win over its declarations.
+func (p *planner) kill(o *object) {
+	if p.killed == nil {
+		p.killed = &killSet{keys: map[string]bool{}, roles: map[ID]bool{}, resources: map[ID]bool{}}
+	}
+	k := p.killed
+	switch o.spec.class {
+	case "Deny":
+		for _, res := range objects(o.get("resource")) {
+			for _, priv := range items(o.get("privilege")) {
+				for _, role := range objects(o.get("role")) {
+					k.keys[Permission{Role: roleRef(role), Privilege: scalarText(priv), Resource: resourceRef(res)}.Key()] = true
+				}
+			}
+		}
+	case "Revoke":
+		for _, role := range objects(o.get("role")) {
+			for _, member := range objects(o.get("member")) {
+				k.keys[Membership{Role: roleRef(role), Member: roleRef(member)}.Key()] = true
+			}
+		}
+	case "Delete":
+		for _, rec := range objects(o.get("record")) {
+			if resourceKind(rec) != "" {
+				k.resources[resourceRef(rec)] = true
+			}
+			if rec.spec.role {
+				k.roles[roleRef(rec)] = true
+			}
+		}
+	}
+}
+
+// killSet is what a load's deletion statements delete.
+type killSet struct {
+	keys      map[string]bool // permissions and memberships, by key
+	roles     map[ID]bool
+	resources map[ID]bool
+}
+
+// dropKilled takes out of the declared facts those the load's deletion
+// statements delete, and what cannot exist without them: the annotations,
+// permissions and memberships of a deleted record, and the resources a
+// deleted role owns (and theirs in turn).
+func (p *planner) dropKilled() {
+	k := p.killed
+	if k == nil || len(p.news) == 0 {
+		return
+	}
+	for grew := true; grew; {
+		grew = false
+		for _, n := range p.news {
+			if res, ok := n.f.(Resource); ok && !k.resources[res.ID] && k.roles[res.Owner] {
+				k.resources[res.ID] = true
+				grew = true
+			}
+		}
+	}
+	dead := func(f Fact) bool {
+		switch f := f.(type) {
+		case Role:
+			return k.roles[f.ID]
+		case Resource:
+			return k.resources[f.ID]
+		case Membership:
+			return k.roles[f.Role] || k.roles[f.Member] || (!f.Ownership && k.keys[Membership{Role: f.Role, Member: f.Member}.Key()])
+		case Permission:
+			return k.roles[f.Role] || k.resources[f.Resource] || k.keys[Permission{Role: f.Role, Privilege: f.Privilege, Resource: f.Resource}.Key()]
+		case Annotation:
+			return k.resources[f.Resource]
+		}
+		return false
+	}
+	kept := p.news[:0]
+	for _, n := range p.news {
+		if dead(n.f) {
+			if _, entity := p.locate(n.f); entity != nil {
+				delete(p.declared, entity)
+			}
+			if _, ok := n.f.(Resource); ok {
+				p.resources--
+			}
+			continue
+		}
+		kept = append(kept, n)
+	}
+	if len(kept) == len(p.news) {
+		return
+	}
+	p.news = kept
+	clear(p.newIndex)
+	for i, n := range p.news {
+		p.newIndex[n.key] = i
 	}
 }
 
@@ -582,6 +691,9 @@ func (p *planner) declare(o *object) error {
 		for _, c := range items(o.get("restricted_to")) {
 			cidrs = append(cidrs, scalarText(c))
 		}
+		if len(cidrs) > 0 {
+			cidrs = unionCIDRs(nil, cidrs)
+		}
 		p.add(Role{ID: NewID(account, kind, name), PolicyID: policy, RestrictedTo: cidrs})
 	}
 	if !o.spec.resource {
@@ -622,6 +734,16 @@ func (p *planner) declare(o *object) error {
 	return nil
 }
 
+// knownPolicyAttributes are the names Conjur warns about when an annotation
+// takes one (its PoliciesController::KNOWN_POLICY_ATTRIBUTES): the author
+// may have meant the attribute.
+var knownPolicyAttributes = map[string]bool{
+	"id": true, "owner": true, "body": true, "user": true, "annotations": true, "restricted_to": true,
+	"permit": true, "deny": true, "role": true, "privileges": true, "resource": true, "grant": true,
+	"revoke": true, "member": true, "host-factory": true, "layers": true, "layer": true, "variable": true,
+	"kind": true, "mime_type": true, "delete": true, "record": true, "group": true, "host": true, "webservice": true,
+}
+
 // customAnnotations are the attributes Conjur stores as annotations, unless
 // an annotation of that name is given.
 var customAnnotations = map[string][][2]string{
@@ -650,6 +772,9 @@ func (p *planner) annotations(o *object) ([]Annotation, error) {
 				return nil, objectError(p.req.Filename, o, "annotation '%s': a value is a scalar or a list of scalars", k)
 			}
 			out = append(out, Annotation{Name: k, Value: scalarText(v)})
+			if knownPolicyAttributes[k] && !slices.Contains(p.warnNames, k) {
+				p.warnNames = append(p.warnNames, k)
+			}
 		}
 	}
 	for _, c := range custom {
@@ -696,7 +821,9 @@ func (p *planner) checkReferences() error {
 		if p.isDeleted(f) {
 			return objectError(p.req.Filename, r.obj, "%s is deleted by this load but still referenced here", what)
 		}
-		return objectError(p.req.Filename, r.obj, "%s not found: declare it, or load the policy that declares it first", what)
+		// Conjur's words (its RecordNotFound): the kind capitalised, the
+		// full identifier, the account.
+		return objectError(p.req.Filename, r.obj, "%s '%s' not found in account '%s'", capitalize(r.id.Kind), r.id.Name, r.id.Account)
 	}
 	return nil
 }
@@ -725,7 +852,15 @@ func (p *planner) changeSet() *ChangeSet {
 			// Another policy loaded it: shadowed, left alone.
 		case Equal(cur, k.f):
 		case p.req.Mode == Append:
-			// Append changes nothing that exists.
+			// Append changes nothing that exists, but for what Conjur
+			// extends: the networks of a user or host gain the new ones.
+			if r, ok := k.f.(Role); ok && len(r.RestrictedTo) > 0 {
+				c := cur.(Role)
+				if u := unionCIDRs(c.RestrictedTo, r.RestrictedTo); !slices.Equal(u, c.RestrictedTo) {
+					c.RestrictedTo = u
+					updated = append(updated, c)
+				}
+			}
 		default:
 			updated = append(updated, k.f)
 			if res, ok := k.f.(Resource); ok && cur.(Resource).Owner != res.Owner {
@@ -789,6 +924,9 @@ func (p *planner) changeSet() *ChangeSet {
 		}
 	}
 	cs.Updated = append(cs.Updated, updated...)
+	for _, n := range p.warnNames {
+		cs.Warnings = append(cs.Warnings, fmt.Sprintf("Annotation '%s' matches a known policy attribute. This annotation will not be treated as a standard attribute and may not have the intended effect.", n))
+	}
 	return cs
 }
 
@@ -856,4 +994,13 @@ func (g *Graph) PlanAccount(account string) (*ChangeSet, error) {
 		NewRoles: []ID{admin},
 		Revision: g.rev,
 	}, nil
+}
+
+// capitalize upper-cases the first letter, as Ruby's String#capitalize does
+// for Conjur's kinds.
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }

@@ -204,7 +204,7 @@ func TestPlan(t *testing.T) {
 		},
 		"unknown reference fails at the reference": {
 			step:        loadStep{"root", Append, "- !host a\n- !grant\n  role: !group missing\n  member: !host a\n"},
-			wantErr:     "group 'missing' not found",
+			wantErr:     "Group 'missing' not found in account 'myorg'",
 			wantErrLine: 3,
 		},
 		"reference to what the replace deletes fails": {
@@ -248,10 +248,74 @@ func TestPlan(t *testing.T) {
 				"role/myorg:host:app%2Fweb", "role/myorg:layer:app", "role/myorg:policy:app",
 			},
 		},
-		"delete and declare again in one load is an update": {
-			setup:   []loadStep{{"root", Replace, "- !host\n  id: a\n  annotations: {team: red}\n"}},
-			step:    loadStep{"root", Update, "- !delete\n  record: !host a\n- !host\n  id: a\n  annotations: {team: blue}\n"},
-			updated: []string{"annotation/myorg:host:a/team"},
+		// Conjur's "Delete statements prevail on conflicting policy
+		// statements" (cucumber/policy deletion.feature).
+		"delete and declare again in one load deletes": {
+			setup: []loadStep{{"root", Replace, "- !host\n  id: a\n  annotations: {team: red}\n"}},
+			step:  loadStep{"root", Update, "- !delete\n  record: !host a\n- !host\n  id: a\n  annotations: {team: blue}\n"},
+			deleted: []string{
+				"annotation/myorg:host:a/team", "membership/myorg:host:a/myorg:user:admin/owner",
+				"resource/myorg:host:a", "role/myorg:host:a",
+			},
+		},
+		"declare and delete a new record in one load creates nothing": {
+			step: loadStep{"root", Update, "- !variable to_be_deleted\n- !delete\n  record: !variable to_be_deleted\n"},
+		},
+		"permit and deny in one load: the deny wins": {
+			step: loadStep{"root", Update, "- !variable db/password\n- !host host-01\n" +
+				"- !permit\n  resource: !variable db/password\n  privileges: [ execute ]\n  role: !host host-01\n" +
+				"- !deny\n  resource: !variable db/password\n  privileges: [ execute ]\n  role: !host host-01\n"},
+			created: []string{
+				"membership/myorg:host:host-01/myorg:user:admin/owner",
+				"resource/myorg:host:host-01", "resource/myorg:variable:db%2Fpassword", "role/myorg:host:host-01",
+			},
+			newRoles: []ID{id(KindHost, "host-01")},
+		},
+		"grant and revoke in one load: the revoke wins": {
+			setup: []loadStep{{"root", Replace, "- !host host-01\n"}},
+			step: loadStep{"root", Update, "- !group hosts\n" +
+				"- !grant\n  role: !host host-01\n  member: !group hosts\n" +
+				"- !revoke\n  role: !host host-01\n  member: !group hosts\n"},
+			created: []string{
+				"membership/myorg:group:hosts/myorg:user:admin/owner",
+				"resource/myorg:group:hosts", "role/myorg:group:hosts",
+			},
+		},
+		"an existing permit denied and declared again: the deny wins": {
+			setup: []loadStep{{"root", Replace, "- !variable v\n- !group g\n- !permit\n  resource: !variable v\n  privilege: read\n  role: !group g\n"}},
+			step: loadStep{"root", Update, "- !permit\n  resource: !variable v\n  privilege: read\n  role: !group g\n" +
+				"- !deny\n  resource: !variable v\n  privilege: read\n  role: !group g\n"},
+			deleted: []string{"permission/myorg:variable:v/read/myorg:group:g"},
+		},
+		// cucumber/policy cidr_restrictions.feature.
+		"restricted_to is kept as CIDRs": {
+			step: loadStep{"root", Replace, "- !user\n  id: alice\n  restricted_to: [192.168.101.1, '::1', 10.0.0.0/8]\n"},
+			created: []string{
+				"membership/myorg:user:alice/myorg:user:admin/owner", "resource/myorg:user:alice", "role/myorg:user:alice",
+			},
+			newRoles: []ID{id(KindUser, "alice")},
+			check: func(t *testing.T, g *Graph) {
+				r, _ := g.Role(id(KindUser, "alice"))
+				if want := []string{"192.168.101.1/32", "::1/128", "10.0.0.0/8"}; !slices.Equal(r.RestrictedTo, want) {
+					t.Errorf("restricted_to = %v, want %v", r.RestrictedTo, want)
+				}
+			},
+		},
+		"an append extends restricted_to": {
+			setup:   []loadStep{{"root", Replace, "- !user\n  id: alice\n  restricted_to: 192.168.101.1\n- !host\n  id: serviceA\n  restricted_to: 192.168.0.1\n"}},
+			step:    loadStep{"root", Append, "- !user\n  id: alice\n  restricted_to: 192.168.101.2\n- !host\n  id: serviceA\n  restricted_to: [192.168.0.1/32]\n"},
+			updated: []string{"role/myorg:user:alice"},
+			check: func(t *testing.T, g *Graph) {
+				r, _ := g.Role(id(KindUser, "alice"))
+				if want := []string{"192.168.101.1/32", "192.168.101.2/32"}; !slices.Equal(r.RestrictedTo, want) {
+					t.Errorf("restricted_to = %v, want %v", r.RestrictedTo, want)
+				}
+			},
+		},
+		"a replace sets restricted_to": {
+			setup:   []loadStep{{"root", Replace, "- !user\n  id: alice\n  restricted_to: 192.168.101.1\n"}},
+			step:    loadStep{"root", Replace, "- !user\n  id: alice\n"},
+			updated: []string{"role/myorg:user:alice"},
 		},
 		"load into a policy that does not exist": {
 			step:    loadStep{"nowhere", Append, "- !host a\n"},

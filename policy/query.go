@@ -325,3 +325,94 @@ func (g *Graph) unsortedFacts(keep func(policy int32) bool) []Fact {
 	}
 	return out
 }
+
+// AllowedOnBranch reports whether role may exercise privilege on policy and
+// on every resource of its branch: every resource of the account whose
+// identifier lies under the policy's ("dev/db" for "dev", "dev/db/x" for
+// "dev/db"). This is what Conjur checks before a replace, which may delete
+// any of them. As in Conjur, the branch of the root policy is root alone:
+// no identifier lies under "root/".
+func (g *Graph) AllowedOnBranch(role ID, privilege string, policy ID) bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	r, p := g.lookup(role), g.lookup(policy)
+	if r == noID || p == noID || g.nodes[r].role == nil || g.nodes[p].resource == nil {
+		return false
+	}
+	roles := g.closureOf(r)
+	if !g.allowed(roles, privilege, p) {
+		return false
+	}
+	prefix := policy.Name + "/"
+	for i, n := range g.nodes {
+		if n.resource == nil || n.id.Account != policy.Account || !strings.HasPrefix(n.id.Name, prefix) {
+			continue
+		}
+		if !g.allowed(roles, privilege, int32(i)) {
+			return false
+		}
+	}
+	return true
+}
+
+// Edge is a membership edge of the role graph: Child is a member of Parent.
+type Edge struct {
+	Parent, Child ID
+}
+
+// RoleGraph returns Conjur's role graph of role: every membership edge on
+// the way up from it (the roles it belongs to, transitively) and down (its
+// members, transitively), ownership included, whose parent viewer can see,
+// each once, sorted by parent then child.
+func (g *Graph) RoleGraph(role, viewer ID) []Edge {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	r, v := g.lookup(role), g.lookup(viewer)
+	if r == noID || v == noID || g.nodes[r].role == nil || g.nodes[v].role == nil {
+		return nil
+	}
+	roles := g.closureOf(v)
+	type edge struct{ parent, child int32 }
+	seen := map[edge]bool{}
+	var edges []edge
+	walk := func(down bool) {
+		visited := map[int32]bool{r: true}
+		queue := []int32{r}
+		for len(queue) > 0 {
+			n := g.nodes[queue[0]]
+			queue = queue[1:]
+			ms := n.parents
+			if down {
+				ms = n.children
+			}
+			for _, m := range ms {
+				e := edge{m.role, m.member}
+				if !seen[e] {
+					seen[e] = true
+					edges = append(edges, e)
+				}
+				next := m.role
+				if down {
+					next = m.member
+				}
+				if !visited[next] {
+					visited[next] = true
+					queue = append(queue, next)
+				}
+			}
+		}
+	}
+	walk(false)
+	walk(true)
+	out := make([]Edge, 0, len(edges))
+	for _, e := range edges {
+		if g.nodes[e.parent].resource == nil || !g.visible(roles, e.parent) {
+			continue
+		}
+		out = append(out, Edge{Parent: g.nodes[e.parent].id, Child: g.nodes[e.child].id})
+	}
+	slices.SortFunc(out, func(a, b Edge) int {
+		return cmp.Or(cmp.Compare(a.Parent.String(), b.Parent.String()), cmp.Compare(a.Child.String(), b.Child.String()))
+	})
+	return out
+}

@@ -18,7 +18,7 @@ import (
 // httpHandler serves the REST gateway and the node's plain endpoints:
 //
 //	/healthz       200 while the process lives
-//	/readyz        200 when etcd is ready and knows the current leader, else 503
+//	/readyz        200 when the node can take its role's writes (see readiness), else 503
 //	/metrics       Prometheus metrics
 //	/openapi.json  the OpenAPI document of the /v1 API
 //	/ca            the cluster CA bundle (PEM), for clients that hold only a pin
@@ -46,8 +46,8 @@ func (s *Server) httpHandler(gw *runtime.ServeMux, cj *conjur.Handler, n *node, 
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(sowerproto.OpenAPI)
 	})
-	cj.Register(mux)
-	mux.Handle("/", gw)
+	cj.Register(mux) // and Conjur's error JSON for every path it does not know
+	mux.Handle("/v1/", gw)
 	return withClientAddr(mux, s.c.TrustedProxies)
 }
 
@@ -74,11 +74,24 @@ func withClientAddr(h http.Handler, trusted authn.Networks) http.Handler {
 	})
 }
 
-// readiness returns "" when the node can serve, else why not.
+// readiness returns "" when the node can serve what its role serves, else
+// why not: it has finished starting, a Leader is elected (the raft leader
+// alone is not enough), and a node the election names Leader holds the term
+// that lets it write (on a restart the election key of its previous term
+// names it Leader until that lease expires, and writes would be refused
+// with NOT_LEADER until it wins again).
 func (s *Server) readiness(ctx context.Context, n *node) string {
-	info := n.Info()
-	if info.LeaderID == 0 {
-		return "etcd member knows no leader"
+	select {
+	case <-s.ready:
+	default:
+		return "starting"
+	}
+	l, known := n.election.Leader()
+	if !known {
+		return "no Leader is elected yet"
+	}
+	if l.MemberID == n.etcd.Info().MemberID && n.election.Check() != nil {
+		return "becoming Leader: not taking writes yet"
 	}
 	// A serializable read proves the local member answers without
 	// waiting for a quorum round-trip.

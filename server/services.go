@@ -58,7 +58,7 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	if err != nil {
 		return nil, err
 	}
-	pol, err := policyapi.New(policyapi.Config{Account: s.c.Account, Store: d.policies, Keys: d.authn.keys, Logger: s.lg, LoadTimeout: s.c.PolicyLoadTimeout})
+	pol, err := policyapi.New(policyapi.Config{Account: s.c.Account, Store: d.policies, Keys: d.authn.keys, Logger: s.lg, LoadTimeout: s.c.PolicyLoadTimeout, Secrets: d.authn.secrets})
 	if err != nil {
 		return nil, err
 	}

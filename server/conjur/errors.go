@@ -3,7 +3,9 @@ package conjur
 import (
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -43,6 +45,9 @@ var httpStatus = map[codes.Code]struct {
 	codes.Unimplemented:      {http.StatusNotImplemented, "not_implemented"},
 }
 
+// recordNotFound matches Conjur's RecordNotFound message: "Variable 'db/password' not found in account 'acme'".
+var recordNotFound = regexp.MustCompile(`^([A-Z][a-z_]*) '(.*)' not found in account '([^']*)'$`)
+
 // writeError answers with Conjur's status and error JSON for err. A service
 // may name Conjur's error code itself (for example "policy_invalid") in an
 // errdetails.ErrorInfo reason. Conjur answers 401 with an empty body; so do
@@ -75,6 +80,12 @@ func writeError(w http.ResponseWriter, err error) {
 	body := errorBody{Error: errorDetail{Code: m.code, Message: st.Message()}}
 	if m.status == http.StatusInternalServerError {
 		body.Error.Message = "internal error; the server log has the details"
+	}
+	if m := recordNotFound.FindStringSubmatch(body.Error.Message); m != nil && st.Code() == codes.NotFound {
+		// Conjur's RecordNotFound names the kind as target and the id in
+		// its details.
+		body.Error.Target = strings.ToLower(m[1])
+		body.Error.Details = map[string]string{"code": "not_found", "target": "id", "message": m[3] + ":" + strings.ToLower(m[1]) + ":" + m[2]}
 	}
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok {
@@ -109,4 +120,9 @@ func SetRetryAfter(h http.Header, st *status.Status) {
 			return
 		}
 	}
+}
+
+// unprocessable answers Conjur's UnprocessableEntity: 422 with its message.
+func unprocessable(w http.ResponseWriter, msg string) {
+	writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: errorDetail{Code: "unprocessable_entity", Message: msg}})
 }

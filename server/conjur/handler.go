@@ -3,6 +3,7 @@ package conjur
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -50,6 +51,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("PATCH /policies/{account}/policy/{identifier...}", h.loadPolicy(sowerv1.LoadMode_LOAD_MODE_UPDATE))
 	mux.HandleFunc("PUT /policies/{account}/policy/{identifier...}", h.loadPolicy(sowerv1.LoadMode_LOAD_MODE_REPLACE))
 	mux.HandleFunc("GET /policies/{account}/policy/{identifier...}", h.getPolicy)
+	mux.HandleFunc("GET /resources", h.listAccountResources)
+	mux.HandleFunc("GET /resources/{$}", h.listAccountResources)
 	mux.HandleFunc("GET /resources/{account}", h.listResources)
 	mux.HandleFunc("GET /resources/{account}/{$}", h.listResources)
 	mux.HandleFunc("GET /resources/{account}/{kind}", h.listResources)
@@ -61,6 +64,35 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /secrets/{account}/{kind}/{identifier...}", h.getSecret)
 	mux.HandleFunc("GET /secrets", h.batchSecrets)
 	mux.HandleFunc("GET /secrets/{$}", h.batchSecrets) // conjur-api-go's form
+	for _, a := range authenticatorTypes {
+		mux.HandleFunc("PATCH /"+a+"/{service_id}/{account}", h.updateAuthenticator(a))
+	}
+	// Conjur serves issuers only with its dynamic secrets feature on;
+	// without it the routes do not exist. sower has no dynamic secrets.
+	mux.HandleFunc("/issuers/{account}", h.noIssuers)
+	mux.HandleFunc("/issuers/{account}/{identifier...}", h.noIssuers)
+	// Conjur endpoints sower does not provide, answered with what to do.
+	mux.HandleFunc("PUT /authn/{account}/password", missing("sower keeps no user passwords: users log in with their API key; rotate it with PUT /authn/{account}/api_key (conjur user rotate-api-key)"))
+	mux.HandleFunc("POST /host_factory_tokens", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load), or enrol Followers with seeds"))
+	mux.HandleFunc("DELETE /host_factory_tokens/{token}", missing("sower does not issue host factory tokens"))
+	mux.HandleFunc("POST /host_factories/hosts", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load)"))
+	mux.HandleFunc("GET /public_keys/{account}/{kind}/{identifier...}", missing("sower does not store the public_keys declared in policy"))
+	// Everything else outside /v1 is a route Conjur does not have.
+	mux.HandleFunc("/", h.unknownRoute)
+}
+
+// unknownRoute answers a path (or a method on a path) that is not one of
+// Conjur's with Conjur's error JSON, so a Conjur client prints a message.
+func (h *Handler) unknownRoute(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusNotFound, errorBody{Error: errorDetail{Code: "not_found",
+		Message: fmt.Sprintf("No route matches [%s] %q: see docs/rest-api.md for the Conjur endpoints sower serves, and /openapi.json for /v1", r.Method, r.URL.Path)}})
+}
+
+// noIssuers answers the issuers API as a Conjur without dynamic secrets
+// does (the routes are absent: 404), saying why.
+func (h *Handler) noIssuers(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusNotFound, errorBody{Error: errorDetail{Code: "not_found",
+		Message: "issuers are part of Conjur's dynamic secrets, which sower does not provide: store static secrets in variables instead"}})
 }
 
 // outgoing carries the caller's Authorization header and address to gRPC,
@@ -84,4 +116,13 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		return nil, false
 	}
 	return b, true
+}
+
+// missing answers a Conjur endpoint sower does not provide: 404, as a
+// Conjur with the feature off (its route absent), with msg saying what to
+// do instead.
+func missing(msg string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: errorDetail{Code: "not_found", Message: msg}})
+	}
 }

@@ -27,7 +27,7 @@ func (n *anNode) from(t testing.TB, ip string) *http.Client {
 }
 
 // call sends a request and returns the status, body and headers.
-func call(t testing.TB, hc *http.Client, method, u, body string, hdr map[string]string) (int, string, http.Header) {
+func callFrom(t testing.TB, hc *http.Client, method, u, body string, hdr map[string]string) (int, string, http.Header) {
 	t.Helper()
 	req, err := http.NewRequest(method, u, strings.NewReader(body))
 	if err != nil {
@@ -77,16 +77,16 @@ func TestRestrictedToIsEnforced(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			authnURL := n.url + "/authn/acme/" + url.PathEscape(tc.login) + "/authenticate"
-			code, tok, _ := call(t, good, http.MethodPost, authnURL, tc.key, map[string]string{"Accept-Encoding": "base64"})
+			code, tok, _ := callFrom(t, good, http.MethodPost, authnURL, tc.key, map[string]string{"Accept-Encoding": "base64"})
 			if code != http.StatusOK {
 				t.Fatalf("authenticate from 127.0.0.2: %d %q\n%s", code, tok, n.log)
 			}
 			basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(tc.login+":"+tc.key))
-			if code, body, _ := call(t, good, http.MethodGet, n.url+"/authn/acme/login", "", map[string]string{"Authorization": basic}); code != http.StatusOK || body != tc.key {
+			if code, body, _ := callFrom(t, good, http.MethodGet, n.url+"/authn/acme/login", "", map[string]string{"Authorization": basic}); code != http.StatusOK || body != tc.key {
 				t.Fatalf("login from 127.0.0.2: %d %q", code, body)
 			}
 			bearer := map[string]string{"Authorization": `Token token="` + tok + `"`}
-			if code, body, _ := call(t, good, http.MethodGet, n.url+"/whoami", "", bearer); code != http.StatusOK {
+			if code, body, _ := callFrom(t, good, http.MethodGet, n.url+"/whoami", "", bearer); code != http.StatusOK {
 				t.Fatalf("whoami from 127.0.0.2: %d %q", code, body)
 			}
 
@@ -94,14 +94,14 @@ func TestRestrictedToIsEnforced(t *testing.T) {
 			if tc.restricted {
 				wantFar = http.StatusUnauthorized
 			}
-			code, body, _ := call(t, bad, http.MethodPost, authnURL, tc.key, nil)
+			code, body, _ := callFrom(t, bad, http.MethodPost, authnURL, tc.key, nil)
 			if code != wantFar || (tc.restricted && body != "") {
 				t.Fatalf("authenticate from 127.0.0.3: %d %q, want %d with an empty body", code, body, wantFar)
 			}
-			if code, body, _ := call(t, bad, http.MethodGet, n.url+"/authn/acme/login", "", map[string]string{"Authorization": basic}); code != wantFar {
+			if code, body, _ := callFrom(t, bad, http.MethodGet, n.url+"/authn/acme/login", "", map[string]string{"Authorization": basic}); code != wantFar {
 				t.Fatalf("login from 127.0.0.3: %d %q, want %d", code, body, wantFar)
 			}
-			code, body, hdr := call(t, bad, http.MethodGet, n.url+"/whoami", "", bearer)
+			code, body, hdr := callFrom(t, bad, http.MethodGet, n.url+"/whoami", "", bearer)
 			if !tc.restricted {
 				if code != http.StatusOK {
 					t.Fatalf("unrestricted token from 127.0.0.3: %d %q", code, body)
@@ -152,13 +152,13 @@ func TestForwardedForIsBelievedOnlyFromTrustedProxies(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			hc := tc.node.from(t, tc.from)
 			hdr := map[string]string{"X-Forwarded-For": tc.xff}
-			code, body, _ := call(t, hc, http.MethodPost, tc.node.url+"/authn/acme/host%2Fpinned/authenticate", keys[tc.node], hdr)
+			code, body, _ := callFrom(t, hc, http.MethodPost, tc.node.url+"/authn/acme/host%2Fpinned/authenticate", keys[tc.node], hdr)
 			if code != tc.want {
 				t.Fatalf("Conjur path: %d %q, want %d", code, body, tc.want)
 			}
 			v1 := `{"login":"host/pinned","api_key":"` + keys[tc.node] + `"}`
 			hdr["Content-Type"] = "application/json"
-			code, body, _ = call(t, hc, http.MethodPost, tc.node.url+"/v1/authn/acme/authenticate", v1, hdr)
+			code, body, _ = callFrom(t, hc, http.MethodPost, tc.node.url+"/v1/authn/acme/authenticate", v1, hdr)
 			if code != tc.want {
 				t.Fatalf("/v1 path: %d %q, want %d", code, body, tc.want)
 			}
@@ -175,7 +175,7 @@ func TestStrangerCannotLockOutTheOwner(t *testing.T) {
 	authnURL := n.url + "/authn/acme/admin/authenticate"
 	limited := false
 	for i := range 2 * authn.DefaultLimiterSourceBurst {
-		code, body, hdr := call(t, stranger, http.MethodPost, authnURL, "wrong-key-"+strconv.Itoa(i), nil)
+		code, body, hdr := callFrom(t, stranger, http.MethodPost, authnURL, "wrong-key-"+strconv.Itoa(i), nil)
 		if code == http.StatusUnauthorized {
 			continue
 		}
@@ -193,12 +193,12 @@ func TestStrangerCannotLockOutTheOwner(t *testing.T) {
 		t.Fatal("the stranger was never rate limited")
 	}
 	for i := range 3 {
-		if code, body, _ := call(t, owner, http.MethodPost, authnURL, n.adminKey, nil); code != http.StatusOK {
+		if code, body, _ := callFrom(t, owner, http.MethodPost, authnURL, n.adminKey, nil); code != http.StatusOK {
 			t.Fatalf("admin login %d from 127.0.0.2 while a stranger is limited: %d %q", i, code, body)
 		}
 	}
 	// The stranger is still refused with the right key, from its address.
-	if code, _, _ := call(t, stranger, http.MethodPost, authnURL, n.adminKey, nil); code != http.StatusTooManyRequests {
+	if code, _, _ := callFrom(t, stranger, http.MethodPost, authnURL, n.adminKey, nil); code != http.StatusTooManyRequests {
 		t.Fatalf("stranger with the right key: %d, want 429 (its address is limited)", code)
 	}
 }
@@ -228,7 +228,7 @@ func TestRestrictedToIsEnforcedForJWT(t *testing.T) {
 		want int
 	}{{"127.0.0.2", http.StatusOK}, {"127.0.0.3", http.StatusUnauthorized}} {
 		form := url.Values{"jwt": {key.sign(t, saClaims(webPod, time.Now()))}}.Encode()
-		code, body, _ := call(t, n.from(t, tc.from), http.MethodPost, u, form, map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
+		code, body, _ := callFrom(t, n.from(t, tc.from), http.MethodPost, u, form, map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
 		if code != tc.want {
 			t.Fatalf("JWT login from %s: %d %q, want %d\n%s", tc.from, code, body, tc.want, n.log)
 		}

@@ -51,14 +51,18 @@ func (h *Handler) loadPolicy(mode sowerv1.LoadMode) http.HandlerFunc {
 			return
 		}
 		if dryRun {
-			writeJSON(w, http.StatusOK, dryRunBody(resp.GetChanges().GetRecords()))
+			body := dryRunBody(resp.GetChanges().GetRecords())
+			if ws := resp.GetWarnings(); len(ws) > 0 {
+				body["warnings"] = ws
+			}
+			writeJSON(w, http.StatusOK, body)
 			return
 		}
 		created := make(map[string]createdRole, len(resp.GetCreatedRoles()))
 		for _, c := range resp.GetCreatedRoles() {
 			created[c.GetId()] = createdRole{ID: c.GetId(), APIKey: c.GetApiKey()}
 		}
-		writeJSON(w, http.StatusCreated, loadBody{CreatedRoles: created, Version: resp.GetVersion()})
+		writeJSON(w, http.StatusCreated, loadBody{CreatedRoles: created, Version: resp.GetVersion(), Warnings: resp.GetWarnings()})
 	}
 }
 
@@ -66,6 +70,8 @@ func (h *Handler) loadPolicy(mode sowerv1.LoadMode) http.HandlerFunc {
 type loadBody struct {
 	CreatedRoles map[string]createdRole `json:"created_roles"`
 	Version      int64                  `json:"version"`
+	// Warnings are Conjur's, present only when there are some.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 type createdRole struct {
@@ -75,23 +81,49 @@ type createdRole struct {
 
 // policyError reads the position of a policy_invalid error.
 func policyError(err error) (*errdetails.ErrorInfo, bool) {
+	return errorInfo(err, "policy_invalid")
+}
+
+// errorInfo finds the ErrorInfo of reason in err.
+func errorInfo(err error, reason string) (*errdetails.ErrorInfo, bool) {
 	st, _ := status.FromError(err)
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "policy_invalid" {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == reason {
 			return info, true
 		}
 	}
 	return nil, false
 }
 
+// writeValidationFailed answers Conjur's failed validation of a policy
+// version: the field and its message, and the same as a detail.
+func writeValidationFailed(w http.ResponseWriter, info *errdetails.ErrorInfo) {
+	target, msg := info.GetMetadata()["target"], info.GetMetadata()["message"]
+	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": map[string]any{
+		"code": "validation_failed", "message": target + " " + msg,
+		"details": []map[string]string{{"code": "validation_failed", "target": target, "message": msg}},
+	}})
+}
+
 // writePolicyError answers a failed load: policy_invalid with Conjur's
-// innererror (file, line, column), policy_conflict with Retry-After, the
-// rest as every other error.
+// message (the position of an error found after parsing is not in it, as
+// in Conjur's) and innererror (file, line, column) for YAML errors and
+// wherever sower knows the position; validation_failed as Conjur's;
+// policy_conflict with Retry-After; the rest as every other error.
 func writePolicyError(w http.ResponseWriter, err error) {
 	st, _ := status.FromError(err)
+	if info, ok := errorInfo(err, "validation_failed"); ok {
+		writeValidationFailed(w, info)
+		return
+	}
 	if info, ok := policyError(err); ok {
-		body := map[string]any{"code": "policy_invalid", "message": st.Message()}
-		if line, lerr := strconv.Atoi(info.GetMetadata()["line"]); lerr == nil && line > 0 {
+		md := info.GetMetadata()
+		msg := st.Message()
+		if md["parse"] != "true" && md["message"] != "" {
+			msg = md["message"]
+		}
+		body := map[string]any{"code": "policy_invalid", "message": msg}
+		if line, lerr := strconv.Atoi(md["line"]); lerr == nil && (line > 0 || md["parse"] == "true") {
 			col, _ := strconv.Atoi(info.GetMetadata()["column"])
 			body["innererror"] = map[string]any{
 				"code": "policy_invalid", "filename": info.GetMetadata()["filename"], "line": line, "column": col,
@@ -121,6 +153,8 @@ func writeDryRunError(w http.ResponseWriter, err error) {
 	if msg == "" {
 		msg = st.Message()
 	}
+	// Conjur's second line: advice, or nothing.
+	msg += "\n" + adviceFor(msg)
 	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{
 		"status":  "Invalid YAML",
 		"created": items(nil), "updated": map[string]any{"before": items(nil), "after": items(nil)}, "deleted": items(nil),

@@ -3,7 +3,9 @@ package conjur
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -45,34 +47,51 @@ func (h *Handler) listResources(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// page reads ?limit and ?offset, answering 400 to a value that is not a
-// number. Conjur pages by 10 when only an offset is given.
-func page(w http.ResponseWriter, q url.Values) (limit, offset int32, ok bool) {
-	l, lok, err := intParam(q.Get("limit"))
+// listAccountResources is GET /resources: Conjur lists every account's
+// resources; a cluster serves one account, the caller's.
+func (h *Handler) listAccountResources(w http.ResponseWriter, r *http.Request) {
+	who, err := h.authn.WhoAmI(outgoing(r), &sowerv1.WhoAmIRequest{})
 	if err != nil {
-		badRequest(w, "limit must be a number")
+		writeError(w, err)
+		return
+	}
+	r.SetPathValue("account", who.GetAccount())
+	h.listResources(w, r)
+}
+
+// page reads ?limit and ?offset as Conjur does: a limit that is not a
+// positive integer (0 included) or an offset that is not an integer of 0 or
+// more is 422 with Conjur's message. Conjur pages by 10 when only an offset
+// is given.
+func page(w http.ResponseWriter, q url.Values) (limit, offset int32, ok bool) {
+	l, lok, err := intParam(q, "limit")
+	if err != nil || (lok && l <= 0) {
+		unprocessable(w, "'limit' contains an invalid value. 'limit' must be a positive integer.")
 		return 0, 0, false
 	}
-	o, ook, err := intParam(q.Get("offset"))
+	o, ook, err := intParam(q, "offset")
 	if err != nil {
-		badRequest(w, "offset must be a number")
+		unprocessable(w, "'offset' contains an invalid value. 'offset' must be an integer greater than or equal to 0.")
 		return 0, 0, false
 	}
 	if ook && !lok {
 		l = 10
 	}
-	return int32(l), int32(o), true
+	return l, o, true
 }
 
-func intParam(s string) (int, bool, error) {
-	if s == "" {
+// intParam reads a parameter of digits; present but empty is an error, as
+// in Conjur.
+func intParam(q url.Values, name string) (int32, bool, error) {
+	v, ok := q[name]
+	if !ok {
 		return 0, false, nil
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0, false, strconv.ErrSyntax
+	n, err := strconv.ParseInt(v[0], 10, 32)
+	if err != nil || n < 0 || strings.ContainsAny(v[0], "+-") {
+		return 0, true, strconv.ErrSyntax
 	}
-	return n, true, nil
+	return int32(n), true, nil
 }
 
 // resource is GET /resources/{account}/{kind}/{identifier}: the resource,
@@ -120,7 +139,32 @@ func (h *Handler) resource(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toResourceJSON(resp.GetResource()))
+	out := toResourceJSON(resp.GetResource())
+	if kind == "host_factory" {
+		h.hostFactoryFields(r, &out)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// hostFactoryFields adds what Conjur shows of a host factory: the layers it
+// enrols hosts into (the layers its role belongs to) and its tokens, which
+// sower does not issue (always []).
+func (h *Handler) hostFactoryFields(r *http.Request, out *resourceJSON) {
+	layers, tokens := []string{}, []any{}
+	out.Layers, out.Tokens = &layers, &tokens
+	resp, err := h.policy.ListRoleMemberships(outgoing(r), &sowerv1.ListRoleMembershipsRequest{
+		Account: r.PathValue("account"), Kind: r.PathValue("kind"), Identifier: r.PathValue("identifier"),
+	})
+	if err != nil {
+		return
+	}
+	for _, m := range resp.GetMemberships() {
+		if _, kind, _ := splitID(m.GetRole()); kind == "layer" {
+			layers = append(layers, m.GetRole())
+		}
+	}
+	slices.Sort(layers)
+	out.Layers = &layers
 }
 
 // resourceJSON is a resource as Conjur shows it.
@@ -133,6 +177,14 @@ type resourceJSON struct {
 	Secrets        *[]any               `json:"secrets,omitempty"`
 	PolicyVersions *[]policyVersionJSON `json:"policy_versions,omitempty"`
 	RestrictedTo   *[]string            `json:"restricted_to,omitempty"`
+	Layers         *[]string            `json:"layers,omitempty"`
+	Tokens         *[]any               `json:"tokens,omitempty"`
+}
+
+// secretVersionJSON is a version of a variable's value as Conjur lists it.
+type secretVersionJSON struct {
+	Version   int64   `json:"version"`
+	ExpiresAt *string `json:"expires_at"`
 }
 
 type permissionJSON struct {
@@ -159,9 +211,13 @@ func toResourceJSON(r *sowerv1.ResourceInfo) resourceJSON {
 	_, kind, _ := splitID(r.GetId())
 	switch kind {
 	case "variable":
-		// sower keeps no secret values: the list is always empty.
-		none := []any{}
-		out.Secrets = &none
+		// Conjur's secrets: each kept version; sower's values do not
+		// expire. Listings leave them out (empty).
+		vs := make([]any, 0, len(r.GetSecretVersions()))
+		for _, v := range r.GetSecretVersions() {
+			vs = append(vs, secretVersionJSON{Version: v})
+		}
+		out.Secrets = &vs
 	case "policy":
 		if vs := r.GetPolicyVersions(); vs != nil {
 			pv := policyVersionsJSON(vs)

@@ -49,6 +49,17 @@ func (h *Handler) role(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, membershipsJSON(resp.GetMemberships()))
+	case q.Has("graph"):
+		resp, err := h.policy.GetRoleGraph(outgoing(r), &sowerv1.GetRoleGraphRequest{Account: account, Kind: kind, Identifier: identifier})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		out := make([]map[string]string, 0, len(resp.GetEdges()))
+		for _, e := range resp.GetEdges() {
+			out = append(out, map[string]string{"parent": e.GetParent(), "child": e.GetChild()})
+		}
+		writeJSON(w, http.StatusOK, out)
 	case q.Has("members"):
 		limit, offset, ok := page(w, q)
 		if !ok {

@@ -62,15 +62,20 @@ func (h *Handler) getSecret(w http.ResponseWriter, r *http.Request) {
 // Content-Encoding: base64; without it a value that is not UTF-8 cannot be
 // put in JSON and the answer is 406, as Conjur's.
 func (h *Handler) batchSecrets(w http.ResponseWriter, r *http.Request) {
-	raw := r.URL.Query().Get("variable_ids")
-	var ids []string
-	for _, id := range strings.Split(raw, ",") {
-		if id = strings.TrimSpace(id); id != "" {
-			ids = append(ids, id)
+	// Conjur splits on commas, drops trailing empty items (Ruby's split)
+	// and refuses an empty list or an empty item with its ArgumentError.
+	ids := strings.Split(r.URL.Query().Get("variable_ids"), ",")
+	for len(ids) > 0 && strings.TrimSpace(ids[len(ids)-1]) == "" {
+		ids = ids[:len(ids)-1]
+	}
+	for i := range ids {
+		if ids[i] = strings.TrimSpace(ids[i]); ids[i] == "" {
+			ids = nil
+			break
 		}
 	}
 	if len(ids) == 0 {
-		writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: errorDetail{Code: "unprocessable_entity", Message: "variable_ids must name at least one variable, as account:variable:id separated by commas"}})
+		writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: errorDetail{Code: "argument_error", Message: "variable_ids"}})
 		return
 	}
 	resp, err := h.secrets.BatchGetSecrets(outgoing(r), &sowerv1.BatchGetSecretsRequest{VariableIds: ids})

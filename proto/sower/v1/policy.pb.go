@@ -82,6 +82,171 @@ func (LoadMode) EnumDescriptor() ([]byte, []int) {
 	return file_sower_v1_policy_proto_rawDescGZIP(), []int{0}
 }
 
+// GetRoleGraphRequest names a role.
+type GetRoleGraphRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// account is the cluster's account.
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// kind is the role's kind.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// identifier is the role's identifier.
+	Identifier    string `protobuf:"bytes,3,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRoleGraphRequest) Reset() {
+	*x = GetRoleGraphRequest{}
+	mi := &file_sower_v1_policy_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRoleGraphRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRoleGraphRequest) ProtoMessage() {}
+
+func (x *GetRoleGraphRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRoleGraphRequest.ProtoReflect.Descriptor instead.
+func (*GetRoleGraphRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetRoleGraphRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *GetRoleGraphRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *GetRoleGraphRequest) GetIdentifier() string {
+	if x != nil {
+		return x.Identifier
+	}
+	return ""
+}
+
+// GetRoleGraphResponse is the role graph, sorted by parent then child.
+type GetRoleGraphResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// edges are the memberships: child is a member of parent.
+	Edges         []*RoleGraphEdge `protobuf:"bytes,1,rep,name=edges,proto3" json:"edges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRoleGraphResponse) Reset() {
+	*x = GetRoleGraphResponse{}
+	mi := &file_sower_v1_policy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRoleGraphResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRoleGraphResponse) ProtoMessage() {}
+
+func (x *GetRoleGraphResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRoleGraphResponse.ProtoReflect.Descriptor instead.
+func (*GetRoleGraphResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetRoleGraphResponse) GetEdges() []*RoleGraphEdge {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+// RoleGraphEdge is one membership of the role graph.
+type RoleGraphEdge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// parent is the role.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// child is its member.
+	Child         string `protobuf:"bytes,2,opt,name=child,proto3" json:"child,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleGraphEdge) Reset() {
+	*x = RoleGraphEdge{}
+	mi := &file_sower_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleGraphEdge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleGraphEdge) ProtoMessage() {}
+
+func (x *RoleGraphEdge) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleGraphEdge.ProtoReflect.Descriptor instead.
+func (*RoleGraphEdge) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RoleGraphEdge) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *RoleGraphEdge) GetChild() string {
+	if x != nil {
+		return x.Child
+	}
+	return ""
+}
+
 // LoadPolicyRequest is one policy load.
 type LoadPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -107,7 +272,7 @@ type LoadPolicyRequest struct {
 
 func (x *LoadPolicyRequest) Reset() {
 	*x = LoadPolicyRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[0]
+	mi := &file_sower_v1_policy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -119,7 +284,7 @@ func (x *LoadPolicyRequest) String() string {
 func (*LoadPolicyRequest) ProtoMessage() {}
 
 func (x *LoadPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[0]
+	mi := &file_sower_v1_policy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -132,7 +297,7 @@ func (x *LoadPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadPolicyRequest.ProtoReflect.Descriptor instead.
 func (*LoadPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{0}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LoadPolicyRequest) GetAccount() string {
@@ -197,7 +362,7 @@ type PolicyFile struct {
 
 func (x *PolicyFile) Reset() {
 	*x = PolicyFile{}
-	mi := &file_sower_v1_policy_proto_msgTypes[1]
+	mi := &file_sower_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -209,7 +374,7 @@ func (x *PolicyFile) String() string {
 func (*PolicyFile) ProtoMessage() {}
 
 func (x *PolicyFile) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[1]
+	mi := &file_sower_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -222,7 +387,7 @@ func (x *PolicyFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyFile.ProtoReflect.Descriptor instead.
 func (*PolicyFile) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{1}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PolicyFile) GetName() string {
@@ -254,7 +419,7 @@ type PolicyLoad struct {
 
 func (x *PolicyLoad) Reset() {
 	*x = PolicyLoad{}
-	mi := &file_sower_v1_policy_proto_msgTypes[2]
+	mi := &file_sower_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -266,7 +431,7 @@ func (x *PolicyLoad) String() string {
 func (*PolicyLoad) ProtoMessage() {}
 
 func (x *PolicyLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[2]
+	mi := &file_sower_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -279,7 +444,7 @@ func (x *PolicyLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyLoad.ProtoReflect.Descriptor instead.
 func (*PolicyLoad) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PolicyLoad) GetIdentifier() string {
@@ -317,7 +482,7 @@ type CreatedRole struct {
 
 func (x *CreatedRole) Reset() {
 	*x = CreatedRole{}
-	mi := &file_sower_v1_policy_proto_msgTypes[3]
+	mi := &file_sower_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +494,7 @@ func (x *CreatedRole) String() string {
 func (*CreatedRole) ProtoMessage() {}
 
 func (x *CreatedRole) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[3]
+	mi := &file_sower_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +507,7 @@ func (x *CreatedRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatedRole.ProtoReflect.Descriptor instead.
 func (*CreatedRole) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreatedRole) GetId() string {
@@ -378,7 +543,7 @@ type PolicyFact struct {
 
 func (x *PolicyFact) Reset() {
 	*x = PolicyFact{}
-	mi := &file_sower_v1_policy_proto_msgTypes[4]
+	mi := &file_sower_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +555,7 @@ func (x *PolicyFact) String() string {
 func (*PolicyFact) ProtoMessage() {}
 
 func (x *PolicyFact) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[4]
+	mi := &file_sower_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +568,7 @@ func (x *PolicyFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyFact.ProtoReflect.Descriptor instead.
 func (*PolicyFact) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PolicyFact) GetFact() isPolicyFact_Fact {
@@ -512,7 +677,7 @@ type RoleFact struct {
 
 func (x *RoleFact) Reset() {
 	*x = RoleFact{}
-	mi := &file_sower_v1_policy_proto_msgTypes[5]
+	mi := &file_sower_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +689,7 @@ func (x *RoleFact) String() string {
 func (*RoleFact) ProtoMessage() {}
 
 func (x *RoleFact) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[5]
+	mi := &file_sower_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +702,7 @@ func (x *RoleFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleFact.ProtoReflect.Descriptor instead.
 func (*RoleFact) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RoleFact) GetId() string {
@@ -576,7 +741,7 @@ type ResourceFact struct {
 
 func (x *ResourceFact) Reset() {
 	*x = ResourceFact{}
-	mi := &file_sower_v1_policy_proto_msgTypes[6]
+	mi := &file_sower_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +753,7 @@ func (x *ResourceFact) String() string {
 func (*ResourceFact) ProtoMessage() {}
 
 func (x *ResourceFact) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[6]
+	mi := &file_sower_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +766,7 @@ func (x *ResourceFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceFact.ProtoReflect.Descriptor instead.
 func (*ResourceFact) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResourceFact) GetId() string {
@@ -644,7 +809,7 @@ type RoleMembership struct {
 
 func (x *RoleMembership) Reset() {
 	*x = RoleMembership{}
-	mi := &file_sower_v1_policy_proto_msgTypes[7]
+	mi := &file_sower_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +821,7 @@ func (x *RoleMembership) String() string {
 func (*RoleMembership) ProtoMessage() {}
 
 func (x *RoleMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[7]
+	mi := &file_sower_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +834,7 @@ func (x *RoleMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleMembership.ProtoReflect.Descriptor instead.
 func (*RoleMembership) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RoleMembership) GetRole() string {
@@ -724,7 +889,7 @@ type ResourcePermission struct {
 
 func (x *ResourcePermission) Reset() {
 	*x = ResourcePermission{}
-	mi := &file_sower_v1_policy_proto_msgTypes[8]
+	mi := &file_sower_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +901,7 @@ func (x *ResourcePermission) String() string {
 func (*ResourcePermission) ProtoMessage() {}
 
 func (x *ResourcePermission) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[8]
+	mi := &file_sower_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +914,7 @@ func (x *ResourcePermission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourcePermission.ProtoReflect.Descriptor instead.
 func (*ResourcePermission) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResourcePermission) GetRole() string {
@@ -797,7 +962,7 @@ type ResourceAnnotation struct {
 
 func (x *ResourceAnnotation) Reset() {
 	*x = ResourceAnnotation{}
-	mi := &file_sower_v1_policy_proto_msgTypes[9]
+	mi := &file_sower_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +974,7 @@ func (x *ResourceAnnotation) String() string {
 func (*ResourceAnnotation) ProtoMessage() {}
 
 func (x *ResourceAnnotation) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[9]
+	mi := &file_sower_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +987,7 @@ func (x *ResourceAnnotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceAnnotation.ProtoReflect.Descriptor instead.
 func (*ResourceAnnotation) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResourceAnnotation) GetResource() string {
@@ -879,7 +1044,7 @@ type PolicyChanges struct {
 
 func (x *PolicyChanges) Reset() {
 	*x = PolicyChanges{}
-	mi := &file_sower_v1_policy_proto_msgTypes[10]
+	mi := &file_sower_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1056,7 @@ func (x *PolicyChanges) String() string {
 func (*PolicyChanges) ProtoMessage() {}
 
 func (x *PolicyChanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[10]
+	mi := &file_sower_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1069,7 @@ func (x *PolicyChanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyChanges.ProtoReflect.Descriptor instead.
 func (*PolicyChanges) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PolicyChanges) GetCreated() []*PolicyFact {
@@ -973,7 +1138,7 @@ type RecordChanges struct {
 
 func (x *RecordChanges) Reset() {
 	*x = RecordChanges{}
-	mi := &file_sower_v1_policy_proto_msgTypes[11]
+	mi := &file_sower_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1150,7 @@ func (x *RecordChanges) String() string {
 func (*RecordChanges) ProtoMessage() {}
 
 func (x *RecordChanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[11]
+	mi := &file_sower_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1163,7 @@ func (x *RecordChanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordChanges.ProtoReflect.Descriptor instead.
 func (*RecordChanges) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordChanges) GetCreated() []*Record {
@@ -1060,7 +1225,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_sower_v1_policy_proto_msgTypes[12]
+	mi := &file_sower_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1237,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[12]
+	mi := &file_sower_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1250,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Record) GetId() string {
@@ -1171,7 +1336,7 @@ type PolicyVersionRef struct {
 
 func (x *PolicyVersionRef) Reset() {
 	*x = PolicyVersionRef{}
-	mi := &file_sower_v1_policy_proto_msgTypes[13]
+	mi := &file_sower_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1348,7 @@ func (x *PolicyVersionRef) String() string {
 func (*PolicyVersionRef) ProtoMessage() {}
 
 func (x *PolicyVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[13]
+	mi := &file_sower_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1361,7 @@ func (x *PolicyVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyVersionRef.ProtoReflect.Descriptor instead.
 func (*PolicyVersionRef) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PolicyVersionRef) GetPolicy() string {
@@ -1222,14 +1387,17 @@ type LoadPolicyResponse struct {
 	// version is the policy's new version (0 in a dry run).
 	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// changes are the facts created, updated and deleted.
-	Changes       *PolicyChanges `protobuf:"bytes,3,opt,name=changes,proto3" json:"changes,omitempty"`
+	Changes *PolicyChanges `protobuf:"bytes,3,opt,name=changes,proto3" json:"changes,omitempty"`
+	// warnings are Conjur's warnings about the text, such as an annotation
+	// named like a policy attribute; the load went through.
+	Warnings      []string `protobuf:"bytes,4,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LoadPolicyResponse) Reset() {
 	*x = LoadPolicyResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[14]
+	mi := &file_sower_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1409,7 @@ func (x *LoadPolicyResponse) String() string {
 func (*LoadPolicyResponse) ProtoMessage() {}
 
 func (x *LoadPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[14]
+	mi := &file_sower_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1422,7 @@ func (x *LoadPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadPolicyResponse.ProtoReflect.Descriptor instead.
 func (*LoadPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LoadPolicyResponse) GetCreatedRoles() []*CreatedRole {
@@ -1278,6 +1446,13 @@ func (x *LoadPolicyResponse) GetChanges() *PolicyChanges {
 	return nil
 }
 
+func (x *LoadPolicyResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 // SyncPoliciesRequest is a sequence of loads applied as one.
 type SyncPoliciesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1295,7 +1470,7 @@ type SyncPoliciesRequest struct {
 
 func (x *SyncPoliciesRequest) Reset() {
 	*x = SyncPoliciesRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[15]
+	mi := &file_sower_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1482,7 @@ func (x *SyncPoliciesRequest) String() string {
 func (*SyncPoliciesRequest) ProtoMessage() {}
 
 func (x *SyncPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[15]
+	mi := &file_sower_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1495,7 @@ func (x *SyncPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*SyncPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SyncPoliciesRequest) GetAccount() string {
@@ -1367,7 +1542,7 @@ type SyncPoliciesResponse struct {
 
 func (x *SyncPoliciesResponse) Reset() {
 	*x = SyncPoliciesResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[16]
+	mi := &file_sower_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1554,7 @@ func (x *SyncPoliciesResponse) String() string {
 func (*SyncPoliciesResponse) ProtoMessage() {}
 
 func (x *SyncPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[16]
+	mi := &file_sower_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1567,7 @@ func (x *SyncPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*SyncPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SyncPoliciesResponse) GetCreatedRoles() []*CreatedRole {
@@ -1431,7 +1606,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[17]
+	mi := &file_sower_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1618,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[17]
+	mi := &file_sower_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1631,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetPolicyRequest) GetAccount() string {
@@ -1507,7 +1682,7 @@ type PolicyVersion struct {
 
 func (x *PolicyVersion) Reset() {
 	*x = PolicyVersion{}
-	mi := &file_sower_v1_policy_proto_msgTypes[18]
+	mi := &file_sower_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1694,7 @@ func (x *PolicyVersion) String() string {
 func (*PolicyVersion) ProtoMessage() {}
 
 func (x *PolicyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[18]
+	mi := &file_sower_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1707,7 @@ func (x *PolicyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyVersion.ProtoReflect.Descriptor instead.
 func (*PolicyVersion) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PolicyVersion) GetId() string {
@@ -1611,7 +1786,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[19]
+	mi := &file_sower_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1798,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[19]
+	mi := &file_sower_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1811,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetPolicyResponse) GetResource() *ResourceInfo {
@@ -1670,13 +1845,16 @@ type ResourceInfo struct {
 	RestrictedTo []string `protobuf:"bytes,6,rep,name=restricted_to,json=restrictedTo,proto3" json:"restricted_to,omitempty"`
 	// policy_versions are, for a policy shown on its own, its versions.
 	PolicyVersions []*PolicyVersion `protobuf:"bytes,7,rep,name=policy_versions,json=policyVersions,proto3" json:"policy_versions,omitempty"`
+	// secret_versions are, for a variable shown on its own, the versions of
+	// its value that are kept, oldest first.
+	SecretVersions []int64 `protobuf:"varint,8,rep,packed,name=secret_versions,json=secretVersions,proto3" json:"secret_versions,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ResourceInfo) Reset() {
 	*x = ResourceInfo{}
-	mi := &file_sower_v1_policy_proto_msgTypes[20]
+	mi := &file_sower_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1866,7 @@ func (x *ResourceInfo) String() string {
 func (*ResourceInfo) ProtoMessage() {}
 
 func (x *ResourceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[20]
+	mi := &file_sower_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1879,7 @@ func (x *ResourceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceInfo.ProtoReflect.Descriptor instead.
 func (*ResourceInfo) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResourceInfo) GetId() string {
@@ -1753,6 +1931,13 @@ func (x *ResourceInfo) GetPolicyVersions() []*PolicyVersion {
 	return nil
 }
 
+func (x *ResourceInfo) GetSecretVersions() []int64 {
+	if x != nil {
+		return x.SecretVersions
+	}
+	return nil
+}
+
 // CheckPermissionRequest asks whether a role may do something.
 type CheckPermissionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1773,7 +1958,7 @@ type CheckPermissionRequest struct {
 
 func (x *CheckPermissionRequest) Reset() {
 	*x = CheckPermissionRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[21]
+	mi := &file_sower_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1970,7 @@ func (x *CheckPermissionRequest) String() string {
 func (*CheckPermissionRequest) ProtoMessage() {}
 
 func (x *CheckPermissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[21]
+	mi := &file_sower_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1983,7 @@ func (x *CheckPermissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPermissionRequest.ProtoReflect.Descriptor instead.
 func (*CheckPermissionRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CheckPermissionRequest) GetAccount() string {
@@ -1847,7 +2032,7 @@ type CheckPermissionResponse struct {
 
 func (x *CheckPermissionResponse) Reset() {
 	*x = CheckPermissionResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[22]
+	mi := &file_sower_v1_policy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +2044,7 @@ func (x *CheckPermissionResponse) String() string {
 func (*CheckPermissionResponse) ProtoMessage() {}
 
 func (x *CheckPermissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[22]
+	mi := &file_sower_v1_policy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +2057,7 @@ func (x *CheckPermissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPermissionResponse.ProtoReflect.Descriptor instead.
 func (*CheckPermissionResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CheckPermissionResponse) GetAllowed() bool {
@@ -1906,7 +2091,7 @@ type ListResourcesRequest struct {
 
 func (x *ListResourcesRequest) Reset() {
 	*x = ListResourcesRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[23]
+	mi := &file_sower_v1_policy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2103,7 @@ func (x *ListResourcesRequest) String() string {
 func (*ListResourcesRequest) ProtoMessage() {}
 
 func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[23]
+	mi := &file_sower_v1_policy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2116,7 @@ func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListResourcesRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListResourcesRequest) GetAccount() string {
@@ -1996,7 +2181,7 @@ type ListResourcesResponse struct {
 
 func (x *ListResourcesResponse) Reset() {
 	*x = ListResourcesResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[24]
+	mi := &file_sower_v1_policy_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2193,7 @@ func (x *ListResourcesResponse) String() string {
 func (*ListResourcesResponse) ProtoMessage() {}
 
 func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[24]
+	mi := &file_sower_v1_policy_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2206,7 @@ func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListResourcesResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListResourcesResponse) GetResources() []*ResourceInfo {
@@ -2053,7 +2238,7 @@ type GetResourceRequest struct {
 
 func (x *GetResourceRequest) Reset() {
 	*x = GetResourceRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[25]
+	mi := &file_sower_v1_policy_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2250,7 @@ func (x *GetResourceRequest) String() string {
 func (*GetResourceRequest) ProtoMessage() {}
 
 func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[25]
+	mi := &file_sower_v1_policy_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2263,7 @@ func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceRequest.ProtoReflect.Descriptor instead.
 func (*GetResourceRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{25}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetResourceRequest) GetAccount() string {
@@ -2113,7 +2298,7 @@ type GetResourceResponse struct {
 
 func (x *GetResourceResponse) Reset() {
 	*x = GetResourceResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[26]
+	mi := &file_sower_v1_policy_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2310,7 @@ func (x *GetResourceResponse) String() string {
 func (*GetResourceResponse) ProtoMessage() {}
 
 func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[26]
+	mi := &file_sower_v1_policy_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2323,7 @@ func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceResponse.ProtoReflect.Descriptor instead.
 func (*GetResourceResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{26}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetResourceResponse) GetResource() *ResourceInfo {
@@ -2165,7 +2350,7 @@ type ListPermittedRolesRequest struct {
 
 func (x *ListPermittedRolesRequest) Reset() {
 	*x = ListPermittedRolesRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[27]
+	mi := &file_sower_v1_policy_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2362,7 @@ func (x *ListPermittedRolesRequest) String() string {
 func (*ListPermittedRolesRequest) ProtoMessage() {}
 
 func (x *ListPermittedRolesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[27]
+	mi := &file_sower_v1_policy_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2375,7 @@ func (x *ListPermittedRolesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPermittedRolesRequest.ProtoReflect.Descriptor instead.
 func (*ListPermittedRolesRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{27}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListPermittedRolesRequest) GetAccount() string {
@@ -2232,7 +2417,7 @@ type ListPermittedRolesResponse struct {
 
 func (x *ListPermittedRolesResponse) Reset() {
 	*x = ListPermittedRolesResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[28]
+	mi := &file_sower_v1_policy_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2429,7 @@ func (x *ListPermittedRolesResponse) String() string {
 func (*ListPermittedRolesResponse) ProtoMessage() {}
 
 func (x *ListPermittedRolesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[28]
+	mi := &file_sower_v1_policy_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2442,7 @@ func (x *ListPermittedRolesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPermittedRolesResponse.ProtoReflect.Descriptor instead.
 func (*ListPermittedRolesResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{28}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListPermittedRolesResponse) GetRoleIds() []string {
@@ -2282,7 +2467,7 @@ type GetRoleRequest struct {
 
 func (x *GetRoleRequest) Reset() {
 	*x = GetRoleRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[29]
+	mi := &file_sower_v1_policy_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2479,7 @@ func (x *GetRoleRequest) String() string {
 func (*GetRoleRequest) ProtoMessage() {}
 
 func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[29]
+	mi := &file_sower_v1_policy_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2492,7 @@ func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleRequest.ProtoReflect.Descriptor instead.
 func (*GetRoleRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{29}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetRoleRequest) GetAccount() string {
@@ -2348,7 +2533,7 @@ type GetRoleResponse struct {
 
 func (x *GetRoleResponse) Reset() {
 	*x = GetRoleResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[30]
+	mi := &file_sower_v1_policy_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2360,7 +2545,7 @@ func (x *GetRoleResponse) String() string {
 func (*GetRoleResponse) ProtoMessage() {}
 
 func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[30]
+	mi := &file_sower_v1_policy_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2373,7 +2558,7 @@ func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleResponse.ProtoReflect.Descriptor instead.
 func (*GetRoleResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{30}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetRoleResponse) GetId() string {
@@ -2425,7 +2610,7 @@ type ListRoleMembersRequest struct {
 
 func (x *ListRoleMembersRequest) Reset() {
 	*x = ListRoleMembersRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[31]
+	mi := &file_sower_v1_policy_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2622,7 @@ func (x *ListRoleMembersRequest) String() string {
 func (*ListRoleMembersRequest) ProtoMessage() {}
 
 func (x *ListRoleMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[31]
+	mi := &file_sower_v1_policy_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2635,7 @@ func (x *ListRoleMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListRoleMembersRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{31}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListRoleMembersRequest) GetAccount() string {
@@ -2508,7 +2693,7 @@ type ListRoleMembersResponse struct {
 
 func (x *ListRoleMembersResponse) Reset() {
 	*x = ListRoleMembersResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[32]
+	mi := &file_sower_v1_policy_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2705,7 @@ func (x *ListRoleMembersResponse) String() string {
 func (*ListRoleMembersResponse) ProtoMessage() {}
 
 func (x *ListRoleMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[32]
+	mi := &file_sower_v1_policy_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2718,7 @@ func (x *ListRoleMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListRoleMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{32}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListRoleMembersResponse) GetMembers() []*RoleMembership {
@@ -2571,7 +2756,7 @@ type ListRoleMembershipsRequest struct {
 
 func (x *ListRoleMembershipsRequest) Reset() {
 	*x = ListRoleMembershipsRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[33]
+	mi := &file_sower_v1_policy_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2583,7 +2768,7 @@ func (x *ListRoleMembershipsRequest) String() string {
 func (*ListRoleMembershipsRequest) ProtoMessage() {}
 
 func (x *ListRoleMembershipsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[33]
+	mi := &file_sower_v1_policy_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2596,7 +2781,7 @@ func (x *ListRoleMembershipsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembershipsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoleMembershipsRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{33}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListRoleMembershipsRequest) GetAccount() string {
@@ -2654,7 +2839,7 @@ type ListRoleMembershipsResponse struct {
 
 func (x *ListRoleMembershipsResponse) Reset() {
 	*x = ListRoleMembershipsResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[34]
+	mi := &file_sower_v1_policy_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2851,7 @@ func (x *ListRoleMembershipsResponse) String() string {
 func (*ListRoleMembershipsResponse) ProtoMessage() {}
 
 func (x *ListRoleMembershipsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[34]
+	mi := &file_sower_v1_policy_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2864,7 @@ func (x *ListRoleMembershipsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembershipsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoleMembershipsResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{34}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListRoleMembershipsResponse) GetMemberships() []*RoleMembership {
@@ -2700,7 +2885,18 @@ var File_sower_v1_policy_proto protoreflect.FileDescriptor
 
 const file_sower_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x15sower/v1/policy.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"\xdf\x01\n" +
+	"\x15sower/v1/policy.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"c\n" +
+	"\x13GetRoleGraphRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1e\n" +
+	"\n" +
+	"identifier\x18\x03 \x01(\tR\n" +
+	"identifier\"E\n" +
+	"\x14GetRoleGraphResponse\x12-\n" +
+	"\x05edges\x18\x01 \x03(\v2\x17.sower.v1.RoleGraphEdgeR\x05edges\"=\n" +
+	"\rRoleGraphEdge\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x14\n" +
+	"\x05child\x18\x02 \x01(\tR\x05child\"\xdf\x01\n" +
 	"\x11LoadPolicyRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x1e\n" +
 	"\n" +
@@ -2791,11 +2987,12 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	" \x03(\tR\frestrictedTo\"D\n" +
 	"\x10PolicyVersionRef\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"\x9d\x01\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\xb9\x01\n" +
 	"\x12LoadPolicyResponse\x12:\n" +
 	"\rcreated_roles\x18\x01 \x03(\v2\x15.sower.v1.CreatedRoleR\fcreatedRoles\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x121\n" +
-	"\achanges\x18\x03 \x01(\v2\x17.sower.v1.PolicyChangesR\achanges\"\x95\x01\n" +
+	"\achanges\x18\x03 \x01(\v2\x17.sower.v1.PolicyChangesR\achanges\x12\x1a\n" +
+	"\bwarnings\x18\x04 \x03(\tR\bwarnings\"\x95\x01\n" +
 	"\x13SyncPoliciesRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12*\n" +
 	"\x05loads\x18\x02 \x03(\v2\x14.sower.v1.PolicyLoadR\x05loads\x12\x17\n" +
@@ -2827,7 +3024,7 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\x04mode\x18\t \x01(\x0e2\x12.sower.v1.LoadModeR\x04mode\"|\n" +
 	"\x11GetPolicyResponse\x122\n" +
 	"\bresource\x18\x01 \x01(\v2\x16.sower.v1.ResourceInfoR\bresource\x123\n" +
-	"\bversions\x18\x02 \x03(\v2\x17.sower.v1.PolicyVersionR\bversions\"\xb3\x02\n" +
+	"\bversions\x18\x02 \x03(\v2\x17.sower.v1.PolicyVersionR\bversions\"\xdc\x02\n" +
 	"\fResourceInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x16\n" +
@@ -2835,7 +3032,8 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\vpermissions\x18\x04 \x03(\v2\x1c.sower.v1.ResourcePermissionR\vpermissions\x12>\n" +
 	"\vannotations\x18\x05 \x03(\v2\x1c.sower.v1.ResourceAnnotationR\vannotations\x12#\n" +
 	"\rrestricted_to\x18\x06 \x03(\tR\frestrictedTo\x12@\n" +
-	"\x0fpolicy_versions\x18\a \x03(\v2\x17.sower.v1.PolicyVersionR\x0epolicyVersions\"\x98\x01\n" +
+	"\x0fpolicy_versions\x18\a \x03(\v2\x17.sower.v1.PolicyVersionR\x0epolicyVersions\x12'\n" +
+	"\x0fsecret_versions\x18\b \x03(\x03R\x0esecretVersions\"\x98\x01\n" +
 	"\x16CheckPermissionRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1e\n" +
@@ -2914,8 +3112,7 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\x15LOAD_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10LOAD_MODE_APPEND\x10\x01\x12\x14\n" +
 	"\x10LOAD_MODE_UPDATE\x10\x02\x12\x15\n" +
-	"\x11LOAD_MODE_REPLACE\x10\x032\xce\n" +
-	"\n" +
+	"\x11LOAD_MODE_REPLACE\x10\x032\xd7\v\n" +
 	"\rPolicyService\x12z\n" +
 	"\n" +
 	"LoadPolicy\x12\x1b.sower.v1.LoadPolicyRequest\x1a\x1c.sower.v1.LoadPolicyResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/policies/{account}/{identifier=**}\x12t\n" +
@@ -2927,7 +3124,8 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\x12ListPermittedRoles\x12#.sower.v1.ListPermittedRolesRequest\x1a$.sower.v1.ListPermittedRolesResponse\"<\x82\xd3\xe4\x93\x026\x124/v1/permitted-roles/{account}/{kind}/{identifier=**}\x12r\n" +
 	"\aGetRole\x12\x18.sower.v1.GetRoleRequest\x1a\x19.sower.v1.GetRoleResponse\"2\x82\xd3\xe4\x93\x02,\x12*/v1/roles/{account}/{kind}/{identifier=**}\x12\x91\x01\n" +
 	"\x0fListRoleMembers\x12 .sower.v1.ListRoleMembersRequest\x1a!.sower.v1.ListRoleMembersResponse\"9\x82\xd3\xe4\x93\x023\x121/v1/role-members/{account}/{kind}/{identifier=**}\x12\xa1\x01\n" +
-	"\x13ListRoleMemberships\x12$.sower.v1.ListRoleMembershipsRequest\x1a%.sower.v1.ListRoleMembershipsResponse\"=\x82\xd3\xe4\x93\x027\x125/v1/role-memberships/{account}/{kind}/{identifier=**}B6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
+	"\x13ListRoleMemberships\x12$.sower.v1.ListRoleMembershipsRequest\x1a%.sower.v1.ListRoleMembershipsResponse\"=\x82\xd3\xe4\x93\x027\x125/v1/role-memberships/{account}/{kind}/{identifier=**}\x12\x86\x01\n" +
+	"\fGetRoleGraph\x12\x1d.sower.v1.GetRoleGraphRequest\x1a\x1e.sower.v1.GetRoleGraphResponse\"7\x82\xd3\xe4\x93\x021\x12//v1/role-graph/{account}/{kind}/{identifier=**}B6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
 
 var (
 	file_sower_v1_policy_proto_rawDescOnce sync.Once
@@ -2942,107 +3140,113 @@ func file_sower_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_sower_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sower_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_sower_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_sower_v1_policy_proto_goTypes = []any{
 	(LoadMode)(0),                       // 0: sower.v1.LoadMode
-	(*LoadPolicyRequest)(nil),           // 1: sower.v1.LoadPolicyRequest
-	(*PolicyFile)(nil),                  // 2: sower.v1.PolicyFile
-	(*PolicyLoad)(nil),                  // 3: sower.v1.PolicyLoad
-	(*CreatedRole)(nil),                 // 4: sower.v1.CreatedRole
-	(*PolicyFact)(nil),                  // 5: sower.v1.PolicyFact
-	(*RoleFact)(nil),                    // 6: sower.v1.RoleFact
-	(*ResourceFact)(nil),                // 7: sower.v1.ResourceFact
-	(*RoleMembership)(nil),              // 8: sower.v1.RoleMembership
-	(*ResourcePermission)(nil),          // 9: sower.v1.ResourcePermission
-	(*ResourceAnnotation)(nil),          // 10: sower.v1.ResourceAnnotation
-	(*PolicyChanges)(nil),               // 11: sower.v1.PolicyChanges
-	(*RecordChanges)(nil),               // 12: sower.v1.RecordChanges
-	(*Record)(nil),                      // 13: sower.v1.Record
-	(*PolicyVersionRef)(nil),            // 14: sower.v1.PolicyVersionRef
-	(*LoadPolicyResponse)(nil),          // 15: sower.v1.LoadPolicyResponse
-	(*SyncPoliciesRequest)(nil),         // 16: sower.v1.SyncPoliciesRequest
-	(*SyncPoliciesResponse)(nil),        // 17: sower.v1.SyncPoliciesResponse
-	(*GetPolicyRequest)(nil),            // 18: sower.v1.GetPolicyRequest
-	(*PolicyVersion)(nil),               // 19: sower.v1.PolicyVersion
-	(*GetPolicyResponse)(nil),           // 20: sower.v1.GetPolicyResponse
-	(*ResourceInfo)(nil),                // 21: sower.v1.ResourceInfo
-	(*CheckPermissionRequest)(nil),      // 22: sower.v1.CheckPermissionRequest
-	(*CheckPermissionResponse)(nil),     // 23: sower.v1.CheckPermissionResponse
-	(*ListResourcesRequest)(nil),        // 24: sower.v1.ListResourcesRequest
-	(*ListResourcesResponse)(nil),       // 25: sower.v1.ListResourcesResponse
-	(*GetResourceRequest)(nil),          // 26: sower.v1.GetResourceRequest
-	(*GetResourceResponse)(nil),         // 27: sower.v1.GetResourceResponse
-	(*ListPermittedRolesRequest)(nil),   // 28: sower.v1.ListPermittedRolesRequest
-	(*ListPermittedRolesResponse)(nil),  // 29: sower.v1.ListPermittedRolesResponse
-	(*GetRoleRequest)(nil),              // 30: sower.v1.GetRoleRequest
-	(*GetRoleResponse)(nil),             // 31: sower.v1.GetRoleResponse
-	(*ListRoleMembersRequest)(nil),      // 32: sower.v1.ListRoleMembersRequest
-	(*ListRoleMembersResponse)(nil),     // 33: sower.v1.ListRoleMembersResponse
-	(*ListRoleMembershipsRequest)(nil),  // 34: sower.v1.ListRoleMembershipsRequest
-	(*ListRoleMembershipsResponse)(nil), // 35: sower.v1.ListRoleMembershipsResponse
+	(*GetRoleGraphRequest)(nil),         // 1: sower.v1.GetRoleGraphRequest
+	(*GetRoleGraphResponse)(nil),        // 2: sower.v1.GetRoleGraphResponse
+	(*RoleGraphEdge)(nil),               // 3: sower.v1.RoleGraphEdge
+	(*LoadPolicyRequest)(nil),           // 4: sower.v1.LoadPolicyRequest
+	(*PolicyFile)(nil),                  // 5: sower.v1.PolicyFile
+	(*PolicyLoad)(nil),                  // 6: sower.v1.PolicyLoad
+	(*CreatedRole)(nil),                 // 7: sower.v1.CreatedRole
+	(*PolicyFact)(nil),                  // 8: sower.v1.PolicyFact
+	(*RoleFact)(nil),                    // 9: sower.v1.RoleFact
+	(*ResourceFact)(nil),                // 10: sower.v1.ResourceFact
+	(*RoleMembership)(nil),              // 11: sower.v1.RoleMembership
+	(*ResourcePermission)(nil),          // 12: sower.v1.ResourcePermission
+	(*ResourceAnnotation)(nil),          // 13: sower.v1.ResourceAnnotation
+	(*PolicyChanges)(nil),               // 14: sower.v1.PolicyChanges
+	(*RecordChanges)(nil),               // 15: sower.v1.RecordChanges
+	(*Record)(nil),                      // 16: sower.v1.Record
+	(*PolicyVersionRef)(nil),            // 17: sower.v1.PolicyVersionRef
+	(*LoadPolicyResponse)(nil),          // 18: sower.v1.LoadPolicyResponse
+	(*SyncPoliciesRequest)(nil),         // 19: sower.v1.SyncPoliciesRequest
+	(*SyncPoliciesResponse)(nil),        // 20: sower.v1.SyncPoliciesResponse
+	(*GetPolicyRequest)(nil),            // 21: sower.v1.GetPolicyRequest
+	(*PolicyVersion)(nil),               // 22: sower.v1.PolicyVersion
+	(*GetPolicyResponse)(nil),           // 23: sower.v1.GetPolicyResponse
+	(*ResourceInfo)(nil),                // 24: sower.v1.ResourceInfo
+	(*CheckPermissionRequest)(nil),      // 25: sower.v1.CheckPermissionRequest
+	(*CheckPermissionResponse)(nil),     // 26: sower.v1.CheckPermissionResponse
+	(*ListResourcesRequest)(nil),        // 27: sower.v1.ListResourcesRequest
+	(*ListResourcesResponse)(nil),       // 28: sower.v1.ListResourcesResponse
+	(*GetResourceRequest)(nil),          // 29: sower.v1.GetResourceRequest
+	(*GetResourceResponse)(nil),         // 30: sower.v1.GetResourceResponse
+	(*ListPermittedRolesRequest)(nil),   // 31: sower.v1.ListPermittedRolesRequest
+	(*ListPermittedRolesResponse)(nil),  // 32: sower.v1.ListPermittedRolesResponse
+	(*GetRoleRequest)(nil),              // 33: sower.v1.GetRoleRequest
+	(*GetRoleResponse)(nil),             // 34: sower.v1.GetRoleResponse
+	(*ListRoleMembersRequest)(nil),      // 35: sower.v1.ListRoleMembersRequest
+	(*ListRoleMembersResponse)(nil),     // 36: sower.v1.ListRoleMembersResponse
+	(*ListRoleMembershipsRequest)(nil),  // 37: sower.v1.ListRoleMembershipsRequest
+	(*ListRoleMembershipsResponse)(nil), // 38: sower.v1.ListRoleMembershipsResponse
 }
 var file_sower_v1_policy_proto_depIdxs = []int32{
-	0,  // 0: sower.v1.LoadPolicyRequest.mode:type_name -> sower.v1.LoadMode
-	0,  // 1: sower.v1.PolicyLoad.mode:type_name -> sower.v1.LoadMode
-	2,  // 2: sower.v1.PolicyLoad.files:type_name -> sower.v1.PolicyFile
-	6,  // 3: sower.v1.PolicyFact.role:type_name -> sower.v1.RoleFact
-	7,  // 4: sower.v1.PolicyFact.resource:type_name -> sower.v1.ResourceFact
-	8,  // 5: sower.v1.PolicyFact.membership:type_name -> sower.v1.RoleMembership
-	9,  // 6: sower.v1.PolicyFact.permission:type_name -> sower.v1.ResourcePermission
-	10, // 7: sower.v1.PolicyFact.annotation:type_name -> sower.v1.ResourceAnnotation
-	5,  // 8: sower.v1.PolicyChanges.created:type_name -> sower.v1.PolicyFact
-	5,  // 9: sower.v1.PolicyChanges.updated:type_name -> sower.v1.PolicyFact
-	5,  // 10: sower.v1.PolicyChanges.deleted:type_name -> sower.v1.PolicyFact
-	12, // 11: sower.v1.PolicyChanges.records:type_name -> sower.v1.RecordChanges
-	13, // 12: sower.v1.RecordChanges.created:type_name -> sower.v1.Record
-	13, // 13: sower.v1.RecordChanges.updated_before:type_name -> sower.v1.Record
-	13, // 14: sower.v1.RecordChanges.updated_after:type_name -> sower.v1.Record
-	13, // 15: sower.v1.RecordChanges.deleted:type_name -> sower.v1.Record
-	9,  // 16: sower.v1.Record.permissions:type_name -> sower.v1.ResourcePermission
-	9,  // 17: sower.v1.Record.permitted:type_name -> sower.v1.ResourcePermission
-	10, // 18: sower.v1.Record.annotations:type_name -> sower.v1.ResourceAnnotation
-	4,  // 19: sower.v1.LoadPolicyResponse.created_roles:type_name -> sower.v1.CreatedRole
-	11, // 20: sower.v1.LoadPolicyResponse.changes:type_name -> sower.v1.PolicyChanges
-	3,  // 21: sower.v1.SyncPoliciesRequest.loads:type_name -> sower.v1.PolicyLoad
-	4,  // 22: sower.v1.SyncPoliciesResponse.created_roles:type_name -> sower.v1.CreatedRole
-	14, // 23: sower.v1.SyncPoliciesResponse.versions:type_name -> sower.v1.PolicyVersionRef
-	11, // 24: sower.v1.SyncPoliciesResponse.changes:type_name -> sower.v1.PolicyChanges
-	0,  // 25: sower.v1.PolicyVersion.mode:type_name -> sower.v1.LoadMode
-	21, // 26: sower.v1.GetPolicyResponse.resource:type_name -> sower.v1.ResourceInfo
-	19, // 27: sower.v1.GetPolicyResponse.versions:type_name -> sower.v1.PolicyVersion
-	9,  // 28: sower.v1.ResourceInfo.permissions:type_name -> sower.v1.ResourcePermission
-	10, // 29: sower.v1.ResourceInfo.annotations:type_name -> sower.v1.ResourceAnnotation
-	19, // 30: sower.v1.ResourceInfo.policy_versions:type_name -> sower.v1.PolicyVersion
-	21, // 31: sower.v1.ListResourcesResponse.resources:type_name -> sower.v1.ResourceInfo
-	21, // 32: sower.v1.GetResourceResponse.resource:type_name -> sower.v1.ResourceInfo
-	8,  // 33: sower.v1.GetRoleResponse.members:type_name -> sower.v1.RoleMembership
-	8,  // 34: sower.v1.ListRoleMembersResponse.members:type_name -> sower.v1.RoleMembership
-	8,  // 35: sower.v1.ListRoleMembershipsResponse.memberships:type_name -> sower.v1.RoleMembership
-	1,  // 36: sower.v1.PolicyService.LoadPolicy:input_type -> sower.v1.LoadPolicyRequest
-	16, // 37: sower.v1.PolicyService.SyncPolicies:input_type -> sower.v1.SyncPoliciesRequest
-	18, // 38: sower.v1.PolicyService.GetPolicy:input_type -> sower.v1.GetPolicyRequest
-	22, // 39: sower.v1.PolicyService.CheckPermission:input_type -> sower.v1.CheckPermissionRequest
-	24, // 40: sower.v1.PolicyService.ListResources:input_type -> sower.v1.ListResourcesRequest
-	26, // 41: sower.v1.PolicyService.GetResource:input_type -> sower.v1.GetResourceRequest
-	28, // 42: sower.v1.PolicyService.ListPermittedRoles:input_type -> sower.v1.ListPermittedRolesRequest
-	30, // 43: sower.v1.PolicyService.GetRole:input_type -> sower.v1.GetRoleRequest
-	32, // 44: sower.v1.PolicyService.ListRoleMembers:input_type -> sower.v1.ListRoleMembersRequest
-	34, // 45: sower.v1.PolicyService.ListRoleMemberships:input_type -> sower.v1.ListRoleMembershipsRequest
-	15, // 46: sower.v1.PolicyService.LoadPolicy:output_type -> sower.v1.LoadPolicyResponse
-	17, // 47: sower.v1.PolicyService.SyncPolicies:output_type -> sower.v1.SyncPoliciesResponse
-	20, // 48: sower.v1.PolicyService.GetPolicy:output_type -> sower.v1.GetPolicyResponse
-	23, // 49: sower.v1.PolicyService.CheckPermission:output_type -> sower.v1.CheckPermissionResponse
-	25, // 50: sower.v1.PolicyService.ListResources:output_type -> sower.v1.ListResourcesResponse
-	27, // 51: sower.v1.PolicyService.GetResource:output_type -> sower.v1.GetResourceResponse
-	29, // 52: sower.v1.PolicyService.ListPermittedRoles:output_type -> sower.v1.ListPermittedRolesResponse
-	31, // 53: sower.v1.PolicyService.GetRole:output_type -> sower.v1.GetRoleResponse
-	33, // 54: sower.v1.PolicyService.ListRoleMembers:output_type -> sower.v1.ListRoleMembersResponse
-	35, // 55: sower.v1.PolicyService.ListRoleMemberships:output_type -> sower.v1.ListRoleMembershipsResponse
-	46, // [46:56] is the sub-list for method output_type
-	36, // [36:46] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	3,  // 0: sower.v1.GetRoleGraphResponse.edges:type_name -> sower.v1.RoleGraphEdge
+	0,  // 1: sower.v1.LoadPolicyRequest.mode:type_name -> sower.v1.LoadMode
+	0,  // 2: sower.v1.PolicyLoad.mode:type_name -> sower.v1.LoadMode
+	5,  // 3: sower.v1.PolicyLoad.files:type_name -> sower.v1.PolicyFile
+	9,  // 4: sower.v1.PolicyFact.role:type_name -> sower.v1.RoleFact
+	10, // 5: sower.v1.PolicyFact.resource:type_name -> sower.v1.ResourceFact
+	11, // 6: sower.v1.PolicyFact.membership:type_name -> sower.v1.RoleMembership
+	12, // 7: sower.v1.PolicyFact.permission:type_name -> sower.v1.ResourcePermission
+	13, // 8: sower.v1.PolicyFact.annotation:type_name -> sower.v1.ResourceAnnotation
+	8,  // 9: sower.v1.PolicyChanges.created:type_name -> sower.v1.PolicyFact
+	8,  // 10: sower.v1.PolicyChanges.updated:type_name -> sower.v1.PolicyFact
+	8,  // 11: sower.v1.PolicyChanges.deleted:type_name -> sower.v1.PolicyFact
+	15, // 12: sower.v1.PolicyChanges.records:type_name -> sower.v1.RecordChanges
+	16, // 13: sower.v1.RecordChanges.created:type_name -> sower.v1.Record
+	16, // 14: sower.v1.RecordChanges.updated_before:type_name -> sower.v1.Record
+	16, // 15: sower.v1.RecordChanges.updated_after:type_name -> sower.v1.Record
+	16, // 16: sower.v1.RecordChanges.deleted:type_name -> sower.v1.Record
+	12, // 17: sower.v1.Record.permissions:type_name -> sower.v1.ResourcePermission
+	12, // 18: sower.v1.Record.permitted:type_name -> sower.v1.ResourcePermission
+	13, // 19: sower.v1.Record.annotations:type_name -> sower.v1.ResourceAnnotation
+	7,  // 20: sower.v1.LoadPolicyResponse.created_roles:type_name -> sower.v1.CreatedRole
+	14, // 21: sower.v1.LoadPolicyResponse.changes:type_name -> sower.v1.PolicyChanges
+	6,  // 22: sower.v1.SyncPoliciesRequest.loads:type_name -> sower.v1.PolicyLoad
+	7,  // 23: sower.v1.SyncPoliciesResponse.created_roles:type_name -> sower.v1.CreatedRole
+	17, // 24: sower.v1.SyncPoliciesResponse.versions:type_name -> sower.v1.PolicyVersionRef
+	14, // 25: sower.v1.SyncPoliciesResponse.changes:type_name -> sower.v1.PolicyChanges
+	0,  // 26: sower.v1.PolicyVersion.mode:type_name -> sower.v1.LoadMode
+	24, // 27: sower.v1.GetPolicyResponse.resource:type_name -> sower.v1.ResourceInfo
+	22, // 28: sower.v1.GetPolicyResponse.versions:type_name -> sower.v1.PolicyVersion
+	12, // 29: sower.v1.ResourceInfo.permissions:type_name -> sower.v1.ResourcePermission
+	13, // 30: sower.v1.ResourceInfo.annotations:type_name -> sower.v1.ResourceAnnotation
+	22, // 31: sower.v1.ResourceInfo.policy_versions:type_name -> sower.v1.PolicyVersion
+	24, // 32: sower.v1.ListResourcesResponse.resources:type_name -> sower.v1.ResourceInfo
+	24, // 33: sower.v1.GetResourceResponse.resource:type_name -> sower.v1.ResourceInfo
+	11, // 34: sower.v1.GetRoleResponse.members:type_name -> sower.v1.RoleMembership
+	11, // 35: sower.v1.ListRoleMembersResponse.members:type_name -> sower.v1.RoleMembership
+	11, // 36: sower.v1.ListRoleMembershipsResponse.memberships:type_name -> sower.v1.RoleMembership
+	4,  // 37: sower.v1.PolicyService.LoadPolicy:input_type -> sower.v1.LoadPolicyRequest
+	19, // 38: sower.v1.PolicyService.SyncPolicies:input_type -> sower.v1.SyncPoliciesRequest
+	21, // 39: sower.v1.PolicyService.GetPolicy:input_type -> sower.v1.GetPolicyRequest
+	25, // 40: sower.v1.PolicyService.CheckPermission:input_type -> sower.v1.CheckPermissionRequest
+	27, // 41: sower.v1.PolicyService.ListResources:input_type -> sower.v1.ListResourcesRequest
+	29, // 42: sower.v1.PolicyService.GetResource:input_type -> sower.v1.GetResourceRequest
+	31, // 43: sower.v1.PolicyService.ListPermittedRoles:input_type -> sower.v1.ListPermittedRolesRequest
+	33, // 44: sower.v1.PolicyService.GetRole:input_type -> sower.v1.GetRoleRequest
+	35, // 45: sower.v1.PolicyService.ListRoleMembers:input_type -> sower.v1.ListRoleMembersRequest
+	37, // 46: sower.v1.PolicyService.ListRoleMemberships:input_type -> sower.v1.ListRoleMembershipsRequest
+	1,  // 47: sower.v1.PolicyService.GetRoleGraph:input_type -> sower.v1.GetRoleGraphRequest
+	18, // 48: sower.v1.PolicyService.LoadPolicy:output_type -> sower.v1.LoadPolicyResponse
+	20, // 49: sower.v1.PolicyService.SyncPolicies:output_type -> sower.v1.SyncPoliciesResponse
+	23, // 50: sower.v1.PolicyService.GetPolicy:output_type -> sower.v1.GetPolicyResponse
+	26, // 51: sower.v1.PolicyService.CheckPermission:output_type -> sower.v1.CheckPermissionResponse
+	28, // 52: sower.v1.PolicyService.ListResources:output_type -> sower.v1.ListResourcesResponse
+	30, // 53: sower.v1.PolicyService.GetResource:output_type -> sower.v1.GetResourceResponse
+	32, // 54: sower.v1.PolicyService.ListPermittedRoles:output_type -> sower.v1.ListPermittedRolesResponse
+	34, // 55: sower.v1.PolicyService.GetRole:output_type -> sower.v1.GetRoleResponse
+	36, // 56: sower.v1.PolicyService.ListRoleMembers:output_type -> sower.v1.ListRoleMembersResponse
+	38, // 57: sower.v1.PolicyService.ListRoleMemberships:output_type -> sower.v1.ListRoleMembershipsResponse
+	2,  // 58: sower.v1.PolicyService.GetRoleGraph:output_type -> sower.v1.GetRoleGraphResponse
+	48, // [48:59] is the sub-list for method output_type
+	37, // [37:48] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_sower_v1_policy_proto_init() }
@@ -3050,7 +3254,7 @@ func file_sower_v1_policy_proto_init() {
 	if File_sower_v1_policy_proto != nil {
 		return
 	}
-	file_sower_v1_policy_proto_msgTypes[4].OneofWrappers = []any{
+	file_sower_v1_policy_proto_msgTypes[7].OneofWrappers = []any{
 		(*PolicyFact_Role)(nil),
 		(*PolicyFact_Resource)(nil),
 		(*PolicyFact_Membership)(nil),
@@ -3063,7 +3267,7 @@ func file_sower_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sower_v1_policy_proto_rawDesc), len(file_sower_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   35,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	PolicyService_GetRole_FullMethodName             = "/sower.v1.PolicyService/GetRole"
 	PolicyService_ListRoleMembers_FullMethodName     = "/sower.v1.PolicyService/ListRoleMembers"
 	PolicyService_ListRoleMemberships_FullMethodName = "/sower.v1.PolicyService/ListRoleMemberships"
+	PolicyService_GetRoleGraph_FullMethodName        = "/sower.v1.PolicyService/GetRoleGraph"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -83,6 +84,9 @@ type PolicyServiceClient interface {
 	// ListRoleMemberships lists the roles a role belongs to: directly, or
 	// with `all` transitively (itself included).
 	ListRoleMemberships(ctx context.Context, in *ListRoleMembershipsRequest, opts ...grpc.CallOption) (*ListRoleMembershipsResponse, error)
+	// GetRoleGraph answers Conjur's role graph: the membership edges above
+	// and below a role whose parent the caller sees.
+	GetRoleGraph(ctx context.Context, in *GetRoleGraphRequest, opts ...grpc.CallOption) (*GetRoleGraphResponse, error)
 }
 
 type policyServiceClient struct {
@@ -193,6 +197,16 @@ func (c *policyServiceClient) ListRoleMemberships(ctx context.Context, in *ListR
 	return out, nil
 }
 
+func (c *policyServiceClient) GetRoleGraph(ctx context.Context, in *GetRoleGraphRequest, opts ...grpc.CallOption) (*GetRoleGraphResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRoleGraphResponse)
+	err := c.cc.Invoke(ctx, PolicyService_GetRoleGraph_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -245,6 +259,9 @@ type PolicyServiceServer interface {
 	// ListRoleMemberships lists the roles a role belongs to: directly, or
 	// with `all` transitively (itself included).
 	ListRoleMemberships(context.Context, *ListRoleMembershipsRequest) (*ListRoleMembershipsResponse, error)
+	// GetRoleGraph answers Conjur's role graph: the membership edges above
+	// and below a role whose parent the caller sees.
+	GetRoleGraph(context.Context, *GetRoleGraphRequest) (*GetRoleGraphResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -284,6 +301,9 @@ func (UnimplementedPolicyServiceServer) ListRoleMembers(context.Context, *ListRo
 }
 func (UnimplementedPolicyServiceServer) ListRoleMemberships(context.Context, *ListRoleMembershipsRequest) (*ListRoleMembershipsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRoleMemberships not implemented")
+}
+func (UnimplementedPolicyServiceServer) GetRoleGraph(context.Context, *GetRoleGraphRequest) (*GetRoleGraphResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRoleGraph not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -486,6 +506,24 @@ func _PolicyService_ListRoleMemberships_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_GetRoleGraph_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRoleGraphRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).GetRoleGraph(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_GetRoleGraph_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).GetRoleGraph(ctx, req.(*GetRoleGraphRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -532,6 +570,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRoleMemberships",
 			Handler:    _PolicyService_ListRoleMemberships_Handler,
+		},
+		{
+			MethodName: "GetRoleGraph",
+			Handler:    _PolicyService_GetRoleGraph_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sowerproject/sower/policy"
@@ -117,7 +118,7 @@ func versionsToProto(vs []etcdstore.PolicyVersion) []*sowerv1.PolicyVersion {
 // after, as Conjur's dry run reports them: the roles and resources created
 // and deleted, and those whose memberships, permissions, annotations or
 // owner change.
-func describeChanges(before *policy.Graph, cs *policy.ChangeSet) *sowerv1.RecordChanges {
+func describeChanges(before *policy.Graph, cs *policy.ChangeSet, caller policy.ID) *sowerv1.RecordChanges {
 	after := policy.NewGraph(before.Facts()...)
 	applied := *cs
 	applied.Revision = after.Revision()
@@ -174,7 +175,51 @@ func describeChanges(before *policy.Graph, cs *policy.ChangeSet) *sowerv1.Record
 			out.UpdatedAfter = append(out.UpdatedAfter, a)
 		}
 	}
+	redact(out, func(id string) bool {
+		pid, err := policy.ParseID(id)
+		return err != nil || before.Visible(caller, pid) || after.Visible(caller, pid)
+	})
 	return out
+}
+
+// redact masks, as Conjur's dry run does, every id the caller cannot see
+// before or after the load: "acme:policy:[REDACTED]".
+func redact(rc *sowerv1.RecordChanges, visible func(string) bool) {
+	seen := map[string]string{}
+	mask := func(id string) string {
+		if id == "" {
+			return id
+		}
+		if m, ok := seen[id]; ok {
+			return m
+		}
+		m := id
+		if !visible(id) {
+			if a, rest, ok := strings.Cut(id, ":"); ok {
+				kind, _, _ := strings.Cut(rest, ":")
+				m = a + ":" + kind + ":[REDACTED]"
+			}
+		}
+		seen[id] = m
+		return m
+	}
+	for _, l := range [][]*sowerv1.Record{rc.Created, rc.Deleted, rc.UpdatedBefore, rc.UpdatedAfter} {
+		for _, r := range l {
+			r.Id, r.Owner, r.Policy = mask(r.Id), mask(r.Owner), mask(r.Policy)
+			for _, p := range append(slices.Clone(r.Permissions), r.Permitted...) {
+				p.Role, p.Resource, p.Policy = mask(p.Role), mask(p.Resource), mask(p.Policy)
+			}
+			for _, a := range r.Annotations {
+				a.Policy = mask(a.Policy)
+			}
+			for i := range r.Members {
+				r.Members[i] = mask(r.Members[i])
+			}
+			for i := range r.Memberships {
+				r.Memberships[i] = mask(r.Memberships[i])
+			}
+		}
+	}
 }
 
 func sortedIDs(m map[policy.ID]bool) []policy.ID {

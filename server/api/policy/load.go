@@ -50,7 +50,7 @@ func (s *Service) LoadPolicy(ctx context.Context, req *sowerv1.LoadPolicyRequest
 	if err != nil {
 		return nil, s.toStatus(ctx, "policy load", err)
 	}
-	resp := &sowerv1.LoadPolicyResponse{CreatedRoles: out.created, Changes: s.changes(out, req.GetCountsOnly())}
+	resp := &sowerv1.LoadPolicyResponse{CreatedRoles: out.created, Changes: s.changes(out, req.GetCountsOnly()), Warnings: out.cs.Warnings}
 	if len(out.versions) == 1 {
 		resp.Version = out.versions[0].Version
 	}
@@ -154,6 +154,7 @@ type outcome struct {
 	cs       *policy.ChangeSet
 	dryRun   bool
 	before   *policy.Graph // the graph planned against
+	caller   policy.ID     // who loads: a dry run hides what it cannot see
 	created  []*sowerv1.CreatedRole
 	versions []etcdstore.PolicyVersion
 }
@@ -190,6 +191,10 @@ func (s *Service) loadLocked(ctx context.Context, caller policy.ID, j job) (*out
 		if err := authorizeLoads(g, caller, j.reqs); err != nil {
 			return nil, err
 		}
+		if j.single && strings.TrimSpace(string(j.reqs[0].Text)) == "" {
+			// Conjur validates the stored version's text after authorizing.
+			return nil, validationFailed("the policy text is empty: send the policy YAML as the request body", "policy_text", "is not present")
+		}
 		var cs *policy.ChangeSet
 		if len(j.reqs) == 1 {
 			cs, err = g.PlanContext(ctx, j.reqs[0])
@@ -199,7 +204,7 @@ func (s *Service) loadLocked(ctx context.Context, caller policy.ID, j job) (*out
 		if err != nil {
 			return nil, err
 		}
-		out := &outcome{cs: cs, before: g, dryRun: j.dryRun}
+		out := &outcome{cs: cs, before: g, dryRun: j.dryRun, caller: caller}
 		if j.dryRun {
 			for _, r := range cs.NewRoles {
 				out.created = append(out.created, &sowerv1.CreatedRole{Id: r.String()})
@@ -318,6 +323,14 @@ func authorizeLoad(g *policy.Graph, caller policy.ID, r policy.LoadRequest) erro
 	if !g.Allowed(caller, priv, r.Policy) {
 		return status.Errorf(codes.PermissionDenied, "%s loads into %s need %s on it", r.Mode, r.Policy, priv)
 	}
+	// A replace may delete anything under the policy, so it needs the
+	// privilege on all of it, as Conjur's ReplacePolicy.authorize does. The
+	// message does not name the resource: the caller may not see it.
+	if r.Mode == policy.Replace && !g.AllowedOnBranch(caller, priv, r.Policy) {
+		return status.Errorf(codes.PermissionDenied,
+			"'%s' does not have '%s' privilege on some children of %s: a replace may delete them; ask for %s on the whole branch, or update (PATCH) instead",
+			caller, priv, r.Policy, priv)
+	}
 	return nil
 }
 
@@ -332,7 +345,7 @@ func (s *Service) changes(out *outcome, countsOnly bool) *sowerv1.PolicyChanges 
 	}
 	pc.Created, pc.Updated, pc.Deleted = factsToProto(cs.Created), factsToProto(cs.Updated), factsToProto(cs.Deleted)
 	if out.dryRun && !cs.Empty() {
-		pc.Records = describeChanges(out.before, cs)
+		pc.Records = describeChanges(out.before, cs, out.caller)
 	}
 	return pc
 }

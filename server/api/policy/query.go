@@ -17,8 +17,13 @@ import (
 // The read RPCs answer from the graph; what the caller cannot see is
 // NotFound, exactly like what does not exist.
 
+// notFound is Conjur's RecordNotFound message.
 func notFound(id policy.ID) error {
-	return status.Errorf(codes.NotFound, "%s not found", id)
+	kind := id.Kind
+	if kind != "" {
+		kind = strings.ToUpper(kind[:1]) + kind[1:]
+	}
+	return status.Errorf(codes.NotFound, "%s '%s' not found in account '%s'", kind, id.Name, id.Account)
 }
 
 // visibleResource returns the resource's id if it exists and the caller
@@ -136,6 +141,13 @@ func (s *Service) GetResource(ctx context.Context, req *sowerv1.GetResourceReque
 			return nil, s.toStatus(ctx, "read policy versions", err)
 		}
 		r.PolicyVersions = versionsToProto(vs)
+	}
+	if id.Kind == policy.KindVariable && s.c.Secrets != nil {
+		vs, err := s.c.Secrets.Versions(ctx, id.String())
+		if err != nil {
+			return nil, s.toStatus(ctx, "read secret versions", err)
+		}
+		r.SecretVersions = vs
 	}
 	return &sowerv1.GetResourceResponse{Resource: r}, nil
 }
@@ -266,4 +278,23 @@ func page[T any](s []T, offset, limit int) []T {
 		s = s[:limit]
 	}
 	return s
+}
+
+// GetRoleGraph answers Conjur's ?graph: the edges around a role the caller
+// sees.
+func (s *Service) GetRoleGraph(ctx context.Context, req *sowerv1.GetRoleGraphRequest) (*sowerv1.GetRoleGraphResponse, error) {
+	id, g, err := s.visibleRole(ctx, req.GetAccount(), req.GetKind(), req.GetIdentifier())
+	if err != nil {
+		return nil, err
+	}
+	caller, err := rpcctx.CallerRole(ctx)
+	if err != nil {
+		return nil, err
+	}
+	edges := g.RoleGraph(id, caller)
+	out := &sowerv1.GetRoleGraphResponse{Edges: make([]*sowerv1.RoleGraphEdge, 0, len(edges))}
+	for _, e := range edges {
+		out.Edges = append(out.Edges, &sowerv1.RoleGraphEdge{Parent: e.Parent.String(), Child: e.Child.String()})
+	}
+	return out, nil
 }

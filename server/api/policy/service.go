@@ -77,6 +77,15 @@ type Config struct {
 	// is stopped and stores nothing, so one load cannot hold every other
 	// load back for longer. Zero means DefaultLoadTimeout.
 	LoadTimeout time.Duration
+	// Secrets, when set, lists a variable's value versions for GetResource
+	// (Conjur shows them as the resource's "secrets").
+	Secrets SecretVersions
+}
+
+// SecretVersions lists the kept versions of a resource's value;
+// *etcdstore.Secrets implements it.
+type SecretVersions interface {
+	Versions(ctx context.Context, resourceID string) ([]int64, error)
 }
 
 // DefaultLoadTimeout is Config.LoadTimeout's default: thirty times what
@@ -172,9 +181,13 @@ func (s *Service) roleRef(r string) (policy.ID, error) {
 // Reasons carried in errdetails.ErrorInfo; the Conjur adapter uses them as
 // Conjur's error codes.
 const (
-	ReasonPolicyInvalid  = "policy_invalid"
-	ReasonPolicyConflict = "policy_conflict"
-	errorDomain          = "sower.policy"
+	// ReasonValidationFailed is a policy text that fails Conjur's
+	// validation of the policy version (empty, or deletions in an append);
+	// metadata "target" names the field and "message" Conjur's words.
+	ReasonValidationFailed = "validation_failed"
+	ReasonPolicyInvalid    = "policy_invalid"
+	ReasonPolicyConflict   = "policy_conflict"
+	errorDomain            = "sower.policy"
 )
 
 // toStatus turns a domain error into the gRPC status the caller sees. An
@@ -185,9 +198,14 @@ func (s *Service) toStatus(ctx context.Context, op string, err error) error {
 	}
 	var perr *policy.Error
 	switch {
+	case errors.Is(err, policy.ErrDeletionInAppend):
+		return validationFailed(err.Error(), "policy_text", "may not contain deletion statements")
 	case errors.As(err, &perr):
 		st := status.New(codes.InvalidArgument, err.Error())
 		md := map[string]string{"filename": perr.Filename, "line": strconv.Itoa(perr.Line), "column": strconv.Itoa(perr.Column), "message": perr.Message}
+		if perr.IsParse() {
+			md["parse"] = "true"
+		}
 		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonPolicyInvalid, Domain: errorDomain, Metadata: md}); derr == nil {
 			return d.Err()
 		}
@@ -214,6 +232,17 @@ func (s *Service) toStatus(ctx context.Context, op string, err error) error {
 func withReason(c codes.Code, reason, msg string) error {
 	st := status.New(c, msg)
 	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}); err == nil {
+		return d.Err()
+	}
+	return st.Err()
+}
+
+// validationFailed is InvalidArgument with reason validation_failed: msg for
+// gRPC callers, target and detail for Conjur's error JSON.
+func validationFailed(msg, target, detail string) error {
+	st := status.New(codes.InvalidArgument, msg)
+	info := &errdetails.ErrorInfo{Reason: ReasonValidationFailed, Domain: errorDomain, Metadata: map[string]string{"target": target, "message": detail}}
+	if d, err := st.WithDetails(info); err == nil {
 		return d.Err()
 	}
 	return st.Err()

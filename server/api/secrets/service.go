@@ -203,28 +203,30 @@ func (s *Service) BatchGetSecrets(ctx context.Context, req *sowerv1.BatchGetSecr
 	g := s.c.Graph()
 	ids := make([]string, 0, len(raw))
 	seen := make(map[string]bool, len(raw))
-	var ps []policy.ID
+	// As Conjur: every variable found must allow execute (403), and only
+	// then is one missing 404. What the caller cannot see counts as
+	// missing, as for one value: a batch must not tell which hidden
+	// variables exist.
+	missing := ""
 	for _, r := range raw {
 		id, err := policy.ParseID(r)
-		if err != nil {
-			return nil, status.Errorf(codes.NotFound, "%q is not a resource id (account:kind:identifier)", r)
+		if err != nil || id.Account != s.c.Account || !g.Visible(caller, id) {
+			if missing == "" {
+				missing = r
+			}
+			continue
 		}
 		if seen[id.String()] {
 			continue
 		}
 		seen[id.String()] = true
-		// What the caller cannot see is reported as missing, as for one
-		// value: a batch must not tell which hidden variables exist.
-		if id.Account != s.c.Account || !g.Visible(caller, id) {
-			return nil, notFound(id)
-		}
-		ids = append(ids, id.String())
-		ps = append(ps, id)
-	}
-	for _, id := range ps {
 		if !g.Allowed(caller, "execute", id) {
 			return nil, status.Errorf(codes.PermissionDenied, "%s needs execute on %s", caller, id)
 		}
+		ids = append(ids, id.String())
+	}
+	if missing != "" {
+		return nil, status.Errorf(codes.NotFound, "CONJ00076E Variable %s is empty or not found.", missing)
 	}
 	values, err := s.c.Store.GetMany(ctx, ids)
 	if err != nil {

@@ -216,15 +216,18 @@ func TestBatchGetSecretsIsAllOrNothing(t *testing.T) {
 		want codes.Code
 		n    int
 	}{
-		"all readable":          {as("alice"), batch("acme:variable:db/password", "acme:variable:tls/cert"), codes.OK, 2},
-		"duplicates collapse":   {as("alice"), batch("acme:variable:db/password", "acme:variable:db/password"), codes.OK, 1},
-		"one without a value":   {as("alice"), batch("acme:variable:db/password", "acme:variable:empty"), codes.NotFound, 0},
-		"one invisible":         {as("alice"), batch("acme:variable:db/password", "acme:variable:hidden"), codes.NotFound, 0},
-		"one not executable":    {as("bob"), batch("acme:variable:db/password"), codes.PermissionDenied, 0},
-		"not an id":             {as("alice"), batch("db/password"), codes.NotFound, 0},
-		"another account":       {as("alice"), batch("other:variable:db/password"), codes.NotFound, 0},
-		"nothing asked":         {as("alice"), batch(), codes.InvalidArgument, 0},
-		"owner reads all three": {admin, batch("acme:variable:db/password", "acme:variable:tls/cert", "acme:variable:hidden"), codes.OK, 3},
+		"all readable":        {as("alice"), batch("acme:variable:db/password", "acme:variable:tls/cert"), codes.OK, 2},
+		"duplicates collapse": {as("alice"), batch("acme:variable:db/password", "acme:variable:db/password"), codes.OK, 1},
+		"one without a value": {as("alice"), batch("acme:variable:db/password", "acme:variable:empty"), codes.NotFound, 0},
+		"one invisible":       {as("alice"), batch("acme:variable:db/password", "acme:variable:hidden"), codes.NotFound, 0},
+		"one not executable":  {as("bob"), batch("acme:variable:db/password"), codes.PermissionDenied, 0},
+		// Conjur checks execute on every variable found before it reports
+		// one missing.
+		"missing, then not executable": {as("bob"), batch("acme:variable:nope", "acme:variable:db/password"), codes.PermissionDenied, 0},
+		"not an id":                    {as("alice"), batch("db/password"), codes.NotFound, 0},
+		"another account":              {as("alice"), batch("other:variable:db/password"), codes.NotFound, 0},
+		"nothing asked":                {as("alice"), batch(), codes.InvalidArgument, 0},
+		"owner reads all three":        {admin, batch("acme:variable:db/password", "acme:variable:tls/cert", "acme:variable:hidden"), codes.OK, 3},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
