@@ -5,6 +5,9 @@ import (
 	"net/url"
 	"strings"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
 )
 
@@ -12,7 +15,16 @@ import (
 // with the form body jwt=<token>: the JWT (a Kubernetes service-account
 // token, say) is exchanged for an access token, JSON or, with
 // Accept-Encoding: base64, base64. Every refusal is 401 with an empty body,
-// as Conjur answers; the node's log and audit trail say which check failed.
+// as Conjur answers, except a host that exists but lacks authenticate on
+// the webservice, which is 403 with an empty body (Conjur's Forbidden); the
+// node's log and audit trail say which check failed.
+//
+// It serves POST /authn-k8s/{service_id}/{account}/{host}/authenticate too:
+// there Conjur expects the client certificate that inject_client_cert
+// issued, which sower does not build; sower takes the service-account token
+// as jwt= instead (run conjur-authn-k8s-client in authn-jwt mode, or
+// sower-authn-client). A request without jwt= is refused 401, as Conjur
+// refuses one without a certificate.
 func (h *Handler) authenticateJWT(w http.ResponseWriter, r *http.Request) {
 	body, ok := readBody(w, r)
 	if !ok {
@@ -27,6 +39,11 @@ func (h *Handler) authenticateJWT(w http.ResponseWriter, r *http.Request) {
 		ServiceId: r.PathValue("service_id"), Account: r.PathValue("account"),
 		Host: r.PathValue("host"), Jwt: strings.TrimSpace(form.Get("jwt")),
 	})
+	if status.Code(err) == codes.PermissionDenied {
+		// Conjur's Forbidden: 403 with an empty body.
+		w.WriteHeader(http.StatusForbidden)
+		return
+	}
 	if err != nil {
 		writeError(w, err)
 		return
