@@ -50,3 +50,13 @@ func (h *Handler) authenticateJWT(w http.ResponseWriter, r *http.Request) {
 	}
 	writeToken(w, r, resp.GetToken())
 }
+
+// injectClientCert is Conjur's POST /authn-k8s/{service_id}/inject_client_cert,
+// the first step of its certificate flow (a CSR; Conjur copies a client
+// certificate into the pod through pods/exec). sower does not build it: it
+// answers 501 saying which client mode to use instead.
+func (h *Handler) injectClientCert(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusNotImplemented, errorBody{Error: errorDetail{Code: "not_implemented",
+		Message: "sower does not issue Kubernetes client certificates (inject_client_cert); run the authenticator client in JWT mode: " +
+			"POST the pod's service-account token as jwt= to /authn-jwt/{service_id}/{account}/{host}/authenticate (or /authn-k8s/.../authenticate)"}})
+}
