@@ -345,15 +345,18 @@ func TestConjurClientAuthenticatesWithAJWT(t *testing.T) {
 	if err != nil || string(v) != "ssh-ed25519 AAAA" {
 		t.Fatalf("RetrieveSecret with a JWT: %q, %v\n%s", v, err, n.log)
 	}
-	tests := map[string]string{
-		"annotation mismatch":      key.sign(t, claims("build-42", "feature")),
-		"host without permission":  key.sign(t, claims("build-43", "main")),
-		"host that does not exist": key.sign(t, claims("build-99", "main")),
+	// A host without authenticate is Conjur's 403; other refusals 401.
+	tests := map[string]struct {
+		tok, want string
+	}{
+		"annotation mismatch":      {key.sign(t, claims("build-42", "feature")), "401"},
+		"host without permission":  {key.sign(t, claims("build-43", "main")), "403"},
+		"host that does not exist": {key.sign(t, claims("build-99", "main")), "401"},
 	}
-	for name, tok := range tests {
+	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if _, err := client(tok).RetrieveSecret("ci/deploy-key"); err == nil || !strings.Contains(err.Error(), "401") {
-				t.Fatalf("RetrieveSecret: %v, want a 401", err)
+			if _, err := client(tc.tok).RetrieveSecret("ci/deploy-key"); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("RetrieveSecret: %v, want a %s", err, tc.want)
 			}
 		})
 	}
