@@ -53,6 +53,9 @@ const (
 	ReasonWorkloadMismatch Reason = "workload_mismatch"
 	// ReasonNotPermitted: the identity lacks authenticate on the authenticator.
 	ReasonNotPermitted Reason = "not_permitted"
+	// ReasonNotEnabled: no authenticator is enabled for the service id (no
+	// webservice in the policy); Conjur answers 401, unlike not_permitted.
+	ReasonNotEnabled Reason = "not_enabled"
 	// ReasonRateLimited: too many recent failures for this identity.
 	ReasonRateLimited Reason = "rate_limited"
 	// ReasonUnavailable: a dependency (JWKS endpoint, Kubernetes API, key

@@ -222,6 +222,8 @@ func Authenticate(ctx context.Context, c Config, hc *http.Client) (*Token, error
 	case resp.StatusCode == http.StatusUnauthorized:
 		return nil, fmt.Errorf("%w: check that the policy enables the authenticator, that the host exists and holds authenticate on it, "+
 			"and that the token's audience and issuer are the service's (the server's log says which check failed)", ErrRefused)
+	case resp.StatusCode == http.StatusForbidden:
+		return nil, fmt.Errorf("authenticate at %s: 403: the host exists but lacks authenticate on the authenticator's webservice; permit it in the policy", redact(endpoint))
 	case resp.StatusCode != http.StatusOK:
 		return nil, fmt.Errorf("authenticate at %s: %s%s", redact(endpoint), resp.Status, errorMessage(body))
 	}

@@ -11,8 +11,10 @@
 //
 // A host states which workloads it stands for in one of two ways.
 //
-// In its id, under host/<HostPrefix>/ (by default
-// host/conjur/authn-k8s/<service-id>/apps/), in one of six forms:
+// In its id, wherever it is declared in the policy: as Conjur, the last three
+// parts of the id are one of six forms (host/conjur/authn-k8s/<id>/apps/shop/*/*,
+// host/team-a/shop/deployment/web). Its authenticate permission on the
+// webservice is what admits it.
 //
 //	<namespace>/*/*                        any workload in the namespace
 //	<namespace>/deployment/<name>          pods of a Deployment
@@ -31,9 +33,11 @@
 //
 // The namespace, pod and service account come from the token's
 // "kubernetes.io" claims. When a Kubernetes client is configured, the pod is
-// read from the API and must still exist with the token's pod uid; a
-// deployment, stateful set or deployment config is found by following the
-// pod's controller owner references (Pod → ReplicaSet → Deployment,
-// Pod → StatefulSet, Pod → ReplicationController → DeploymentConfig), each
-// object read and its uid checked against the reference.
+// read from the API and must still exist with the token's pod uid; then, as
+// Conjur does, every object the host names (service account, deployment,
+// stateful set, deployment config) is read and must exist, and the pod must
+// belong to it through its controller owner references (Pod → ReplicaSet →
+// Deployment, Pod → StatefulSet, Pod → ReplicationController →
+// DeploymentConfig), each object read and its uid checked against the
+// reference, the named object matched by name and uid.
 package k8s

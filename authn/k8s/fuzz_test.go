@@ -22,7 +22,7 @@ func FuzzApplicationIdentity(f *testing.F) {
 		if annName == "" {
 			ann = nil
 		}
-		id, err := k8s.ApplicationIdentity("prod", k8s.DefaultHostPrefix("prod"), hostID, ann)
+		id, err := k8s.ApplicationIdentity("prod", hostID, ann)
 		if err != nil {
 			if _, ok := err.(*authn.Refusal); !ok {
 				t.Fatalf("error %v (%T) is not a refusal", err, err)

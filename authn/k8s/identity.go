@@ -33,15 +33,18 @@ type resourceSpec struct {
 	controller bool
 	// actual returns the workload's value for this resource.
 	actual func(w Workload, c Controllers) string
+	// verify reads the named object from the Kubernetes API and checks that
+	// the pod belongs to it (nil for the namespace, which the token gives).
+	verify verifyFunc
 }
 
 var resourceSpecs = []resourceSpec{
 	{resource: Namespace, annotation: "namespace", actual: func(w Workload, _ Controllers) string { return w.Namespace }},
-	{resource: Deployment, annotation: "deployment", controller: true, actual: func(_ Workload, c Controllers) string { return c.Deployment }},
-	{resource: DeploymentConfig, annotation: "deployment-config", controller: true, actual: func(_ Workload, c Controllers) string { return c.DeploymentConfig }},
-	{resource: StatefulSet, annotation: "stateful-set", controller: true, actual: func(_ Workload, c Controllers) string { return c.StatefulSet }},
-	{resource: Pod, annotation: "pod", actual: func(w Workload, _ Controllers) string { return w.Pod }},
-	{resource: ServiceAccount, annotation: "service-account", actual: func(w Workload, _ Controllers) string { return w.ServiceAccount }},
+	{resource: Deployment, annotation: "deployment", controller: true, verify: verifyDeployment, actual: func(_ Workload, c Controllers) string { return c.Deployment }},
+	{resource: DeploymentConfig, annotation: "deployment-config", controller: true, verify: verifyDeploymentConfig, actual: func(_ Workload, c Controllers) string { return c.DeploymentConfig }},
+	{resource: StatefulSet, annotation: "stateful-set", controller: true, verify: verifyStatefulSet, actual: func(_ Workload, c Controllers) string { return c.StatefulSet }},
+	{resource: Pod, annotation: "pod", verify: verifyPod, actual: func(w Workload, _ Controllers) string { return w.Pod }},
+	{resource: ServiceAccount, annotation: "service-account", verify: verifyServiceAccount, actual: func(w Workload, _ Controllers) string { return w.ServiceAccount }},
 }
 
 func specOf(r Resource) (resourceSpec, bool) {
@@ -92,22 +95,22 @@ func (id AppIdentity) String() string {
 	return id.Namespace + "/" + strings.Join(parts, ",")
 }
 
-// DefaultHostPrefix returns the policy path under which hosts of a service
-// use the host-id form: "conjur/authn-k8s/<service-id>/apps".
-func DefaultHostPrefix(serviceID string) string { return "conjur/authn-k8s/" + serviceID + "/apps" }
-
-// ParseHostID reads the host-id form. hostID is a role login
-// ("host/conjur/authn-k8s/prod/apps/shop/deployment/web"); prefix is the
-// policy path the hosts live under (DefaultHostPrefix).
-func ParseHostID(prefix, hostID string) (AppIdentity, error) {
-	want := "host/" + strings.Trim(prefix, "/") + "/"
-	rest, ok := strings.CutPrefix(hostID, want)
-	if !ok {
-		return AppIdentity{}, authn.Refuse(authn.ReasonInvalidHostID, "host %q is not under %s and has no authn-k8s annotations", hostID, want)
+// ParseHostID reads the host-id form, as Conjur does: the last three parts
+// of the host's id, wherever in the policy it is declared, are
+// <namespace>/<resource>/<name> or <namespace>/*/*. So
+// "host/conjur/authn-k8s/prod/apps/shop/deployment/web",
+// "host/team-a/shop/deployment/web" and "host/shop/*/*" all name pods of
+// namespace shop; what lets a host authenticate is its authenticate
+// permission on the webservice, checked before this. hostID is a role login
+// ("host/...").
+func ParseHostID(hostID string) (AppIdentity, error) {
+	parts := strings.Split(strings.TrimPrefix(hostID, "host/"), "/")
+	if len(parts) < 3 {
+		return AppIdentity{}, authn.Refuse(authn.ReasonInvalidHostID, "host %q has no authn-k8s annotations and its id does not end in <namespace>/<resource>/<name> or <namespace>/*/*", hostID)
 	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 3 || parts[0] == "" || parts[0] == "*" {
-		return AppIdentity{}, authn.Refuse(authn.ReasonInvalidHostID, "host %q: want %s<namespace>/<resource>/<name> or %s<namespace>/*/*", hostID, want, want)
+	parts = parts[len(parts)-3:]
+	if parts[0] == "" || parts[0] == "*" {
+		return AppIdentity{}, authn.Refuse(authn.ReasonInvalidHostID, "host %q: the part before <resource>/<name> must be a namespace, not %q", hostID, parts[0])
 	}
 	id := AppIdentity{Namespace: parts[0], Constraints: map[Resource]string{}}
 	kind, name := parts[1], parts[2]
@@ -186,12 +189,12 @@ func IdentityFromAnnotations(serviceID string, annotations map[string]string) (i
 
 // ApplicationIdentity returns what a host requires: from its annotations when
 // it has authn-k8s constraint annotations, otherwise from its id.
-func ApplicationIdentity(serviceID, prefix, hostID string, annotations map[string]string) (AppIdentity, error) {
+func ApplicationIdentity(serviceID, hostID string, annotations map[string]string) (AppIdentity, error) {
 	id, ok, err := IdentityFromAnnotations(serviceID, annotations)
 	if err != nil || ok {
 		return id, err
 	}
-	return ParseHostID(prefix, hostID)
+	return ParseHostID(hostID)
 }
 
 // Check compares the identity with the workload and its controllers and

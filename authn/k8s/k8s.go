@@ -23,7 +23,8 @@ var (
 )
 
 // Hosts is what the authenticator needs from the policy. hostID is a role
-// login ("host/conjur/authn-k8s/prod/apps/shop/*/*").
+// login ("host/conjur/authn-k8s/prod/apps/shop/*/*", or any host of the
+// policy: "host/team-a/shop/deployment/web").
 type Hosts interface {
 	// Annotations returns the host's annotations, or an error matching
 	// ErrUnknownHost.
@@ -40,12 +41,11 @@ type Config struct {
 	// JWT verifies the tokens (settings from the service's variables).
 	JWT   *jwt.Authenticator
 	Hosts Hosts
-	// Kube reads pods and their owners. Without it, the pod is not checked
-	// against the API and hosts that name a controller are refused.
+	// Kube reads pods, the objects hosts name and the owner chains between
+	// them. Without it, nothing is read: the pod, a named pod or service
+	// account are taken from the token alone, and hosts that name a
+	// controller are refused.
 	Kube kubernetes.Interface
-	// HostPrefix is where hosts in the host-id form live
-	// (default DefaultHostPrefix(ServiceID)).
-	HostPrefix string
 	// Webservice is the resource hosts need authenticate on
 	// (default "conjur/authn-k8s/<ServiceID>").
 	Webservice string
@@ -73,9 +73,6 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 		return nil, ErrJWTRequired
 	case cfg.Hosts == nil:
 		return nil, ErrHostsRequired
-	}
-	if cfg.HostPrefix == "" {
-		cfg.HostPrefix = DefaultHostPrefix(cfg.ServiceID)
 	}
 	if cfg.Webservice == "" {
 		cfg.Webservice = "conjur/authn-k8s/" + cfg.ServiceID
@@ -107,11 +104,12 @@ type Result struct {
 
 // Authenticate runs every check and returns the host, a refusal (matching
 // authn.ErrUnauthenticated; authn.ReasonOf says which check failed), or an
-// error from Hosts (for the server to answer 5xx). The checks: the token
-// (authn/jwt), the host it names, that the host exists and may
-// authenticate, the host's application identity, the token's workload
-// against it, and through the Kubernetes API that the pod still exists and
-// which controllers own it.
+// error from Hosts (for the server to answer 5xx). The checks, in Conjur's
+// order: the token (authn/jwt), the host it names, that the host exists and
+// may authenticate (a refusal with authn.ReasonNotPermitted, which Conjur
+// answers 403), the host's application identity, the token's workload
+// against it, and through the Kubernetes API that the pod still exists,
+// that each object the host names exists, and that the pod belongs to it.
 func (a *Authenticator) Authenticate(ctx context.Context, req Request) (*Result, error) {
 	claims, err := a.cfg.JWT.Verify(ctx, req.Token)
 	if err != nil {
@@ -139,7 +137,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, req Request) (*Result,
 	if !ok {
 		return nil, authn.Refuse(authn.ReasonNotPermitted, "host %q lacks authenticate on webservice %s", hostID, a.cfg.Webservice)
 	}
-	id, err := ApplicationIdentity(a.cfg.ServiceID, a.cfg.HostPrefix, hostID, ann)
+	id, err := ApplicationIdentity(a.cfg.ServiceID, hostID, ann)
 	if err != nil {
 		return nil, err
 	}
@@ -151,18 +149,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, req Request) (*Result,
 	if a.cfg.Kube != nil {
 		actx, cancel := context.WithTimeout(ctx, a.apiTimeout)
 		defer cancel()
-		r := Resolver{Client: a.cfg.Kube}
-		owner, err := r.CheckPod(actx, w)
-		if err != nil {
+		if ctl, err = (Resolver{Client: a.cfg.Kube}).Verify(actx, w, id); err != nil {
 			return nil, err
 		}
-		if id.NeedsController() {
-			if ctl, err = r.Controllers(actx, w.Namespace, owner); err != nil {
-				return nil, err
-			}
-		}
 	} else if id.NeedsController() {
-		return nil, authn.Refuse(authn.ReasonUnavailable, "host %q names a controller but no Kubernetes API is configured to resolve it", hostID)
+		return nil, authn.Refuse(authn.ReasonUnavailable, "host %q names a controller but no Kubernetes API is configured to read it", hostID)
 	}
 	if err := id.Check(w, ctl); err != nil {
 		return nil, err

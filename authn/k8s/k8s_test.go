@@ -2,14 +2,19 @@ package k8s_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,23 +49,40 @@ var (
 	// A pod that was deleted, and one replaced by a pod of the same name.
 	gonePod     = jwttest.Pod{Namespace: "shop", Name: "web-7d9c8b-gone1", UID: uid(50), ServiceAccount: "web", ServiceAccountUID: uid(101)}
 	replacedPod = jwttest.Pod{Namespace: "shop", Name: "web-7d9c8b-x2x4z", UID: uid(51), ServiceAccount: "web", ServiceAccountUID: uid(101)}
+	// Pods whose named object is gone or was replaced: service account
+	// "batch" deleted; "rotated" deleted and created again (new uid);
+	// DeploymentConfig "orphan" deleted (its replication controller
+	// remains); Deployment "gone" deleted (its replica set remains); and a
+	// pod of an earlier Deployment "web", deleted and created again.
+	batchPod   = jwttest.Pod{Namespace: "shop", Name: "batch-x7k2p", UID: uid(20), ServiceAccount: "batch", ServiceAccountUID: uid(104)}
+	rotatedPod = jwttest.Pod{Namespace: "shop", Name: "rotated-m3n4b", UID: uid(21), ServiceAccount: "rotated", ServiceAccountUID: uid(105)}
+	orphanPod  = jwttest.Pod{Namespace: "ops", Name: "orphan-2-h7d4s", UID: uid(22), ServiceAccount: "default", ServiceAccountUID: uid(103)}
+	goneDPod   = jwttest.Pod{Namespace: "shop", Name: "gone-5c4b3a-r2d2q", UID: uid(25), ServiceAccount: "web", ServiceAccountUID: uid(101)}
+	oldWebPod  = jwttest.Pod{Namespace: "shop", Name: "old-5b6c7d-k1l2m", UID: uid(29), ServiceAccount: "web", ServiceAccountUID: uid(101)}
 )
 
-// kubeAPI serves the Kubernetes objects of testdata/kube at their API paths,
-// as a kube-apiserver would, and 404 Status objects for anything else.
+// kubeAPI serves the Kubernetes objects of testdata/kube at their API paths
+// over TLS, as a kube-apiserver would (core, apps and OpenShift's
+// apps.openshift.io groups), and 404 Status objects for anything else. It
+// records the paths it was asked for.
 type kubeAPI struct {
 	*httptest.Server
 	requests atomic.Int64
 	fail     atomic.Bool
+	mu       sync.Mutex
+	paths    []string
 }
 
-var apiPath = regexp.MustCompile(`^/(?:api/v1|apis/apps/v1)/namespaces/([a-z0-9-]+)/([a-z]+)/([a-z0-9-]+)$`)
+var apiPath = regexp.MustCompile(`^/(?:api/v1|apis/apps/v1|apis/apps\.openshift\.io/v1)/namespaces/([a-z0-9-]+)/([a-z]+)/([a-z0-9-]+)$`)
 
 func newKubeAPI(t testing.TB) (*kubeAPI, kubernetes.Interface) {
 	t.Helper()
 	k := &kubeAPI{}
-	k.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	k.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		k.requests.Add(1)
+		k.mu.Lock()
+		k.paths = append(k.paths, r.Method+" "+r.URL.Path)
+		k.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		if k.fail.Load() {
 			w.WriteHeader(http.StatusInternalServerError)
@@ -81,7 +103,9 @@ func newKubeAPI(t testing.TB) (*kubeAPI, kubernetes.Interface) {
 		}
 		_ = json.NewEncoder(w).Encode(status(404, "NotFound", fmt.Sprintf("%q not found", name)))
 	}))
-	transport := &http.Transport{}
+	k.Config.ErrorLog = log.New(io.Discard, "", 0)
+	k.StartTLS()
+	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: k.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, MinVersion: tls.VersionTLS12}}
 	t.Cleanup(func() {
 		transport.CloseIdleConnections()
 		k.Close()
@@ -91,6 +115,15 @@ func newKubeAPI(t testing.TB) (*kubeAPI, kubernetes.Interface) {
 		t.Fatal(err)
 	}
 	return k, cs
+}
+
+// asked returns the requests since the last call.
+func (k *kubeAPI) asked() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p := k.paths
+	k.paths = nil
+	return p
 }
 
 func status(code int, reason, msg string) map[string]any {
@@ -137,9 +170,16 @@ func policy() *hosts {
 		"shop/pod/web-7d9c8b-x2x4z", "shop/service_account/web", "shop/deployment/api", "shop/stateful_set/web",
 		"shop/service_account/db", "shop/pod/other", "other/*/*", "shop/deployment_config/legacy",
 		"shop/replica_set/web-7d9c8b", "shop/deployment/*", "shop/*/web", "shop/*/*/extra",
+		"shop/service_account/batch", "shop/service_account/rotated", "ops/deployment_config/orphan", "shop/deployment/gone",
 	} {
 		add(apps+id, nil, true)
 	}
+	// Hosts elsewhere in the policy: Conjur reads the last three parts.
+	for _, id := range []string{"shop/*/*", "team-a/shop/deployment/web", "team-a/ops/deployment_config/legacy", "shop/stateful_set/db", "web", "team-a/web"} {
+		add("host/"+id, nil, true)
+	}
+	add("host/team-b/shop/*/*", nil, false)
+	add("host/annotated/orphan", map[string]string{"authn-k8s/namespace": "ops", "authn-k8s/deployment-config": "orphan"}, true)
 	add(apps+"shop/deployment/no-permission", nil, false)
 	add("host/annotated/web", map[string]string{"authn-k8s/namespace": "shop", "authn-k8s/deployment": "web", "authn-k8s/service-account": "web"}, true)
 	add("host/annotated/db", map[string]string{"authn-k8s/namespace": "shop", "authn-k8s/prod/stateful-set": "db", "authn-k8s/authentication-container-name": "authenticator"}, true)
@@ -376,29 +416,6 @@ func TestWithoutKubernetesAPI(t *testing.T) {
 	}
 }
 
-func TestAPICallsOnlyWhenNeeded(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t, jwt.Settings{}, true)
-	ctx := context.Background()
-	if _, err := f.auth.Authenticate(ctx, k8s.Request{Token: f.token(t, webPod, nil), Host: apps + "shop/*/*"}); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.kube.requests.Load(); got != 1 {
-		t.Fatalf("namespace form made %d API requests, want 1 (the pod)", got)
-	}
-	if _, err := f.auth.Authenticate(ctx, k8s.Request{Token: f.token(t, webPod, nil), Host: apps + "shop/deployment/web"}); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.kube.requests.Load(); got != 4 {
-		t.Fatalf("deployment form made %d API requests in all, want 4 (pod; pod, replica set, deployment)", got)
-	}
-	// A namespace mismatch is refused before the API is asked.
-	_, _ = f.auth.Authenticate(ctx, k8s.Request{Token: f.token(t, webPod, nil), Host: apps + "other/*/*"})
-	if got := f.kube.requests.Load(); got != 4 {
-		t.Fatalf("a refused namespace asked the API: %d requests", got)
-	}
-}
-
 func TestHostsError(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, jwt.Settings{}, true)
@@ -461,5 +478,123 @@ func TestNew(t *testing.T) {
 				t.Fatalf("New = %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestNamedObjectMustExist: the object a host names is read from the API,
+// as Conjur does, and a login is refused when it is gone, or was deleted
+// and created again under the same name (its uid differs from what the
+// token or the owner chain references), even though the pod still runs.
+func TestNamedObjectMustExist(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, jwt.Settings{}, true)
+	tests := map[string]struct {
+		pod    jwttest.Pod
+		host   string
+		detail string
+	}{
+		"service account deleted":              {batchPod, apps + "shop/service_account/batch", "service account shop/batch does not exist"},
+		"service account replaced":             {rotatedPod, apps + "shop/service_account/rotated", "service account was replaced"},
+		"deployment config deleted":            {orphanPod, apps + "ops/deployment_config/orphan", "deployment config ops/orphan does not exist"},
+		"deployment config deleted, annotated": {orphanPod, "host/annotated/orphan", "deployment config ops/orphan does not exist"},
+		"deployment deleted":                   {goneDPod, apps + "shop/deployment/gone", "deployment shop/gone does not exist"},
+		"deployment replaced":                  {oldWebPod, apps + "shop/deployment/web", "the host names shop/web"},
+		"stateful set never existed":           {webPod, apps + "shop/stateful_set/web", "stateful set shop/web does not exist"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := f.auth.Authenticate(context.Background(), k8s.Request{Token: f.token(t, tc.pod, nil), Host: tc.host})
+			if !authn.IsReason(err, authn.ReasonWorkloadMismatch) {
+				t.Fatalf("Authenticate = %v (%s), want workload_mismatch", err, reasonOf(err))
+			}
+			if _, d := authn.ReasonOf(err); !strings.Contains(d, tc.detail) {
+				t.Fatalf("detail %q does not say %q", d, tc.detail)
+			}
+		})
+	}
+	// The same pods authenticate as hosts that do not name the missing
+	// object: the namespace form reads only the pod, as Conjur does.
+	for _, p := range []jwttest.Pod{batchPod, goneDPod} {
+		if _, err := f.auth.Authenticate(context.Background(), k8s.Request{Token: f.token(t, p, nil), Host: apps + "shop/*/*"}); err != nil {
+			t.Fatalf("%s as shop/*/*: %v (%s)", p.Name, err, reasonOf(err))
+		}
+	}
+}
+
+// TestHostIDsAnywhereInPolicy: the last three parts of a host id are its
+// namespace, resource and name wherever the host is declared; a host
+// permitted authenticate on the webservice logs in, one that is not is
+// refused with not_permitted, and an id too short to hold the three parts
+// is invalid.
+func TestHostIDsAnywhereInPolicy(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, jwt.Settings{}, true)
+	tests := map[string]struct {
+		pod    jwttest.Pod
+		host   string
+		reason authn.Reason // "" for success
+	}{
+		"under root":                        {pod: webPod, host: "host/shop/*/*"},
+		"under another policy":              {pod: webPod, host: "host/team-a/shop/deployment/web"},
+		"deployment config, other policy":   {pod: legacyPod, host: "team-a/ops/deployment_config/legacy"},
+		"stateful set under root":           {pod: dbPod, host: "host/shop/stateful_set/db"},
+		"without authenticate":              {pod: webPod, host: "host/team-b/shop/*/*", reason: authn.ReasonNotPermitted},
+		"other pod, other policy":           {pod: dbPod, host: "host/team-a/shop/deployment/web", reason: authn.ReasonWorkloadMismatch},
+		"one part":                          {pod: webPod, host: "host/web", reason: authn.ReasonInvalidHostID},
+		"two parts":                         {pod: webPod, host: "host/team-a/web", reason: authn.ReasonInvalidHostID},
+		"not a namespace before the kind":   {pod: webPod, host: apps + "shop/*/*/extra", reason: authn.ReasonInvalidHostID},
+		"last three parts name no resource": {pod: webPod, host: apps + "shop/replica_set/web-7d9c8b", reason: authn.ReasonInvalidHostID},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			res, err := f.auth.Authenticate(context.Background(), k8s.Request{Token: f.token(t, tc.pod, nil), Host: tc.host})
+			if tc.reason == "" {
+				if err != nil {
+					t.Fatalf("Authenticate = %v (%s)", err, reasonOf(err))
+				}
+				if want := "host/" + strings.TrimPrefix(tc.host, "host/"); res.HostID != want {
+					t.Fatalf("HostID = %q, want %q", res.HostID, want)
+				}
+				return
+			}
+			if !authn.IsReason(err, tc.reason) {
+				t.Fatalf("Authenticate = %v (%s), want %s", err, reasonOf(err), tc.reason)
+			}
+		})
+	}
+}
+
+// TestWhatIsAskedOfTheAPI pins, per host form, the GETs the authenticator
+// makes (the list docs/authn.md gives for RBAC): only get, only on the
+// objects on the way from the pod to the object the host names.
+func TestWhatIsAskedOfTheAPI(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, jwt.Settings{}, true)
+	const core, apps1, oc = "GET /api/v1/namespaces/", "GET /apis/apps/v1/namespaces/", "GET /apis/apps.openshift.io/v1/namespaces/"
+	tests := []struct {
+		pod  jwttest.Pod
+		host string
+		want []string
+	}{
+		{webPod, apps + "shop/*/*", []string{core + "shop/pods/web-7d9c8b-x2x4z"}},
+		{webPod, apps + "shop/pod/web-7d9c8b-x2x4z", []string{core + "shop/pods/web-7d9c8b-x2x4z"}},
+		{webPod, apps + "shop/service_account/web", []string{core + "shop/pods/web-7d9c8b-x2x4z", core + "shop/serviceaccounts/web"}},
+		{webPod, apps + "shop/deployment/web", []string{core + "shop/pods/web-7d9c8b-x2x4z", apps1 + "shop/deployments/web", apps1 + "shop/replicasets/web-7d9c8b"}},
+		{dbPod, apps + "shop/stateful_set/db", []string{core + "shop/pods/db-0", apps1 + "shop/statefulsets/db"}},
+		{legacyPod, apps + "ops/deployment_config/legacy", []string{core + "ops/pods/legacy-3-k2v9p", oc + "ops/deploymentconfigs/legacy", core + "ops/replicationcontrollers/legacy-3"}},
+		// Annotations: each named object in the table's order.
+		{webPod, "host/annotated/web", []string{core + "shop/pods/web-7d9c8b-x2x4z", apps1 + "shop/deployments/web", apps1 + "shop/replicasets/web-7d9c8b", core + "shop/serviceaccounts/web"}},
+		// A namespace mismatch is refused before the API is asked.
+		{webPod, apps + "other/*/*", nil},
+	}
+	// One at a time: the fake's request log is shared.
+	for _, tc := range tests {
+		f.kube.asked()
+		_, _ = f.auth.Authenticate(context.Background(), k8s.Request{Token: f.token(t, tc.pod, nil), Host: tc.host})
+		if got := f.kube.asked(); !slices.Equal(got, tc.want) {
+			t.Errorf("%s asked\n  %q\nwant\n  %q", tc.host, got, tc.want)
+		}
 	}
 }

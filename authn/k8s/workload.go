@@ -2,11 +2,12 @@ package k8s
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sowerproject/sower/authn"
@@ -58,8 +59,8 @@ func WorkloadFromClaims(c *jwt.Claims) (Workload, error) {
 	return w, nil
 }
 
-// Controllers are the controllers found on a pod's owner chain; each is
-// empty when the pod has no such controller.
+// Controllers are the controllers the pod was shown to belong to, on the
+// way to the object its host names; each is empty when not on that way.
 type Controllers struct {
 	ReplicaSet            string
 	Deployment            string
@@ -68,15 +69,42 @@ type Controllers struct {
 	DeploymentConfig      string
 }
 
-// Resolver reads pods and their owner chains from the Kubernetes API.
+// Resolver reads, from the Kubernetes API, the pod a token is bound to, the
+// objects a host names and the owner chain between them. It needs only get
+// on pods, serviceaccounts, replicasets, deployments, statefulsets,
+// replicationcontrollers and (OpenShift) apps.openshift.io deploymentconfigs.
 type Resolver struct {
 	Client kubernetes.Interface
 }
 
-// CheckPod reads the workload's pod and checks that it still exists with the
-// token's pod uid and service account. It returns the pod's controller owner
-// reference, if any.
-func (r Resolver) CheckPod(ctx context.Context, w Workload) (*metav1.OwnerReference, error) {
+// Verify checks through the API that the workload is one the identity
+// admits, as Conjur does: the pod exists with the token's uid and service
+// account, every object the identity names exists (a missing one refuses the
+// login), and the pod belongs to it by the controller owner references, each
+// object on the way read and its uid checked against the reference. It
+// returns the controllers found.
+func (r Resolver) Verify(ctx context.Context, w Workload, id AppIdentity) (Controllers, error) {
+	var c Controllers
+	pod, err := r.pod(ctx, w)
+	if err != nil {
+		return c, err
+	}
+	for _, s := range resourceSpecs {
+		name, ok := id.Constraints[s.resource]
+		if !ok || s.verify == nil {
+			continue
+		}
+		if err := s.verify(ctx, r, pod, w, name, &c); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// pod reads the workload's pod: it must still exist with the token's pod
+// uid (a pod replaced under the same name is refused, which Conjur does not
+// check) and run as the token's service account.
+func (r Resolver) pod(ctx context.Context, w Workload) (*corev1.Pod, error) {
 	pod, err := r.Client.CoreV1().Pods(w.Namespace).Get(ctx, w.Pod, metav1.GetOptions{})
 	if err != nil {
 		return nil, apiRefusal(err, "pod %s/%s", w.Namespace, w.Pod)
@@ -87,70 +115,172 @@ func (r Resolver) CheckPod(ctx context.Context, w Workload) (*metav1.OwnerRefere
 	if sa := pod.Spec.ServiceAccountName; sa != "" && sa != w.ServiceAccount {
 		return nil, authn.Refuse(authn.ReasonWorkloadMismatch, "pod %s/%s runs as service account %q, the token is for %q", w.Namespace, w.Pod, sa, w.ServiceAccount)
 	}
-	return metav1.GetControllerOf(pod), nil
+	return pod, nil
 }
 
-// Controllers follows the pod's controller owner references. Every object on
-// the chain is read, and its uid must be the one its dependent references.
-func (r Resolver) Controllers(ctx context.Context, namespace string, owner *metav1.OwnerReference) (Controllers, error) {
-	var c Controllers
-	if owner == nil {
-		return c, nil
+// verifyFunc checks that pod belongs to the object of one resource named
+// name, reading what it needs, and records the controllers it passes.
+type verifyFunc func(ctx context.Context, r Resolver, pod *corev1.Pod, w Workload, name string, c *Controllers) error
+
+// verifyPod: the pod read is the token's; the host must name it.
+func verifyPod(_ context.Context, _ Resolver, pod *corev1.Pod, _ Workload, name string, _ *Controllers) error {
+	if pod.Name != name {
+		return authn.Refuse(authn.ReasonWorkloadMismatch, "host requires pod %q, the token is for pod %s/%s", name, pod.Namespace, pod.Name)
 	}
-	check := func(kind, name string, got, want types.UID) error {
-		if got != want {
-			return authn.Refuse(authn.ReasonWorkloadMismatch, "%s %s/%s has uid %s, its dependent references %s", kind, namespace, name, got, want)
-		}
-		return nil
+	return nil
+}
+
+// verifyServiceAccount reads the service account: it must exist, be the one
+// the token was issued for (same uid, so one deleted and created again
+// under the same name does not accept old tokens), and be the pod's.
+func verifyServiceAccount(ctx context.Context, r Resolver, pod *corev1.Pod, w Workload, name string, _ *Controllers) error {
+	sa, err := r.Client.CoreV1().ServiceAccounts(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return apiRefusal(err, "service account %s/%s", pod.Namespace, name)
 	}
-	switch owner.Kind {
-	case "ReplicaSet":
-		rs, err := r.Client.AppsV1().ReplicaSets(namespace).Get(ctx, owner.Name, metav1.GetOptions{})
-		if err != nil {
-			return c, apiRefusal(err, "replica set %s/%s", namespace, owner.Name)
-		}
-		if err := check("replica set", rs.Name, rs.UID, owner.UID); err != nil {
-			return c, err
-		}
-		c.ReplicaSet = rs.Name
-		ref := metav1.GetControllerOf(rs)
-		if ref == nil || ref.Kind != "Deployment" {
-			return c, nil
-		}
-		d, err := r.Client.AppsV1().Deployments(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			return c, apiRefusal(err, "deployment %s/%s", namespace, ref.Name)
-		}
-		if err := check("deployment", d.Name, d.UID, ref.UID); err != nil {
-			return c, err
-		}
-		c.Deployment = d.Name
-	case "StatefulSet":
-		s, err := r.Client.AppsV1().StatefulSets(namespace).Get(ctx, owner.Name, metav1.GetOptions{})
-		if err != nil {
-			return c, apiRefusal(err, "stateful set %s/%s", namespace, owner.Name)
-		}
-		if err := check("stateful set", s.Name, s.UID, owner.UID); err != nil {
-			return c, err
-		}
-		c.StatefulSet = s.Name
-	case "ReplicationController":
-		rc, err := r.Client.CoreV1().ReplicationControllers(namespace).Get(ctx, owner.Name, metav1.GetOptions{})
-		if err != nil {
-			return c, apiRefusal(err, "replication controller %s/%s", namespace, owner.Name)
-		}
-		if err := check("replication controller", rc.Name, rc.UID, owner.UID); err != nil {
-			return c, err
-		}
-		c.ReplicationController = rc.Name
-		// The DeploymentConfig is an OpenShift type client-go does not know;
-		// the controller reference on the replication controller, read from
-		// the API, names it.
-		if ref := metav1.GetControllerOf(rc); ref != nil && ref.Kind == "DeploymentConfig" {
-			c.DeploymentConfig = ref.Name
-		}
+	if string(sa.UID) != w.ServiceAccountUID {
+		return authn.Refuse(authn.ReasonWorkloadMismatch, "service account %s/%s has uid %s, the token was issued for uid %s (service account was replaced)", pod.Namespace, name, sa.UID, w.ServiceAccountUID)
 	}
-	return c, nil
+	if got := pod.Spec.ServiceAccountName; got != name {
+		return authn.Refuse(authn.ReasonWorkloadMismatch, "host requires service account %q, but pod %s/%s runs as %q", name, pod.Namespace, pod.Name, got)
+	}
+	return nil
+}
+
+// verifyDeployment: Pod → ReplicaSet → the named Deployment.
+func verifyDeployment(ctx context.Context, r Resolver, pod *corev1.Pod, _ Workload, name string, c *Controllers) error {
+	ns := pod.Namespace
+	d, err := r.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return apiRefusal(err, "deployment %s/%s", ns, name)
+	}
+	ref, err := controllerRef(pod.ObjectMeta, "pod", "ReplicaSet", "deployment", name)
+	if err != nil {
+		return err
+	}
+	rs, err := r.Client.AppsV1().ReplicaSets(ns).Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return apiRefusal(err, "replica set %s/%s (owner of pod %s)", ns, ref.Name, pod.Name)
+	}
+	if err := sameUID("replica set", rs.ObjectMeta, ref); err != nil {
+		return err
+	}
+	c.ReplicaSet = rs.Name
+	top, err := controllerRef(rs.ObjectMeta, "replica set", "Deployment", "deployment", name)
+	if err != nil {
+		return err
+	}
+	if err := isNamed("deployment", d.ObjectMeta, top); err != nil {
+		return err
+	}
+	c.Deployment = d.Name
+	return nil
+}
+
+// verifyStatefulSet: Pod → the named StatefulSet.
+func verifyStatefulSet(ctx context.Context, r Resolver, pod *corev1.Pod, _ Workload, name string, c *Controllers) error {
+	s, err := r.Client.AppsV1().StatefulSets(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return apiRefusal(err, "stateful set %s/%s", pod.Namespace, name)
+	}
+	ref, err := controllerRef(pod.ObjectMeta, "pod", "StatefulSet", "stateful set", name)
+	if err != nil {
+		return err
+	}
+	if err := isNamed("stateful set", s.ObjectMeta, ref); err != nil {
+		return err
+	}
+	c.StatefulSet = s.Name
+	return nil
+}
+
+// verifyDeploymentConfig: Pod → ReplicationController → the named
+// DeploymentConfig, read from OpenShift's apps.openshift.io/v1 API (a type
+// client-go does not know, so only its metadata is decoded).
+func verifyDeploymentConfig(ctx context.Context, r Resolver, pod *corev1.Pod, _ Workload, name string, c *Controllers) error {
+	ns := pod.Namespace
+	dc, err := r.deploymentConfig(ctx, ns, name)
+	if err != nil {
+		return err
+	}
+	ref, err := controllerRef(pod.ObjectMeta, "pod", "ReplicationController", "deployment config", name)
+	if err != nil {
+		return err
+	}
+	rc, err := r.Client.CoreV1().ReplicationControllers(ns).Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return apiRefusal(err, "replication controller %s/%s (owner of pod %s)", ns, ref.Name, pod.Name)
+	}
+	if err := sameUID("replication controller", rc.ObjectMeta, ref); err != nil {
+		return err
+	}
+	c.ReplicationController = rc.Name
+	top, err := controllerRef(rc.ObjectMeta, "replication controller", "DeploymentConfig", "deployment config", name)
+	if err != nil {
+		return err
+	}
+	if err := isNamed("deployment config", dc.ObjectMeta, top); err != nil {
+		return err
+	}
+	c.DeploymentConfig = dc.Name
+	return nil
+}
+
+// deploymentConfigPath is where OpenShift serves DeploymentConfigs.
+const deploymentConfigPath = "/apis/apps.openshift.io/v1/namespaces"
+
+// maxObjectSize bounds an object read by raw path (a DeploymentConfig).
+const maxObjectSize = 1 << 20
+
+func (r Resolver) deploymentConfig(ctx context.Context, ns, name string) (*metav1.PartialObjectMetadata, error) {
+	d := r.Client.Discovery()
+	if d == nil || d.RESTClient() == nil {
+		return nil, authn.Refuse(authn.ReasonUnavailable, "the Kubernetes client cannot read deployment configs (no REST client)")
+	}
+	raw, err := d.RESTClient().Get().AbsPath(deploymentConfigPath, ns, "deploymentconfigs", name).
+		SetHeader("Accept", "application/json").DoRaw(ctx)
+	if err != nil {
+		return nil, apiRefusal(err, "deployment config %s/%s", ns, name)
+	}
+	if len(raw) > maxObjectSize {
+		return nil, authn.Refuse(authn.ReasonUnavailable, "deployment config %s/%s: answer larger than %d bytes", ns, name, maxObjectSize)
+	}
+	var dc metav1.PartialObjectMetadata
+	if err := json.Unmarshal(raw, &dc); err != nil || dc.Kind != "DeploymentConfig" || dc.Name != name {
+		return nil, authn.Refuse(authn.ReasonUnavailable, "deployment config %s/%s: the API answered something else (kind %q, name %q, %v)", ns, name, dc.Kind, dc.Name, err)
+	}
+	return &dc, nil
+}
+
+// controllerRef returns obj's controller owner reference, which must be of
+// kind; otherwise obj cannot belong to the named object.
+func controllerRef(obj metav1.ObjectMeta, what, kind, named, name string) (*metav1.OwnerReference, error) {
+	ref := metav1.GetControllerOfNoCopy(&obj)
+	switch {
+	case ref == nil:
+		return nil, authn.Refuse(authn.ReasonWorkloadMismatch, "host requires %s %q, but %s %s/%s has no controller", named, name, what, obj.Namespace, obj.Name)
+	case ref.Kind != kind:
+		return nil, authn.Refuse(authn.ReasonWorkloadMismatch, "host requires %s %q, but %s %s/%s is controlled by %s %q, not a %s", named, name, what, obj.Namespace, obj.Name, ref.Kind, ref.Name, kind)
+	}
+	return ref, nil
+}
+
+// sameUID checks that an object read by its dependent's reference is the
+// object referenced, not one created since under the same name.
+func sameUID(what string, obj metav1.ObjectMeta, ref *metav1.OwnerReference) error {
+	if obj.UID != ref.UID {
+		return authn.Refuse(authn.ReasonWorkloadMismatch, "%s %s/%s has uid %s, its dependent references %s", what, obj.Namespace, obj.Name, obj.UID, ref.UID)
+	}
+	return nil
+}
+
+// isNamed checks that the end of the owner chain is the named object (read
+// by its name) by name and uid.
+func isNamed(what string, named metav1.ObjectMeta, ref *metav1.OwnerReference) error {
+	if ref.Name != named.Name || ref.UID != named.UID {
+		return authn.Refuse(authn.ReasonWorkloadMismatch, "the pod belongs to %s %q (uid %s), the host names %s/%s (uid %s)", what, ref.Name, ref.UID, named.Namespace, named.Name, named.UID)
+	}
+	return nil
 }
 
 // apiRefusal turns a Kubernetes API error into a refusal: a missing object

@@ -274,7 +274,7 @@ type kubeAPI struct {
 	jwksHits atomic.Int64
 }
 
-var kubePath = regexp.MustCompile(`^/(?:api/v1|apis/apps/v1)/namespaces/([a-z0-9-]+)/([a-z]+)/([a-z0-9-]+)$`)
+var kubePath = regexp.MustCompile(`^/(?:api/v1|apis/apps/v1|apis/apps\.openshift\.io/v1)/namespaces/([a-z0-9-]+)/([a-z]+)/([a-z0-9-]+)$`)
 
 func newKubeAPI(t testing.TB, keys ...signingKey) *kubeAPI {
 	t.Helper()

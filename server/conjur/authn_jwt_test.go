@@ -4,8 +4,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -168,18 +170,16 @@ func TestRefusedTokensGet401AndTheAuditSaysWhy(t *testing.T) {
 			c["nbf"], c["iat"] = now.Add(time.Hour).Unix(), now.Add(time.Hour).Unix()
 			c["exp"] = now.Add(2 * time.Hour).Unix()
 		})), "not_yet_valid"},
-		"wrong audience": {"prod", nsHost, key.sign(t, with(func(c map[string]any) { c["aud"] = []string{"https://elsewhere.example.com"} })), "wrong_audience"},
-		"wrong issuer":   {"prod", nsHost, key.sign(t, with(func(c map[string]any) { c["iss"] = "https://evil.example.com" })), "wrong_issuer"},
-		"unknown key":    {"prod", nsHost, rsaKey("stolen", 1).sign(t, valid()), "unknown_key"},
-		"alg none":       {"prod", nsHost, unsignedToken("kube-1", valid()), "algorithm_not_allowed"},
-		"HMAC signed":    {"prod", nsHost, hmacToken(key, valid()), "algorithm_not_allowed"},
-		"malformed":      {"prod", nsHost, "this.is-not-a.jwt", "malformed"},
-		"no jwt":         {"prod", nsHost, "", "missing"},
-		"unknown host":   {"prod", apps + "shop/pod/ghost", key.sign(t, valid()), "unknown_identity"},
-		"host without authenticate": {"prod", apps + "shop/deployment/no-permission", key.sign(t, valid()),
-			"not_permitted"},
+		"wrong audience":      {"prod", nsHost, key.sign(t, with(func(c map[string]any) { c["aud"] = []string{"https://elsewhere.example.com"} })), "wrong_audience"},
+		"wrong issuer":        {"prod", nsHost, key.sign(t, with(func(c map[string]any) { c["iss"] = "https://evil.example.com" })), "wrong_issuer"},
+		"unknown key":         {"prod", nsHost, rsaKey("stolen", 1).sign(t, valid()), "unknown_key"},
+		"alg none":            {"prod", nsHost, unsignedToken("kube-1", valid()), "algorithm_not_allowed"},
+		"HMAC signed":         {"prod", nsHost, hmacToken(key, valid()), "algorithm_not_allowed"},
+		"malformed":           {"prod", nsHost, "this.is-not-a.jwt", "malformed"},
+		"no jwt":              {"prod", nsHost, "", "missing"},
+		"unknown host":        {"prod", apps + "shop/pod/ghost", key.sign(t, valid()), "unknown_identity"},
 		"another pod's host":  {"prod", apps + "shop/stateful_set/db", key.sign(t, valid()), "workload_mismatch"},
-		"service not enabled": {"staging", nsHost, key.sign(t, valid()), "not_permitted"},
+		"service not enabled": {"staging", nsHost, key.sign(t, valid()), "not_enabled"},
 		"no host named":       {"prod", "", key.sign(t, valid()), "invalid_host_id"},
 	}
 	rev := n.revision(t)
@@ -345,20 +345,98 @@ func TestConjurClientAuthenticatesWithAJWT(t *testing.T) {
 	if err != nil || string(v) != "ssh-ed25519 AAAA" {
 		t.Fatalf("RetrieveSecret with a JWT: %q, %v\n%s", v, err, n.log)
 	}
-	tests := map[string]string{
-		"annotation mismatch":      key.sign(t, claims("build-42", "feature")),
-		"host without permission":  key.sign(t, claims("build-43", "main")),
-		"host that does not exist": key.sign(t, claims("build-99", "main")),
+	// A host without authenticate is Conjur's 403; other refusals 401.
+	tests := map[string]struct {
+		tok, want string
+	}{
+		"annotation mismatch":      {key.sign(t, claims("build-42", "feature")), "401"},
+		"host without permission":  {key.sign(t, claims("build-43", "main")), "403"},
+		"host that does not exist": {key.sign(t, claims("build-99", "main")), "401"},
 	}
-	for name, tok := range tests {
+	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if _, err := client(tok).RetrieveSecret("ci/deploy-key"); err == nil || !strings.Contains(err.Error(), "401") {
-				t.Fatalf("RetrieveSecret: %v, want a 401", err)
+			if _, err := client(tc.tok).RetrieveSecret("ci/deploy-key"); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("RetrieveSecret: %v, want a %s", err, tc.want)
 			}
 		})
 	}
 	// token-app-property names the host; a URL that names one too is refused.
 	if code, _ := n.jwtLogin(t, "ci", "ci-apps/build-42", key.sign(t, claims("build-42", "main"))); code != http.StatusUnauthorized {
 		t.Fatalf("host in the URL with token-app-property: %d", code)
+	}
+}
+
+// TestConjurStatusCodesForKubernetesLogins: a host that exists but lacks
+// authenticate on the webservice is answered 403 with an empty body, as
+// Conjur answers (RoleNotAuthorizedOnResource); Conjur's authn-k8s path
+// serves the same JWT login; a request there without a jwt (Conjur's
+// certificate flow) is 401; and a missing DeploymentConfig or service
+// account refuses the login through the REST endpoint.
+func TestConjurStatusCodesForKubernetesLogins(t *testing.T) {
+	key := rsaKey("kube-1", 0)
+	n, _ := k8sNode(t, key)
+	n.load(t, `
+- !host
+  id: team-a/ops/deployment_config/orphan
+- !host
+  id: team-a/shop/service_account/batch
+- !host
+  id: team-a/shop/deployment/web
+- !grant
+  role: !group conjur/authn-k8s/prod/consumers
+  members:
+  - !host team-a/ops/deployment_config/orphan
+  - !host team-a/shop/service_account/batch
+  - !host team-a/shop/deployment/web
+`)
+	now := time.Now()
+	orphanPod := pod{"ops", "orphan-2-h7d4s", uid(22), "default", uid(103)}
+	batchPod := pod{"shop", "batch-x7k2p", uid(20), "batch", uid(104)}
+	login := func(path, body string) (int, []byte) {
+		resp, err := n.http.Post(n.url+path, "application/x-www-form-urlencoded", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	esc := url.PathEscape
+	tests := map[string]struct {
+		path, jwt string
+		want      int
+	}{
+		"host without authenticate": {"/authn-jwt/prod/acme/" + esc("host/"+apps+"shop/deployment/no-permission") + "/authenticate", key.sign(t, saClaims(webPod, now)), http.StatusForbidden},
+		"authn-k8s path":            {"/authn-k8s/prod/acme/" + esc("host/"+apps+"shop/deployment/web") + "/authenticate", key.sign(t, saClaims(webPod, now)), http.StatusOK},
+		"authn-k8s path, 403":       {"/authn-k8s/prod/acme/" + esc("host/"+apps+"shop/deployment/no-permission") + "/authenticate", key.sign(t, saClaims(webPod, now)), http.StatusForbidden},
+		"authn-k8s path, no jwt":    {"/authn-k8s/prod/acme/" + esc("host/"+apps+"shop/deployment/web") + "/authenticate", "", http.StatusUnauthorized},
+		"host under another policy": {"/authn-k8s/prod/acme/" + esc("host/team-a/shop/deployment/web") + "/authenticate", key.sign(t, saClaims(webPod, now)), http.StatusOK},
+		"deployment config missing": {"/authn-k8s/prod/acme/" + esc("host/team-a/ops/deployment_config/orphan") + "/authenticate", key.sign(t, saClaims(orphanPod, now)), http.StatusUnauthorized},
+		"service account missing":   {"/authn-jwt/prod/acme/" + esc("host/team-a/shop/service_account/batch") + "/authenticate", key.sign(t, saClaims(batchPod, now)), http.StatusUnauthorized},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			body := ""
+			if tc.jwt != "" {
+				body = "jwt=" + tc.jwt
+			}
+			code, b := login(tc.path, body)
+			if code != tc.want {
+				t.Fatalf("%s: %d %s, want %d\n%s", tc.path, code, b, tc.want, n.log)
+			}
+			if code != http.StatusOK && len(b) != 0 {
+				t.Fatalf("refusal has a body: %q", b)
+			}
+		})
+	}
+	// Conjur's certificate flow is not built: 501 saying what to use.
+	if code, b := login("/authn-k8s/prod/inject_client_cert", "-----BEGIN CERTIFICATE REQUEST-----"); code != http.StatusNotImplemented || !strings.Contains(string(b), "JWT mode") {
+		t.Fatalf("inject_client_cert: %d %s", code, b)
+	}
+	logs := n.log.String()
+	for _, d := range []string{"deployment config ops/orphan does not exist", "service account shop/batch does not exist"} {
+		if !strings.Contains(logs, d) {
+			t.Errorf("the log does not say %q", d)
+		}
 	}
 }

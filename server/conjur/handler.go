@@ -60,6 +60,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /roles/{account}/{kind}/{identifier...}", h.role)
 	mux.HandleFunc("POST /authn-jwt/{service_id}/{account}/authenticate", h.authenticateJWT)
 	mux.HandleFunc("POST /authn-jwt/{service_id}/{account}/{host}/authenticate", h.authenticateJWT)
+	mux.HandleFunc("POST /authn-k8s/{service_id}/{account}/{host}/authenticate", h.authenticateJWT)
+	mux.HandleFunc("POST /authn-k8s/{service_id}/inject_client_cert", h.injectClientCert)
 	mux.HandleFunc("POST /secrets/{account}/{kind}/{identifier...}", h.setSecret)
 	mux.HandleFunc("GET /secrets/{account}/{kind}/{identifier...}", h.getSecret)
 	mux.HandleFunc("GET /secrets", h.batchSecrets)

@@ -156,7 +156,7 @@ func (r *jwtServices) enabled(serviceID string) (string, error) {
 			return kind, nil
 		}
 	}
-	return "", authn.Refuse(authn.ReasonNotPermitted, "authenticator %s is not enabled: the policy declares neither webservice conjur/authn-jwt/%s nor conjur/authn-k8s/%s", clipped(serviceID), clipped(serviceID), clipped(serviceID))
+	return "", authn.Refuse(authn.ReasonNotEnabled, "authenticator %s is not enabled: the policy declares neither webservice conjur/authn-jwt/%s nor conjur/authn-k8s/%s", clipped(serviceID), clipped(serviceID), clipped(serviceID))
 }
 
 // get returns the service's verifier, building it at most once at a time.
@@ -372,6 +372,9 @@ func clipped(s string) string {
 	return s
 }
 
+// errNotPermitted answers a host that lacks authenticate on the webservice.
+var errNotPermitted = status.Error(codes.PermissionDenied, "the host lacks authenticate on the authenticator's webservice")
+
 // AuthenticateJWT exchanges a JWT for an access token of the host it
 // authenticates. Every refusal is the same Unauthenticated answer; the log
 // and the audit trail say which check failed.
@@ -400,6 +403,12 @@ func (s *Service) AuthenticateJWT(ctx context.Context, req *sowerv1.Authenticate
 			}
 		}
 		s.refused(ctx, how, claimed, "AuthenticateJWT", err)
+		if authn.IsReason(err, authn.ReasonNotPermitted) {
+			// Conjur answers a host that exists but lacks authenticate on
+			// the webservice 403 (RoleNotAuthorizedOnResource), after the
+			// token verified: only a valid token's holder learns it.
+			return nil, errNotPermitted
+		}
 		return nil, errUnauthenticated
 	}
 	if req.GetAccount() != s.c.Account {

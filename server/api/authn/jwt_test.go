@@ -222,7 +222,7 @@ func TestAuthenticateJWT(t *testing.T) {
 		"generic JWT":                 {req: jwtReq("ci", "", f.sign(t, ciClaims("build", "main"))), wantLogin: "host/ci/build", wantHow: "authn-jwt/ci"},
 		"generic JWT, annotation":     {req: jwtReq("ci", "", f.sign(t, ciClaims("build", "dev"))), wantReason: authn.ReasonClaimMismatch, wantHow: "authn-jwt/ci"},
 		"generic JWT, unknown host":   {req: jwtReq("ci", "", f.sign(t, ciClaims("nobody", "main"))), wantReason: authn.ReasonUnknownIdentity, wantHow: "authn-jwt/ci"},
-		"service not enabled":         {req: jwtReq("nope", "", f.sign(t, ciClaims("build", "main"))), wantReason: authn.ReasonNotPermitted, wantHow: "authn-jwt/nope"},
+		"service not enabled":         {req: jwtReq("nope", "", f.sign(t, ciClaims("build", "main"))), wantReason: authn.ReasonNotEnabled, wantHow: "authn-jwt/nope"},
 		"service id with a slash":     {req: jwtReq("prod/x", "", f.sign(t, ciClaims("build", "main"))), wantReason: authn.ReasonInvalidHostID},
 		"other account":               {req: &sowerv1.AuthenticateJWTRequest{ServiceId: "ci", Account: "other", Jwt: "x.y.z"}, wantReason: authn.ReasonUnknownIdentity},
 		"no jwt":                      {req: jwtReq("ci", "", ""), wantReason: authn.ReasonMissing},
@@ -240,7 +240,12 @@ func TestAuthenticateJWT(t *testing.T) {
 				}
 				return
 			}
-			if status.Code(err) != codes.Unauthenticated || status.Convert(err).Message() != "authentication failed" {
+			if tc.wantReason == authn.ReasonNotPermitted {
+				// Conjur's 403: the host exists but lacks authenticate.
+				if status.Code(err) != codes.PermissionDenied {
+					t.Fatalf("AuthenticateJWT: %v, want PermissionDenied", err)
+				}
+			} else if status.Code(err) != codes.Unauthenticated || status.Convert(err).Message() != "authentication failed" {
 				t.Fatalf("AuthenticateJWT: %v, want the generic Unauthenticated", err)
 			}
 			if e.Outcome != etcdstore.OutcomeFailure || e.Reason != string(tc.wantReason) || (tc.wantHow != "" && e.Authenticator != tc.wantHow) || e.Method != "AuthenticateJWT" {
