@@ -57,7 +57,7 @@ static: ## build static binaries (libyaml linked in) into bin/static, for the im
 image: static ## build the OCI images (podman, FROM scratch) of the sower programs, tagged $(IMAGE_REPO)/<program>:$(VERSION)
 	@command -v podman >/dev/null || { echo "make image: podman is missing; install it: apt-get install podman runc (or run make system-deps as root)" >&2; exit 1; }
 	@for b in $(IMAGES); do \
-	  podman build --quiet -f deploy/images/Containerfile \
+	  podman build --quiet -f deploy/images/Containerfile.$$b \
 	    --build-arg BINARY=$$b --build-arg VERSION=$(VERSION) \
 	    --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
 	    --build-arg CREATED=$$(git log -1 --format=%cI 2>/dev/null || echo 1970-01-01T00:00:00Z) \
