@@ -94,8 +94,10 @@ func TestServerImage(t *testing.T) {
 	_, _ = podman(t, "rm", "--force", name)
 	t.Cleanup(func() { _, _ = podman(t, "rm", "--force", "--time", "5", name) })
 	out, err = podman(t, "run", "--detach", "--name", name, "--read-only", "--network", "host",
-		"--tmpfs", "/var/lib/sower:rw,size=256m,mode=0700,uid=65532,gid=65532",
-		image("sower"), "server", "--data-dir", "/var/lib/sower", "--account", "acme",
+		// podman 4.3 has no uid= for --tmpfs: a sticky world-writable mount, in
+		// which the server makes its own 0700 data dir.
+		"--tmpfs", "/var/lib/sower:rw,size=256m,mode=1777",
+		image("sower"), "server", "--data-dir", "/var/lib/sower/data", "--account", "acme",
 		"--grpc-addr", a[0], "--http-addr", a[1], "--etcd-client-addr", a[2], "--etcd-peer-addr", a[3])
 	if err != nil {
 		t.Fatalf("podman run the Leader: %v\n%s", err, out)
