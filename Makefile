@@ -22,7 +22,16 @@ GRPCURL              := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 # System packages the tests drive for real: ansible-playbook (the Standby
 # role's tests) and etcdctl (cross-checks `sower cluster members`); and
 # libyaml's headers, which the policy parser's cgo binding builds against.
-APT_PACKAGES := ansible-core etcd-client libyaml-dev
+# podman and runc run the images and the Kubernetes pod specs (deploy/);
+# see ../shared/CONTAINERS.md for why runc and the containers.conf below.
+APT_PACKAGES := ansible-core etcd-client libyaml-dev podman runc
+
+# Images (deploy/images): static binaries, FROM scratch, tagged IMAGE_REPO/<program>:VERSION.
+IMAGE_REPO   ?= localhost
+IMAGES       := sower sower-seed-fetcher sower-authn-client
+STATIC_BIN   := $(BIN)/static
+STATIC_FLAGS := -trimpath -tags netgo,osusergo -ldflags '$(LDFLAGS) -linkmode external -extldflags -static'
+CONTAINERS_CONF := /etc/containers/containers.conf
 
 .PHONY: help
 help: ## list the targets
@@ -45,6 +54,24 @@ install: build ## copy sower and the pod programs to /usr/local/bin (PREFIX=...)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN)/sower $(BIN)/sower-seed-fetcher $(BIN)/sower-authn-client $(DESTDIR)$(PREFIX)/bin/
 
+.PHONY: static
+static: ## build static binaries (libyaml linked in) into bin/static, for the images
+	@[ -f /usr/lib/x86_64-linux-gnu/libyaml.a ] || [ -n "$$(find /usr/lib -name libyaml.a -print -quit 2>/dev/null)" ] || { echo "make static: libyaml.a is missing; install it: apt-get install libyaml-dev" >&2; exit 1; }
+	@mkdir -p $(STATIC_BIN)
+	CGO_ENABLED=1 $(GO) build $(STATIC_FLAGS) -o $(STATIC_BIN)/ ./cmd/...
+
+.PHONY: image
+image: static ## build the OCI images (podman, FROM scratch) of the sower programs, tagged $(IMAGE_REPO)/<program>:$(VERSION)
+	@command -v podman >/dev/null || { echo "make image: podman is missing; install it: apt-get install podman runc (or run make system-deps as root)" >&2; exit 1; }
+	@for b in $(IMAGES); do \
+	  podman build --quiet -f deploy/images/Containerfile.$$b \
+	    --build-arg BINARY=$$b --build-arg VERSION=$(VERSION) \
+	    --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	    --build-arg CREATED=$$(git log -1 --format=%cI 2>/dev/null || echo 1970-01-01T00:00:00Z) \
+	    -t $(IMAGE_REPO)/$$b:$(VERSION) $(STATIC_BIN) >/dev/null || { echo "make image: podman build of $$b failed" >&2; exit 1; }; \
+	  echo "$(IMAGE_REPO)/$$b:$(VERSION) $$(podman image inspect --format '{{.Size}}' $(IMAGE_REPO)/$$b:$(VERSION)) bytes"; \
+	done
+
 .PHONY: test
 test: system-deps tools check-generated build vet unit ## everything CI runs: build, vet, generated-code check, all tests
 	@echo "make test: all checks passed"
@@ -65,13 +92,25 @@ system-deps: ## install the Debian packages the tests need (apt, as root)
 	  command -v ansible-playbook >/dev/null || missing="$$missing ansible-core"; \
 	  command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
 	  [ -f /usr/include/yaml.h ] || missing="$$missing libyaml-dev"; \
+	  command -v podman >/dev/null || missing="$$missing podman"; \
+	  command -v runc >/dev/null || missing="$$missing runc"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" != 0 ]; then echo "make test: need$$missing; run as root or install them with apt-get" >&2; exit 1; fi; \
 	    echo "installing$$missing"; \
 	    apt-get update -qq || { echo "make test: apt-get update failed; cannot install$$missing" >&2; exit 1; }; \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || { echo "make test: apt-get install$$missing failed" >&2; exit 1; }; \
 	  fi; \
-	  command -v ansible-playbook >/dev/null && command -v etcdctl >/dev/null && [ -f /usr/include/yaml.h ] || { echo "make test: ansible-playbook, etcdctl or yaml.h still missing after install" >&2; exit 1; }
+	  command -v ansible-playbook >/dev/null && command -v etcdctl >/dev/null && [ -f /usr/include/yaml.h ] && command -v podman >/dev/null && command -v runc >/dev/null || { echo "make test: ansible-playbook, etcdctl, yaml.h, podman or runc still missing after install" >&2; exit 1; }
+	@# podman's defaults fail on this kind of machine (crun and the hybrid
+	@# cgroup layout; a RLIMIT_NOFILE it may not set): runc, cgroupfs, no
+	@# default ulimits. Written only where there is no file: a machine's own
+	@# configuration is left alone.
+	@if [ ! -e $(CONTAINERS_CONF) ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make test: $(CONTAINERS_CONF) is missing; run as root or write it as ../shared/CONTAINERS.md says" >&2; exit 1; fi; \
+	  mkdir -p $(dir $(CONTAINERS_CONF)) && \
+	  printf '# written by sower'"'"'s make system-deps (podman on hybrid cgroups)\n[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\n' > $(CONTAINERS_CONF) || { echo "make test: cannot write $(CONTAINERS_CONF)" >&2; exit 1; }; \
+	  echo "wrote $(CONTAINERS_CONF) (runc, cgroupfs)"; \
+	fi
 
 .PHONY: tools
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2 $(BIN)/grpcurl ## install the pinned code generators into ./bin
