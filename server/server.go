@@ -169,6 +169,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	etcdClientTLS, etcdPeerTLS := np.etcdTLS()
+	gate, err := np.etcdGate(dd.join(socketDir), s.lg)
+	if err != nil {
+		return err
+	}
 	ec := cluster.EtcdConfig{
 		Name:       s.c.Name,
 		Dir:        dd.join("etcd"),
@@ -176,6 +180,7 @@ func (s *Server) Run(ctx context.Context) error {
 		PeerAddr:   s.c.EtcdPeerAddr,
 		ClientTLS:  etcdClientTLS,
 		PeerTLS:    etcdPeerTLS,
+		Gate:       gate,
 		Logger:     s.lg,
 
 		MaxTxnOps:       etcdMaxTxnOps,
@@ -200,6 +205,7 @@ func (s *Server) Run(ctx context.Context) error {
 		etcd.Close()
 		s.lg.Info("sower node stopped", "name", s.c.Name)
 	}()
+	np.onRevoked = etcd.Recheck
 	if err := s.waitVoter(ctx, etcd); err != nil {
 		if ctx.Err() != nil {
 			return nil
