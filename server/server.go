@@ -255,6 +255,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer q.close()
+	// Every policy and secret write commits only during this node's term
+	// as Leader, as seed records do.
+	fenced := q.election.FencedClient(etcd.Client())
+	policies.FenceWrites(fenced)
+	an.secrets.FenceWrites(fenced)
 
 	n := &node{etcd: etcd, election: q.election}
 	m := newMetrics(n.Info)

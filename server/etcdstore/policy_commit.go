@@ -317,7 +317,7 @@ func (p *Policies) commitDirect(ctx context.Context, snap PolicySnapshot, ops []
 		then = append(then, o.etcd())
 	}
 	then = append(then, clientv3.OpPut(guardKey, guard{}.encode()))
-	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).Then(then...).Commit()
+	resp, err := p.writer().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).Then(then...).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("etcdstore: store policy load: %w", err)
 	}
@@ -381,7 +381,7 @@ func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all ite
 		p.ownIntent = ""
 		p.applyMu.Unlock()
 	}()
-	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).
+	resp, err := p.writer().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).
 		Then(clientv3.OpPut(guardKey, claim.encode()), clientv3.OpPut(ownerKey(id), "writer", clientv3.WithLease(lease.ID))).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("etcdstore: claim a large policy load: %w", err)
@@ -406,7 +406,7 @@ func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all ite
 	if fenced {
 		return 0, ErrPolicyConflict // rolled back by another writer
 	}
-	resp, err = p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", claimRev)).
+	resp, err = p.writer().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", claimRev)).
 		Then(clientv3.OpPut(guardKey, guard{}.encode()), clientv3.OpDelete(intentPrefix+id+"/", clientv3.WithPrefix())).Commit()
 	if err != nil {
 		return fail(fmt.Errorf("etcdstore: commit a large policy load: %w", err))
@@ -444,7 +444,7 @@ func (p *Policies) batches(ctx context.Context, guardRev int64, all iter.Seq[op]
 						return err
 					}
 				}
-				resp, err := p.cli.Txn(gctx).If(same).Then(batch...).Commit()
+				resp, err := p.writer().Txn(gctx).If(same).Then(batch...).Commit()
 				if err != nil {
 					return fmt.Errorf("etcdstore: store policy load (batch %d): %w", n, err)
 				}
@@ -512,7 +512,7 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 		claimed = guardRev // the claim itself: batches never rewrite the guard
 	}
 	fence := guard{Intent: g.Intent, Base: g.Base, Aborting: true, Claimed: claimed}
-	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", guardRev)).
+	resp, err := p.writer().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", guardRev)).
 		Then(clientv3.OpPut(guardKey, fence.encode()), clientv3.OpPut(ownerKey(g.Intent), "rollback", clientv3.WithLease(lease.ID))).Commit()
 	if err != nil {
 		return fmt.Errorf("etcdstore: fence a policy load to roll it back: %w", err)
@@ -562,7 +562,7 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 	if fenced, err := p.batches(ctx, fenceRev, slices.Values(all)); err != nil || fenced {
 		return err
 	}
-	_, err = p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", fenceRev)).
+	_, err = p.writer().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", fenceRev)).
 		Then(clientv3.OpPut(guardKey, guard{}.encode()), clientv3.OpDelete(intentPrefix+g.Intent+"/", clientv3.WithPrefix())).Commit()
 	if err != nil {
 		return fmt.Errorf("etcdstore: finish rolling back a policy load: %w", err)
