@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/sowerproject/sower/authn/apikey"
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/policy"
@@ -102,4 +104,68 @@ func tryLoad(p *Policies, text string) error {
 	_, _, err = p.Commit(ctx, snap, PolicyCommit{ChangeSet: cs, Credentials: creds,
 		Versions: []PolicyVersion{{Policy: rootPolicy.String(), Mode: policy.Append.String(), Text: text, Role: "acme:user:admin"}}})
 	return err
+}
+
+// TestANewLeaderRollsBackAFormerTermsLoadAtOnce is issue 11's fifth point
+// in the store: a large load left by a Leader that died mid-load holds the
+// policy guard while its owner's lease lives on (intentTTL). With fenced
+// writes, the next Leader's Begin rolls it back at once instead of waiting
+// for that lease.
+func TestANewLeaderRollsBackAFormerTermsLoadAtOnce(t *testing.T) {
+	t.Parallel()
+	cli := startEtcd(t)
+	ctx := context.Background()
+	el, err := cluster.NewElection(cluster.ElectionConfig{Client: cli, Self: cluster.Leader{Name: "n2", MemberID: 2},
+		TTL: func(context.Context) time.Duration { return cluster.MinFailoverTTL }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { el.Run(rctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	p := openStore(t, cli, PolicyConfig{MaxTxnOps: 16, MaxTxnBytes: 1 << 20})
+	if err := p.EnsureAccount(ctx, account); err != nil {
+		t.Fatal(err)
+	}
+	before := stored(t, cli, "/sower/policy/")
+
+	// The dead Leader's claim, its owner key on a lease that is still
+	// alive, and part of its load.
+	lease, err := cli.Grant(ctx, intentTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := latest(t, cli)
+	if _, err := cli.Txn(ctx).Then(
+		clientv3.OpPut(guardKey, guard{Intent: "dead", Base: base}.encode()),
+		clientv3.OpPut(ownerKey("dead"), "writer", clientv3.WithLease(lease.ID)),
+		clientv3.OpPut(FactKey(policy.Resource{ID: policy.NewID(account, policy.KindVariable, "half")}), "{}"),
+	).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !el.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("n2 never became the Leader")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.FenceWrites(el.FencedClient(cli))
+
+	// Well inside the dead owner's 30 s lease.
+	bctx, bcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer bcancel()
+	if _, err := p.Begin(bctx); err != nil {
+		t.Fatalf("Begin with a former term's load in progress: %v", err)
+	}
+	after := stored(t, cli, "/sower/policy/")
+	delete(before, guardKey)
+	delete(after, guardKey)
+	if !equalMaps(before, after) {
+		t.Fatalf("the former term's load was not rolled back: %d keys before, %d after", len(before), len(after))
+	}
+	if err := tryLoad(p, "- !variable next\n"); err != nil {
+		t.Fatalf("a load after the rollback: %v", err)
+	}
 }

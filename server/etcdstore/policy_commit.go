@@ -145,6 +145,16 @@ func (p *Policies) settle(ctx context.Context, g guard, guardRev int64) error {
 		p.lg.Warn("rolling back a policy load whose writer is gone", "intent", g.Intent)
 		return p.rollback(ctx, g, guardRev)
 	}
+	if p.formerTerm(g.Intent) {
+		// Writes are fenced on the Leader's term, and this node leads
+		// now: a load it does not run itself belongs to a former term
+		// and can never commit, whatever its owner's lease says. Roll it
+		// back now rather than after that lease (a killed Leader's
+		// lives on for intentTTL). Were this node not the Leader, the
+		// rollback's fenced writes would fail with not the leader.
+		p.lg.Warn("rolling back a policy load of a former Leader's term", "intent", g.Intent)
+		return p.rollback(ctx, g, guardRev)
+	}
 	wctx, cancel := context.WithTimeout(ctx, (intentTTL+5)*time.Second)
 	defer cancel()
 	wc := p.cli.Watch(wctx, guardKey, clientv3.WithRev(guardRev+1))
@@ -154,6 +164,18 @@ func (p *Policies) settle(ctx context.Context, g guard, guardRev int64) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// formerTerm reports whether the large load intent, found in progress, is
+// not this node's own while the store's writes are fenced on the Leader's
+// term (FenceWrites): only the current Leader's loads can commit then.
+func (p *Policies) formerTerm(intent string) bool {
+	if p.w.Load() == nil {
+		return false
+	}
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	return intent != p.ownIntent
 }
 
 // PolicyCommit is one load to store.
