@@ -363,6 +363,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return an.run(gctx) })
 	g.Go(func() error { return policies.Run(gctx) })
 	g.Go(func() error { return q.run(gctx) })
+	g.Go(func() error { settleOnLead(gctx, q.election, policies, s.lg); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		hs.Shutdown()
@@ -471,4 +472,28 @@ func newGatewayMux() *runtime.ServeMux {
 
 func clientv3Serializable() []clientv3.OpOption {
 	return []clientv3.OpOption{clientv3.WithSerializable(), clientv3.WithCountOnly()}
+}
+
+// settleOnLead frees the policy guard each time this node becomes the
+// Leader: a large load a former Leader left unfinished is rolled back at
+// once (Policies.Begin settles it), not at the next load or after the dead
+// writer's lease.
+func settleOnLead(ctx context.Context, el *cluster.Election, pol *etcdstore.Policies, lg *slog.Logger) {
+	was := false
+	for ctx.Err() == nil {
+		ch := el.Changed()
+		lead := el.IsLeader()
+		if lead && !was {
+			bctx, cancel := context.WithTimeout(ctx, time.Minute)
+			if _, err := pol.Begin(bctx); err != nil && ctx.Err() == nil {
+				lg.Warn("check the policy guard after taking over; the next load does it again", "err", err)
+			}
+			cancel()
+		}
+		was = lead
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
 }
