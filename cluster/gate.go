@@ -210,10 +210,11 @@ type gate struct {
 	view    *memberView
 	lg      *slog.Logger
 
-	mu     sync.Mutex
-	conns  map[*gateConn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[*gateConn]struct{}
+	pending map[net.Conn]struct{} // in their handshake
+	closed  bool
+	wg      sync.WaitGroup
 
 	logMu   sync.Mutex
 	lastLog map[string]time.Time
@@ -247,7 +248,7 @@ func newGate(kind linkKind, addr, key, backend string, base *tls.Config, view *m
 		return nil, fmt.Errorf("%w: etcd %s port %s (--%s): %v", ErrAddrInUse, kind, addr, key, err)
 	}
 	g := &gate{kind: kind, lis: lis, verify: base.VerifyConnection, backend: backend, view: view,
-		lg: lg.With("component", "etcd-gate", "link", string(kind)), conns: map[*gateConn]struct{}{}, lastLog: map[string]time.Time{}}
+		lg: lg.With("component", "etcd-gate", "link", string(kind)), conns: map[*gateConn]struct{}{}, pending: map[net.Conn]struct{}{}, lastLog: map[string]time.Time{}}
 	g.tls = base.Clone()
 	switch kind {
 	case linkClient:
@@ -306,6 +307,21 @@ func (g *gate) serve() {
 }
 
 func (g *gate) handle(raw net.Conn) {
+	// A connection still in its handshake is closed with the gate too, so
+	// that closing never waits for a slow or silent client.
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		raw.Close()
+		return
+	}
+	g.pending[raw] = struct{}{}
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.pending, raw)
+		g.mu.Unlock()
+	}()
 	front := tls.Server(raw, g.tls)
 	raw.SetDeadline(time.Now().Add(gateHandshakeTimeout))
 	if err := front.Handshake(); err != nil {
@@ -423,6 +439,9 @@ func (g *gate) close() {
 	conns := make([]*gateConn, 0, len(g.conns))
 	for c := range g.conns {
 		conns = append(conns, c)
+	}
+	for c := range g.pending {
+		c.Close()
 	}
 	g.mu.Unlock()
 	g.lis.Close()
