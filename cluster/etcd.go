@@ -50,6 +50,12 @@ type EtcdConfig struct {
 	// restart.
 	ClientTLS *TLSFiles
 	PeerTLS   *TLSFiles
+	// Gate, when set, puts a gate in front of both ports (see GateConfig):
+	// only current members' certificates reach etcd, and a revoked or
+	// removed member's open connections are closed. etcd itself then
+	// listens on private Unix sockets; it still dials its peers with
+	// PeerTLS. Requires ClientTLS and PeerTLS.
+	Gate *GateConfig
 	// HeartbeatInterval and ElectionTimeout tune raft. Zero takes etcd's
 	// defaults (100ms, 1s).
 	HeartbeatInterval time.Duration
@@ -61,6 +67,8 @@ type EtcdConfig struct {
 	MaxRequestBytes uint
 	// Logger receives etcd's own log lines at Warn and above. Nil discards.
 	Logger *slog.Logger
+
+	gateSockets [2]string // etcd's client and peer sockets behind the gate
 }
 
 // TLSFiles names the PEM files of one etcd link.
@@ -100,6 +108,7 @@ const (
 type Etcd struct {
 	e       *embed.Etcd
 	client  *clientv3.Client
+	gates   *gates // nil without EtcdConfig.Gate
 	closing *atomic.Bool
 	once    sync.Once
 }
@@ -108,6 +117,58 @@ type Etcd struct {
 // ctx is done, or etcd fails. On every error path the member is closed.
 func StartEtcd(ctx context.Context, c EtcdConfig) (*Etcd, error) {
 	closing := new(atomic.Bool)
+	var g *gates
+	if c.Gate != nil {
+		if c.ClientTLS == nil || c.PeerTLS == nil {
+			return nil, errors.New("cluster: the etcd gate needs ClientTLS and PeerTLS")
+		}
+		var err error
+		if g, err = openGates(c); err != nil {
+			return nil, err
+		}
+		c.gateSockets = [2]string{g.client.backend, g.peer.backend}
+	}
+	e, err := startEmbed(ctx, c, closing)
+	if err != nil {
+		if g != nil {
+			g.close()
+		}
+		return nil, err
+	}
+	stop := func() {
+		closing.Store(true)
+		e.Close()
+		if g != nil {
+			g.close()
+		}
+	}
+	cli := v3client.New(e.Server)
+	if g != nil {
+		// Peers may connect as soon as etcd runs (a joining member needs
+		// them before it is ready); until now they waited in the backlog.
+		g.start(&memberSource{srv: e.Server, cli: cli})
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		cli.Close()
+		stop()
+		return nil, fmt.Errorf("cluster: etcd member %q failed while starting: %w", c.Name, err)
+	case <-e.Server.StopNotify():
+		cli.Close()
+		stop()
+		return nil, ErrEtcdStopped
+	case <-ctx.Done():
+		cli.Close()
+		stop()
+		return nil, fmt.Errorf("cluster: waiting for etcd to become ready: %w", ctx.Err())
+	}
+	return &Etcd{e: e, client: cli, gates: g, closing: closing}, nil
+}
+
+// startEmbed starts etcd, asking again while a joining member's view of
+// the membership is stale.
+func startEmbed(ctx context.Context, c EtcdConfig, closing *atomic.Bool) (*embed.Etcd, error) {
 	cfg, err := c.embedConfig(closing)
 	if err != nil {
 		return nil, err
@@ -133,20 +194,7 @@ func StartEtcd(ctx context.Context, c EtcdConfig) (*Etcd, error) {
 		}
 		return nil, fmt.Errorf("cluster: start etcd member %q in %s: %w", c.Name, c.Dir, err)
 	}
-	stop := func() { closing.Store(true); e.Close() }
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		stop()
-		return nil, fmt.Errorf("cluster: etcd member %q failed while starting: %w", c.Name, err)
-	case <-e.Server.StopNotify():
-		stop()
-		return nil, ErrEtcdStopped
-	case <-ctx.Done():
-		stop()
-		return nil, fmt.Errorf("cluster: waiting for etcd to become ready: %w", ctx.Err())
-	}
-	return &Etcd{e: e, client: v3client.New(e.Server), closing: closing}, nil
+	return e, nil
 }
 
 // joinAttempts bounds how often a joining member asks again for a
@@ -185,6 +233,13 @@ func (c EtcdConfig) embedConfig(closing *atomic.Bool) (*embed.Config, error) {
 	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	if c.Gate != nil {
+		// Behind the gate etcd listens on its Unix sockets and advertises
+		// the gate's https URLs. etcd takes a client socket's path from
+		// the URL's host and path, a peer socket's from its host alone.
+		cfg.ListenClientUrls = []url.URL{{Scheme: "unix", Path: c.gateSockets[0]}}
+		cfg.ListenPeerUrls = []url.URL{{Scheme: "unix", Host: c.gateSockets[1]}}
+	}
 	cfg.InitialCluster = c.InitialCluster
 	if cfg.InitialCluster == "" {
 		cfg.InitialCluster = cfg.InitialClusterFromName(c.Name)
@@ -204,7 +259,7 @@ func (c EtcdConfig) embedConfig(closing *atomic.Bool) (*embed.Config, error) {
 	if c.MaxRequestBytes > 0 {
 		cfg.MaxRequestBytes = c.MaxRequestBytes
 	}
-	if c.ClientTLS != nil {
+	if c.ClientTLS != nil && c.Gate == nil {
 		cfg.ClientTLSInfo = c.ClientTLS.info()
 	}
 	if c.PeerTLS != nil {
@@ -260,6 +315,9 @@ func (e *Etcd) Close() error {
 		e.closing.Store(true)
 		e.client.Close()
 		e.e.Close()
+		if e.gates != nil {
+			e.gates.close()
+		}
 	})
 	return nil
 }
@@ -323,6 +381,15 @@ func DialMembers(endpoints []string, tls *TLSFiles) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("cluster: etcd client of %v: %w", endpoints, err)
 	}
 	return cli, nil
+}
+
+// Recheck makes the gate check every open connection to etcd again now
+// (after a revocation), instead of at its next interval. Without a gate it
+// does nothing.
+func (e *Etcd) Recheck() {
+	if e.gates != nil {
+		e.gates.recheck()
+	}
 }
 
 // Removed reports whether this member has been removed from the cluster

@@ -8,6 +8,10 @@ import (
 	"syscall"
 )
 
+// socketDir holds the Unix sockets etcd listens on behind its gate; only
+// the node's own process reaches them.
+const socketDir = "run"
+
 // ErrDataDirInUse is returned when another sower process holds the data dir.
 var ErrDataDirInUse = errors.New("server: data dir is in use by another sower process")
 
@@ -16,6 +20,7 @@ var ErrDataDirInUse = errors.New("server: data dir is in use by another sower pr
 //	<data-dir>/sower.lock   flock held while the node runs
 //	<data-dir>/etcd/        the etcd member's data
 //	<data-dir>/admin.key    the admin API key, written once at bootstrap (0600)
+//	<data-dir>/run/         etcd's Unix sockets behind the gate (0700)
 type dataDir struct {
 	path string
 	lock *os.File

@@ -50,13 +50,14 @@ type nodePKI struct {
 	node    *pki.Renewer
 	peer    *pki.Renewer
 	revoked *pki.RevokedSet
-	lg      *slog.Logger
-	fileMu  sync.Mutex
+	// onRevoked run after the revocation set changed: the etcd gate
+	// checks its open connections again, the replication feed cuts revoked
+	// Followers off.
+	onRevoked []func()
+	lg        *slog.Logger
+	fileMu    sync.Mutex
 	// crlNumber numbers the CRLs this node writes.
 	crlNumber int64
-	// onRevoke, when set, is called after the revoked set grew (the
-	// replication feed cuts revoked Followers off).
-	onRevoke func()
 }
 
 // memStore holds the CA record of a cluster being bootstrapped until etcd,
@@ -165,6 +166,7 @@ func loadNodePKI(dd *dataDir, lg *slog.Logger) (*nodePKI, error) {
 		return nil, fmt.Errorf("server: CA bundle %s: %w", filepath.Join(dir, caFile), err)
 	}
 	p := &nodePKI{dir: dir, roots: roots, revoked: pki.NewRevokedSet(), lg: lg}
+	p.loadCRL()
 	node, err := p.readIssued(nodeCertFile, nodeKeyFile)
 	if err != nil {
 		return nil, err
@@ -317,24 +319,72 @@ const (
 	seedEphemeralPool = 256
 )
 
-// etcdTLS names the files of both etcd links: the node certificate serves
-// the client link, the peer certificate the peer link. When the node has a
-// CRL file (written at bootstrap and on every revocation since), etcd reads
-// it on each handshake and refuses what it lists; a node that has none yet
-// (a Standby's first start) runs this start without it, since etcd would
-// refuse every connection while the file is missing.
+// etcdTLS names the files of both etcd links: the node certificate is the
+// node's identity as an etcd client, the peer certificate etcd's identity
+// when it dials its peers. etcd reads them on every handshake, so a renewal
+// only rewrites them. Who may connect to this member's etcd ports is the
+// gate's decision (etcdGate), not etcd's.
 func (p *nodePKI) etcdTLS() (client, peer *cluster.TLSFiles) {
 	ca := filepath.Join(p.dir, caFile)
-	crl := filepath.Join(p.dir, crlFile)
-	if _, err := os.Stat(crl); err != nil {
-		crl = ""
-	}
-	return &cluster.TLSFiles{CertFile: filepath.Join(p.dir, nodeCertFile), KeyFile: filepath.Join(p.dir, nodeKeyFile), CAFile: ca, CRLFile: crl},
-		&cluster.TLSFiles{CertFile: filepath.Join(p.dir, peerCertFile), KeyFile: filepath.Join(p.dir, peerKeyFile), CAFile: ca, CRLFile: crl}
+	return &cluster.TLSFiles{CertFile: filepath.Join(p.dir, nodeCertFile), KeyFile: filepath.Join(p.dir, nodeKeyFile), CAFile: ca},
+		&cluster.TLSFiles{CertFile: filepath.Join(p.dir, peerCertFile), KeyFile: filepath.Join(p.dir, peerKeyFile), CAFile: ca}
 }
 
-// writeCRL signs the current revocations into tls/crl.der (atomically), so
-// etcd's listeners refuse them as the gRPC and REST listeners do.
+// Profiles the etcd ports admit: a member's node certificate on the client
+// port (etcd-client is the profile for a node's etcd identity alone), its
+// etcd peer certificate on the peer port. The gate adds that the
+// certificate's subject must be a current member.
+var (
+	etcdClientProfiles = []pki.ProfileName{pki.ProfileLeaderServer, pki.ProfileEtcdClient}
+	etcdPeerProfiles   = []pki.ProfileName{pki.ProfileEtcdPeer}
+)
+
+// etcdGate is the gate in front of this member's etcd ports: the node
+// certificate serves the client port, the peer certificate the peer port;
+// each admits only its profiles, never a revoked serial, and only current
+// members (cluster.GateConfig).
+func (p *nodePKI) etcdGate(socketDir string, lg *slog.Logger) (*cluster.GateConfig, error) {
+	client, err := pki.ServerTLS(p.roots, p.node, pki.WithRevocations(p.revoked), pki.WithPeerProfiles(etcdClientProfiles...))
+	if err != nil {
+		return nil, err
+	}
+	peer, err := pki.ServerTLS(p.roots, p.peer, pki.WithRevocations(p.revoked), pki.WithPeerProfiles(etcdPeerProfiles...))
+	if err != nil {
+		return nil, err
+	}
+	return &cluster.GateConfig{ClientTLS: client, PeerTLS: peer, SocketDir: socketDir, Logger: lg}, nil
+}
+
+// loadCRL fills the revocation set from tls/crl.der, the list this node
+// last wrote, so that its etcd gate refuses revoked certificates from its
+// first connection on, before the revocation watch has read etcd. A list
+// that is missing (a Standby's first start) or not signed by the cluster CA
+// is ignored.
+func (p *nodePKI) loadCRL() {
+	der, err := os.ReadFile(filepath.Join(p.dir, crlFile))
+	if err != nil {
+		return
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		p.lg.Warn("unreadable revocation list; the revocation watch replaces it", "file", filepath.Join(p.dir, crlFile), "err", err)
+		return
+	}
+	for _, r := range p.roots {
+		if crl.CheckSignatureFrom(r) == nil {
+			serials := make([]*big.Int, 0, len(crl.RevokedCertificateEntries))
+			for _, e := range crl.RevokedCertificateEntries {
+				serials = append(serials, e.SerialNumber)
+			}
+			p.revoked.Add(serials...)
+			return
+		}
+	}
+	p.lg.Warn("the revocation list is not signed by the cluster CA; ignoring it", "file", filepath.Join(p.dir, crlFile))
+}
+
+// writeCRL signs the current revocations into tls/crl.der (atomically):
+// the list a restarting node's etcd gate starts from (loadCRL).
 func (p *nodePKI) writeCRL() error {
 	if p.ca == nil {
 		return nil
@@ -396,8 +446,9 @@ func (p *nodePKI) watchRevocations(ctx context.Context, cli *clientv3.Client) er
 			}
 		}
 		p.revoked.Replace(serials)
+		p.revocationsChanged()
 		if err := p.writeCRL(); err != nil {
-			p.lg.Warn("write the CRL for etcd's listeners", "err", err)
+			p.lg.Warn("write the revocation list", "err", err)
 		}
 		wc := cli.Watch(ctx, revokedPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 		for wr := range wc {
@@ -413,15 +464,19 @@ func (p *nodePKI) watchRevocations(ctx context.Context, cli *clientv3.Client) er
 					}
 				}
 			}
-			if p.onRevoke != nil {
-				p.onRevoke()
-			}
+			p.revocationsChanged()
 			if err := p.writeCRL(); err != nil {
-				p.lg.Warn("write the CRL for etcd's listeners", "err", err)
+				p.lg.Warn("write the revocation list", "err", err)
 			}
 		}
 	}
 	return nil
+}
+
+func (p *nodePKI) revocationsChanged() {
+	for _, f := range p.onRevoked {
+		f()
+	}
 }
 
 func serialOf(key string) (*big.Int, bool) {

@@ -170,6 +170,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	etcdClientTLS, etcdPeerTLS := np.etcdTLS()
+	gate, err := np.etcdGate(dd.join(socketDir), s.lg)
+	if err != nil {
+		return err
+	}
 	ec := cluster.EtcdConfig{
 		Name:       s.c.Name,
 		Dir:        dd.join("etcd"),
@@ -177,6 +181,7 @@ func (s *Server) Run(ctx context.Context) error {
 		PeerAddr:   s.c.EtcdPeerAddr,
 		ClientTLS:  etcdClientTLS,
 		PeerTLS:    etcdPeerTLS,
+		Gate:       gate,
 		Logger:     s.lg,
 
 		MaxTxnOps:       etcdMaxTxnOps,
@@ -201,6 +206,7 @@ func (s *Server) Run(ctx context.Context) error {
 		etcd.Close()
 		s.lg.Info("sower node stopped", "name", s.c.Name)
 	}()
+	np.onRevoked = append(np.onRevoked, etcd.Recheck)
 	if err := s.waitVoter(ctx, etcd); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -250,6 +256,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer q.close()
+	// Every policy and secret write commits only during this node's term
+	// as Leader, as seed records do.
+	fenced := q.election.FencedClient(etcd.Client())
+	policies.FenceWrites(fenced)
+	an.secrets.FenceWrites(fenced)
 
 	n := &node{etcd: etcd, election: q.election}
 	m := newMetrics(n.Info)
@@ -283,7 +294,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	np.onRevoke = func() { disconnectRevoked(hub, np.revoked) }
+	np.onRevoked = append(np.onRevoked, func() { disconnectRevoked(hub, np.revoked) })
 	registerHubMetrics(m, hub)
 	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies, pki: np, dataKey: dataKey, dataKeys: dk, quorum: q, ephemerals: eph, hub: hub})
 	if err != nil {
@@ -360,6 +371,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return policies.Run(gctx) })
 	g.Go(func() error { return q.run(gctx) })
 	g.Go(func() error { return hub.Run(gctx) })
+	g.Go(func() error { settleOnLead(gctx, q.election, policies, s.lg); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		hs.Shutdown()
@@ -476,4 +488,28 @@ func newGatewayMux() *runtime.ServeMux {
 
 func clientv3Serializable() []clientv3.OpOption {
 	return []clientv3.OpOption{clientv3.WithSerializable(), clientv3.WithCountOnly()}
+}
+
+// settleOnLead frees the policy guard each time this node becomes the
+// Leader: a large load a former Leader left unfinished is rolled back at
+// once (Policies.Begin settles it), not at the next load or after the dead
+// writer's lease.
+func settleOnLead(ctx context.Context, el *cluster.Election, pol *etcdstore.Policies, lg *slog.Logger) {
+	was := false
+	for ctx.Err() == nil {
+		ch := el.Changed()
+		lead := el.IsLeader()
+		if lead && !was {
+			bctx, cancel := context.WithTimeout(ctx, time.Minute)
+			if _, err := pol.Begin(bctx); err != nil && ctx.Err() == nil {
+				lg.Warn("check the policy guard after taking over; the next load does it again", "err", err)
+			}
+			cancel()
+		}
+		was = lead
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
 }

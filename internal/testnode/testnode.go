@@ -25,6 +25,9 @@ type Node struct {
 	AdminKey string
 	CAFile   string
 	Pin      pki.Pin
+	// EtcdClientAddr and EtcdPeerAddr are the member's etcd ports
+	// (host:port).
+	EtcdClientAddr, EtcdPeerAddr string
 }
 
 // Start runs a Leader until the test ends.
@@ -65,7 +68,8 @@ func Start(t testing.TB) *Node {
 	}
 	_, h := s.Addrs()
 	return &Node{Server: s, DataDir: dir, URL: "https://" + h.String(), Account: c.Account,
-		AdminKey: strings.TrimSpace(string(raw)), CAFile: testutil.CAFile(dir), Pin: pin}
+		AdminKey: strings.TrimSpace(string(raw)), CAFile: testutil.CAFile(dir), Pin: pin,
+		EtcdClientAddr: c.EtcdClientAddr, EtcdPeerAddr: c.EtcdPeerAddr}
 }
 
 func testOutput(t testing.TB) interface{ Write([]byte) (int, error) } {

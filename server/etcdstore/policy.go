@@ -75,8 +75,10 @@ type PolicyConfig struct {
 // permission checks from its graph.
 type Policies struct {
 	cli *clientv3.Client
-	c   PolicyConfig
-	lg  *slog.Logger
+	// w, when set (FenceWrites), is the client every write goes through.
+	w  atomic.Pointer[clientv3.Client]
+	c  PolicyConfig
+	lg *slog.Logger
 
 	graph atomic.Pointer[policy.Graph]
 
@@ -118,6 +120,20 @@ func NewPolicies(cli *clientv3.Client, c PolicyConfig) *Policies {
 	p := &Policies{cli: cli, c: c, lg: c.Logger, revCh: make(chan struct{})}
 	p.graph.Store(policy.NewGraph())
 	return p
+}
+
+// FenceWrites sends every write of the store through w from now on: the
+// election's FencedClient, so that a Leader that has lost its term cannot
+// commit a load (or a claim, batch or rollback of one) in the moment
+// before it notices. Reads and watches keep the store's own client.
+func (p *Policies) FenceWrites(w *clientv3.Client) { p.w.Store(w) }
+
+// writer is the client writes go through.
+func (p *Policies) writer() *clientv3.Client {
+	if w := p.w.Load(); w != nil {
+		return w
+	}
+	return p.cli
 }
 
 // Graph returns the graph of the current facts. It may be replaced (after

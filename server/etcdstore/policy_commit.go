@@ -145,6 +145,16 @@ func (p *Policies) settle(ctx context.Context, g guard, guardRev int64) error {
 		p.lg.Warn("rolling back a policy load whose writer is gone", "intent", g.Intent)
 		return p.rollback(ctx, g, guardRev)
 	}
+	if p.formerTerm(g.Intent) {
+		// Writes are fenced on the Leader's term, and this node leads
+		// now: a load it does not run itself belongs to a former term
+		// and can never commit, whatever its owner's lease says. Roll it
+		// back now rather than after that lease (a killed Leader's
+		// lives on for intentTTL). Were this node not the Leader, the
+		// rollback's fenced writes would fail with not the leader.
+		p.lg.Warn("rolling back a policy load of a former Leader's term", "intent", g.Intent)
+		return p.rollback(ctx, g, guardRev)
+	}
 	wctx, cancel := context.WithTimeout(ctx, (intentTTL+5)*time.Second)
 	defer cancel()
 	wc := p.cli.Watch(wctx, guardKey, clientv3.WithRev(guardRev+1))
@@ -154,6 +164,18 @@ func (p *Policies) settle(ctx context.Context, g guard, guardRev int64) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// formerTerm reports whether the large load intent, found in progress, is
+// not this node's own while the store's writes are fenced on the Leader's
+// term (FenceWrites): only the current Leader's loads can commit then.
+func (p *Policies) formerTerm(intent string) bool {
+	if p.w.Load() == nil {
+		return false
+	}
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	return intent != p.ownIntent
 }
 
 // PolicyCommit is one load to store.
@@ -317,7 +339,7 @@ func (p *Policies) commitDirect(ctx context.Context, snap PolicySnapshot, ops []
 		then = append(then, o.etcd())
 	}
 	then = append(then, clientv3.OpPut(guardKey, guard{}.encode()))
-	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).Then(then...).Commit()
+	resp, err := p.writer().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).Then(then...).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("etcdstore: store policy load: %w", err)
 	}
@@ -381,7 +403,7 @@ func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all ite
 		p.ownIntent = ""
 		p.applyMu.Unlock()
 	}()
-	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).
+	resp, err := p.writer().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", snap.guardRev)).
 		Then(clientv3.OpPut(guardKey, claim.encode()), clientv3.OpPut(ownerKey(id), "writer", clientv3.WithLease(lease.ID))).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("etcdstore: claim a large policy load: %w", err)
@@ -406,7 +428,7 @@ func (p *Policies) commitLarge(ctx context.Context, snap PolicySnapshot, all ite
 	if fenced {
 		return 0, ErrPolicyConflict // rolled back by another writer
 	}
-	resp, err = p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", claimRev)).
+	resp, err = p.writer().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", claimRev)).
 		Then(clientv3.OpPut(guardKey, guard{}.encode()), clientv3.OpDelete(intentPrefix+id+"/", clientv3.WithPrefix())).Commit()
 	if err != nil {
 		return fail(fmt.Errorf("etcdstore: commit a large policy load: %w", err))
@@ -444,7 +466,7 @@ func (p *Policies) batches(ctx context.Context, guardRev int64, all iter.Seq[op]
 						return err
 					}
 				}
-				resp, err := p.cli.Txn(gctx).If(same).Then(batch...).Commit()
+				resp, err := p.writer().Txn(gctx).If(same).Then(batch...).Commit()
 				if err != nil {
 					return fmt.Errorf("etcdstore: store policy load (batch %d): %w", n, err)
 				}
@@ -512,7 +534,7 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 		claimed = guardRev // the claim itself: batches never rewrite the guard
 	}
 	fence := guard{Intent: g.Intent, Base: g.Base, Aborting: true, Claimed: claimed}
-	resp, err := p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", guardRev)).
+	resp, err := p.writer().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", guardRev)).
 		Then(clientv3.OpPut(guardKey, fence.encode()), clientv3.OpPut(ownerKey(g.Intent), "rollback", clientv3.WithLease(lease.ID))).Commit()
 	if err != nil {
 		return fmt.Errorf("etcdstore: fence a policy load to roll it back: %w", err)
@@ -562,7 +584,7 @@ func (p *Policies) rollback(ctx context.Context, g guard, guardRev int64) error 
 	if fenced, err := p.batches(ctx, fenceRev, slices.Values(all)); err != nil || fenced {
 		return err
 	}
-	_, err = p.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", fenceRev)).
+	_, err = p.writer().Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(guardKey), "=", fenceRev)).
 		Then(clientv3.OpPut(guardKey, guard{}.encode()), clientv3.OpDelete(intentPrefix+g.Intent+"/", clientv3.WithPrefix())).Commit()
 	if err != nil {
 		return fmt.Errorf("etcdstore: finish rolling back a policy load: %w", err)

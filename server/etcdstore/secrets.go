@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -69,7 +70,9 @@ type SecretsConfig struct {
 // any node and tells the functions registered with OnChange, so that caches
 // built from values (the JWT authenticators' settings) are dropped.
 type Secrets struct {
-	cli    *clientv3.Client
+	cli *clientv3.Client
+	// w, when set (FenceWrites), is the client writes go through.
+	w      atomic.Pointer[clientv3.Client]
 	sealer Sealer
 	c      SecretsConfig
 
@@ -89,6 +92,19 @@ func NewSecrets(cli *clientv3.Client, sealer Sealer, c SecretsConfig) (*Secrets,
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Secrets{cli: cli, sealer: sealer, c: c}, nil
+}
+
+// FenceWrites sends every write of the store through w from now on: the
+// election's FencedClient, so that a Leader that has lost its term cannot
+// store a value in the moment before it notices. Reads keep the store's
+// own client.
+func (s *Secrets) FenceWrites(w *clientv3.Client) { s.w.Store(w) }
+
+func (s *Secrets) writer() *clientv3.Client {
+	if w := s.w.Load(); w != nil {
+		return w
+	}
+	return s.cli
 }
 
 // SecretPrefix is the etcd prefix of every version of a resource's value.
@@ -154,7 +170,7 @@ func (s *Secrets) Put(ctx context.Context, resourceID, by string, value []byte) 
 		if keepFrom := next - int64(s.c.VersionsKept) + 1; keepFrom > 1 {
 			ops = append(ops, clientv3.OpDelete(prefix, clientv3.WithRange(secretKey(resourceID, keepFrom))))
 		}
-		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(ops...).Commit()
+		txn, err := s.writer().Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(ops...).Commit()
 		if err != nil {
 			return 0, fmt.Errorf("etcdstore: store the value of %s: %w", resourceID, err)
 		}
