@@ -78,6 +78,7 @@ type localStream struct {
 	cancel context.CancelFunc
 	left   int
 	hold   chan struct{}
+	ctx    context.Context
 }
 
 func (f *localFeed) Open(ctx context.Context, cursor int64) (replica.Stream, error) {
@@ -88,7 +89,7 @@ func (f *localFeed) Open(ctx context.Context, cursor int64) (replica.Stream, err
 		return nil, errors.New("injected: node unreachable")
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &localStream{ch: make(chan replica.Message), errc: make(chan error, 1), cancel: cancel, left: -1, hold: f.hold}
+	s := &localStream{ch: make(chan replica.Message), errc: make(chan error, 1), cancel: cancel, left: -1, hold: f.hold, ctx: ctx}
 	if f.cutAfter > 0 {
 		s.left = 1 + rand.IntN(f.cutAfter)
 	}
@@ -115,7 +116,12 @@ func (s *localStream) Recv() (replica.Message, error) {
 	select {
 	case m := <-s.ch:
 		if m.SnapshotEnd && s.hold != nil {
-			<-s.hold
+			// A test that fails before it lets go must still end.
+			select {
+			case <-s.hold:
+			case <-s.ctx.Done():
+				return replica.Message{}, s.ctx.Err()
+			}
 		}
 		return m, nil
 	case err := <-s.errc:
@@ -322,6 +328,13 @@ func TestReplicaResyncsKeepingTheOldCopyUntilWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The hub must have seen the writes before the replica comes back:
+	// otherwise it could resume from its ring and get them live.
+	for deadline := time.Now().Add(20 * time.Second); s.hub.Revision() < last; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub is at %d, never reached %d", s.hub.Revision(), last)
+		}
+	}
 	s.feed.hold = make(chan struct{})
 	r2, _ := s.replica(t)
 	deadline := time.Now().Add(20 * time.Second)

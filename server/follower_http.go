@@ -63,8 +63,8 @@ func (f *Follower) httpHandler(gw *runtime.ServeMux, cj *conjur.Handler, m *metr
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(sowerproto.OpenAPI)
 	})
-	cj.Register(mux)
-	mux.Handle("/", gw)
+	cj.Register(mux) // and Conjur's error JSON for every path it does not know
+	mux.Handle("/v1/", gw)
 	return f.readOnly(mux)
 }
 

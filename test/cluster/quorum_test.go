@@ -77,11 +77,15 @@ func TestQuorum(t *testing.T) {
 		w.waitAcked(t, 50)
 		killAt := time.Now()
 		l1.kill9()
+		dead := time.Now()
 		before := w.count()
 		w.waitAcked(t, before+50)
 		w.halt()
 		newLeader = h.waitLeader(func(l leaderInfo) bool { return l.Name != "leader-1" })
-		first, ok := w.firstAckAfter(killAt)
+		// A request already answered when the process died may be read
+		// after the kill; the first one sent after it died says who
+		// took over.
+		first, ok := w.firstAckSentAfter(dead)
 		if !ok {
 			t.Fatal("no write acknowledged after the kill")
 		}
@@ -201,8 +205,9 @@ type writer struct {
 }
 
 type ack struct {
-	n         int
-	at        time.Time
+	n int
+	// sent is when the request left, at when its answer arrived.
+	sent, at  time.Time
 	leader    string
 	leaderURL string
 }
@@ -239,6 +244,7 @@ func (w *writer) run(interval time.Duration) {
 				continue
 			}
 		}
+		sent := time.Now()
 		code, _, err := w.h.loadPolicy(l.URL, token, fmt.Sprintf("- !variable v-%d\n", n))
 		if err != nil || code != http.StatusCreated {
 			// Unreachable or not the Leader any more: ask again, and
@@ -248,7 +254,7 @@ func (w *writer) run(interval time.Duration) {
 			continue
 		}
 		w.mu.Lock()
-		w.acked = append(w.acked, ack{n: n, at: time.Now(), leader: l.Name, leaderURL: l.URL})
+		w.acked = append(w.acked, ack{n: n, sent: sent, at: time.Now(), leader: l.Name, leaderURL: l.URL})
 		w.mu.Unlock()
 		n++
 	}
@@ -310,11 +316,11 @@ func (w *writer) waitAckAfter(tb testing.TB, at time.Time, old string) ack {
 	return ack{}
 }
 
-func (w *writer) firstAckAfter(at time.Time) (ack, bool) {
+func (w *writer) firstAckSentAfter(at time.Time) (ack, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, a := range w.acked {
-		if a.at.After(at) {
+		if a.sent.After(at) {
 			return a, true
 		}
 	}
