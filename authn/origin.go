@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/sowerproject/sower/policy"
 )
 
 // ReasonOrigin: the client address is outside the role's restricted_to.
@@ -44,40 +46,11 @@ func parseNetwork(s string) (netip.Prefix, error) {
 	if !hasBits {
 		return netip.PrefixFrom(addr, addr.BitLen()), nil
 	}
-	if mask, err := netip.ParseAddr(bitsText); err == nil {
-		bits, ok := maskBits(mask.Unmap(), addr.BitLen())
-		if !ok {
-			return netip.Prefix{}, ErrBadNetwork
-		}
-		return addr.Prefix(bits)
-	}
-	p, err := netip.ParsePrefix(addr.String() + "/" + bitsText)
-	if err != nil {
+	bits, ok := policy.PrefixBits(bitsText, addr.BitLen())
+	if !ok {
 		return netip.Prefix{}, ErrBadNetwork
 	}
-	return p.Masked(), nil
-}
-
-// maskBits turns a netmask such as 255.255.0.0 into its prefix length.
-func maskBits(mask netip.Addr, width int) (int, bool) {
-	if mask.BitLen() != width {
-		return 0, false
-	}
-	n, ended := 0, false
-	for _, octet := range mask.AsSlice() {
-		for i := 7; i >= 0; i-- {
-			set := octet&(1<<i) != 0
-			switch {
-			case set && ended:
-				return 0, false
-			case set:
-				n++
-			default:
-				ended = true
-			}
-		}
-	}
-	return n, true
+	return addr.Prefix(bits)
 }
 
 // Contains reports whether addr is in one of the networks. An IPv4 address

@@ -20,7 +20,7 @@ func checkCIDR(s string) string {
 	bits := addr.BitLen()
 	if hasBits {
 		var ok bool
-		if bits, ok = prefixBits(bitsText, addr.BitLen()); !ok {
+		if bits, ok = PrefixBits(bitsText, addr.BitLen()); !ok {
 			return invalid
 		}
 	}
@@ -38,9 +38,11 @@ func checkCIDR(s string) string {
 	return fmt.Sprintf("%s: Value has bits set to right of mask. Did you mean '%s'?", invalid, canonical)
 }
 
-// prefixBits reads a prefix length, or a netmask ("255.255.0.0") as Ruby's
-// IPAddr accepts it.
-func prefixBits(s string, max int) (int, bool) {
+// PrefixBits reads the part of a restricted_to entry after its "/": a
+// prefix length, or a netmask ("255.255.0.0") as Ruby's IPAddr accepts it,
+// for an address of max bits. authn reads the entries it enforces with it,
+// so policy and enforcement agree on what an entry means.
+func PrefixBits(s string, max int) (int, bool) {
 	if mask, err := netip.ParseAddr(s); err == nil {
 		if mask.BitLen() != max {
 			return 0, false
@@ -87,7 +89,7 @@ func canonicalCIDR(s string) string {
 	bits := addr.BitLen()
 	if hasBits {
 		var ok bool
-		if bits, ok = prefixBits(bitsText, addr.BitLen()); !ok {
+		if bits, ok = PrefixBits(bitsText, addr.BitLen()); !ok {
 			return s
 		}
 	}
