@@ -142,7 +142,7 @@ func StartEtcd(ctx context.Context, c EtcdConfig) (*Etcd, error) {
 			g.close()
 		}
 	}
-	cli := v3client.New(e.Server)
+	cli := retryReads(v3client.New(e.Server))
 	if g != nil {
 		// Peers may connect as soon as etcd runs (a joining member needs
 		// them before it is ready); until now they waited in the backlog.

@@ -88,7 +88,7 @@ func StartPrivateEtcd(ctx context.Context, c PrivateEtcdConfig) (*Etcd, error) {
 		stop()
 		return nil, fmt.Errorf("cluster: waiting for the private etcd: %w", ctx.Err())
 	}
-	return &Etcd{e: e, client: v3client.New(e.Server), closing: closing}, nil
+	return &Etcd{e: e, client: retryReads(v3client.New(e.Server)), closing: closing}, nil
 }
 
 // Revision is the member's current etcd revision (its store's, without a
