@@ -16,6 +16,10 @@
 // single-node Leader started from the built binary with `sower server
 // --data-dir ./.sower` in a fresh directory, the way `make run` starts it;
 // the documents' 127.0.0.1:8443 and :7443 become the node's free ports.
+// A document that starts its own nodes (docs/cluster.md: three nodes on
+// 127.0.0.2-4 with the default ports) runs as written in a network namespace
+// of its own, so its fixed addresses cannot collide with anything; every
+// process it leaves behind is killed at the end.
 package docs
 
 import (
@@ -29,6 +33,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,9 +41,25 @@ import (
 	"github.com/sowerproject/sower/policy"
 )
 
-// walkthroughs are the documents whose unmarked shell blocks are run, each
-// against a node of its own, top to bottom.
-var walkthroughs = []string{"../README.md"}
+// walkthrough is a document whose unmarked shell blocks are run, top to
+// bottom, in one shell.
+type walkthrough struct {
+	file string
+	// ownNodes: the document starts its own nodes on fixed addresses; it
+	// runs in a network namespace of its own instead of against a Leader
+	// the test starts.
+	ownNodes bool
+}
+
+// walkthroughs are the documents a new user follows in this order; each
+// runs on a fresh machine of its own, as README.md's "make run" Leader or
+// (ownNodes) from nothing.
+var walkthroughs = []walkthrough{
+	{file: "../README.md"},
+	{file: "authn.md"},
+	{file: "seeds.md"},
+	{file: "cluster.md", ownNodes: true},
+}
 
 // block is one fenced block of a document.
 type block struct {
@@ -196,7 +217,7 @@ func TestShellBlocksAreMarked(t *testing.T) {
 
 func isWalkthrough(f string) bool {
 	for _, w := range walkthroughs {
-		if filepath.Clean(w) == filepath.Clean(f) {
+		if filepath.Clean(w.file) == filepath.Clean(f) {
 			return true
 		}
 	}
@@ -209,22 +230,70 @@ func TestWalkthroughs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node and runs the documents' commands")
 	}
-	for _, f := range walkthroughs {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			var run []block
-			for _, b := range readBlocks(t, f) {
-				if b.shell() && !b.marks["illustration"] {
-					run = append(run, b)
-				}
+	for _, w := range walkthroughs {
+		t.Run(filepath.Base(w.file), func(t *testing.T) {
+			run := runnable(t, w.file)
+			var err error
+			if w.ownNodes {
+				err = runInNamespace(t, run)
+			} else {
+				err = runBlocks(t, run)
 			}
-			if len(run) == 0 {
-				t.Fatalf("%s has no runnable block", f)
-			}
-			if err := runBlocks(t, run); err != nil {
+			if err != nil {
 				t.Fatal(err)
 			}
 		})
 	}
+}
+
+// runnable returns a walkthrough's blocks that run: its shell blocks not
+// marked as illustrations.
+func runnable(t *testing.T, file string) []block {
+	t.Helper()
+	var run []block
+	for _, b := range readBlocks(t, file) {
+		if b.shell() && !b.marks["illustration"] {
+			run = append(run, b)
+		}
+	}
+	if len(run) == 0 {
+		t.Fatalf("%s has no runnable block", file)
+	}
+	return run
+}
+
+// runInNamespace runs blocks as written, in a fresh directory and a new
+// network namespace whose loopback is up (127.0.0.0/8 is all local there,
+// as on the host). It needs CAP_SYS_ADMIN (root); without it the test
+// skips, or under CI fails.
+func runInNamespace(t *testing.T, blocks []block) error {
+	t.Helper()
+	if out, err := exec.Command("unshare", "--net", "--", "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		msg := fmt.Sprintf("cannot make a network namespace (unshare --net, ip link: %v: %s): the walkthrough that starts its own nodes runs as root", err, bytes.TrimSpace(out))
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	sower := testutil.BuildSower(t)
+	dir := t.TempDir()
+	env := []string{"HOME=" + dir, "PATH=" + filepath.Dir(sower) + ":" + os.Getenv("PATH")}
+	err := runScriptIn(dir, env, strings.NewReplacer(), blocks, []string{"unshare", "--net", "--", "bash", "-c", "ip link set lo up\n" + scriptMarker + "\n"})
+	if err != nil {
+		// The nodes' logs say why a step failed.
+		logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+		var b strings.Builder
+		for _, l := range logs {
+			data, _ := os.ReadFile(l)
+			lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+			if len(lines) > 15 {
+				lines = lines[len(lines)-15:]
+			}
+			fmt.Fprintf(&b, "\n--- last lines of %s:\n%s", filepath.Base(l), strings.Join(lines, "\n"))
+		}
+		return fmt.Errorf("%w%s", err, b.String())
+	}
+	return nil
 }
 
 // node is a Leader started from the built binary as `make run` starts it.
@@ -320,8 +389,18 @@ func runBlocks(t *testing.T, blocks []block) error {
 	return runScript(n.dir, env, repl, blocks)
 }
 
+// scriptMarker stands for the script in runScriptIn's command.
+const scriptMarker = "@@script@@"
+
 // runScript runs blocks in dir with env added to the environment.
 func runScript(dir string, env []string, repl *strings.Replacer, blocks []block) error {
+	return runScriptIn(dir, env, repl, blocks, []string{"bash", "-c", scriptMarker})
+}
+
+// runScriptIn runs blocks with command, whose scriptMarker is replaced by
+// the script: in its own process group, killed whole at the end so that no
+// process the document left in the background survives the test.
+func runScriptIn(dir string, env []string, repl *strings.Replacer, blocks []block, command []string) error {
 	const marker = "@@sower-docs-block "
 	var script strings.Builder
 	script.WriteString("set -euo pipefail\n")
@@ -335,10 +414,20 @@ func runScript(dir string, env []string, repl *strings.Replacer, blocks []block)
 	fmt.Fprintf(&script, "printf '\\n%send\\n'\n", marker)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
+	args := make([]string, len(command))
+	for i, a := range command {
+		args[i] = strings.ReplaceAll(a, scriptMarker, script.String())
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	out, runErr := cmd.CombinedOutput()
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 
 	// Split the output at the markers: outputs[i] is block i's.
 	outputs := make([]string, len(blocks))
@@ -408,4 +497,72 @@ func lineMatches(pattern, line string) bool {
 		pos += i + len(piece)
 	}
 	return true
+}
+
+// TestDocsTestCatchesDrift breaks documented examples the way drift
+// would, and shows each caught: a command whose flag the CLI no longer
+// has, an output the command no longer prints, and a policy that no
+// longer parses.
+func TestDocsTestCatchesDrift(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nodes and runs the documents' commands")
+	}
+	run := runnable(t, "../README.md")
+
+	t.Run("command", func(t *testing.T) {
+		blocks, at := upTo(t, run, func(b block) bool { return strings.Contains(b.text, "sower policy load root seeds.yml") })
+		blocks[at].text = strings.Replace(blocks[at].text, "sower policy load root", "sower policy load --no-such-flag root", 1)
+		err := runBlocks(t, blocks)
+		if err == nil || !strings.Contains(err.Error(), blocks[at].String()+" failed") || !strings.Contains(err.Error(), "unknown flag: --no-such-flag") {
+			t.Fatalf("a documented command that fails was not reported as that block's failure: %v", err)
+		}
+	})
+	t.Run("output", func(t *testing.T) {
+		blocks, at := upTo(t, run, func(b block) bool { return b.output != nil })
+		out := *blocks[at].output
+		out.text = "a line the command never prints\n"
+		blocks[at].output = &out
+		err := runBlocks(t, blocks)
+		if err == nil || !strings.Contains(err.Error(), "was not printed") || !strings.Contains(err.Error(), "a line the command never prints") {
+			t.Fatalf("an output the document shows but the command does not print was not reported: %v", err)
+		}
+	})
+	t.Run("policy", func(t *testing.T) {
+		var found bool
+		for _, f := range documents(t) {
+			for _, b := range readBlocks(t, f) {
+				if !b.policyBlock() || b.marks["illustration"] || b.marks["invalid"] {
+					continue
+				}
+				if err := checkPolicy(b); err != nil {
+					t.Fatalf("%s should load before it is broken: %v", b, err)
+				}
+				b.text = strings.Replace(b.text, "- !", "- !no-such-record ", 1)
+				if err := checkPolicy(b); err == nil {
+					t.Fatalf("%s, broken, still loads", b)
+				}
+				found = true
+				break
+			}
+			if found {
+				break
+			}
+		}
+		if !found {
+			t.Fatal("no policy block in the documents to break")
+		}
+	})
+}
+
+// upTo returns a copy of blocks up to and including the first that match
+// accepts, and that block's index.
+func upTo(t *testing.T, blocks []block, match func(block) bool) ([]block, int) {
+	t.Helper()
+	for i, b := range blocks {
+		if match(b) {
+			return append([]block(nil), blocks[:i+1]...), i
+		}
+	}
+	t.Fatal("README.md has no block to break: the drift test needs updating")
+	return nil, 0
 }

@@ -16,8 +16,10 @@ var (
 	buildOut  []byte
 )
 
-// BuildSower builds ./cmd/sower once per test process and returns the
-// binary's path. Process tests run the real binary the way a user does.
+// BuildSower builds the programs of ./cmd (sower, sower-seed-fetcher,
+// sower-authn-client) once per test process into one directory and
+// returns sower's path; the others are beside it. Process tests run the
+// real binaries the way a user does.
 func BuildSower(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -27,7 +29,7 @@ func BuildSower(t testing.TB) string {
 		}
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
-		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, "sower"), "./cmd/sower")
+		cmd := exec.Command("go", "build", "-o", buildDir+string(filepath.Separator), "./cmd/...")
 		cmd.Dir = root
 		buildOut, buildErr = cmd.CombinedOutput()
 	})
