@@ -7,7 +7,8 @@
 //
 //	```sh                 run by the test, in order, with the file's other runnable blocks
 //	```sh illustration    shown only (placeholders, destructive or slow steps)
-//	```text output        lines the shell block before it must print, in order ("…" matches anything)
+//	```text output        lines the shell block before it must print, in order ("…" matches anything);
+//	                      after a `yaml invalid` block, the error it must be refused with
 //	```yaml               a Conjur policy (a list of !tags): must parse and resolve
 //	```yaml invalid       a policy that must be refused
 //	```yaml illustration  YAML that is not a policy, or only a fragment of one
@@ -129,8 +130,8 @@ func parseBlocks(file string, md []byte) ([]block, error) {
 		if strings.TrimSpace(line) == "```" {
 			cur.text = body.String()
 			if cur.lang == "text" && cur.marks["output"] {
-				if len(out) == 0 || !out[len(out)-1].shell() {
-					return nil, fmt.Errorf("%s: an output block must follow a shell block", cur)
+				if len(out) == 0 || !(out[len(out)-1].shell() || out[len(out)-1].marks["invalid"]) {
+					return nil, fmt.Errorf("%s: an output block must follow a shell block or a policy marked invalid", cur)
 				}
 				out[len(out)-1].output = cur
 			} else {
@@ -194,6 +195,11 @@ func TestPolicyBlocks(t *testing.T) {
 				t.Errorf("%s is marked invalid but loads", b)
 			case !b.marks["invalid"] && err != nil:
 				t.Errorf("%s does not load: %v", b, err)
+			case b.marks["invalid"] && b.output != nil:
+				// The error the document shows is the one the parser gives.
+				if merr := matchOutput(b.output.text, err.Error()); merr != nil {
+					t.Errorf("%s is refused with %q, not with the error the document shows (%s): %v", b, err, b.output, merr)
+				}
 			}
 		}
 	}
