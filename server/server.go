@@ -207,6 +207,16 @@ func (s *Server) Run(ctx context.Context) error {
 		s.lg.Info("sower node stopped", "name", s.c.Name)
 	}()
 	np.onRevoked = append(np.onRevoked, etcd.Recheck)
+	// The disk guard reads free space from the start: a node restarted on
+	// a full disk raises the alarm before anything writes.
+	disk, err := etcd.GuardDisk(cluster.DiskConfig{Dir: dd.join("etcd"), MinFree: s.c.MinFreeDisk, Logger: s.lg})
+	if err != nil {
+		return err
+	}
+	diskCtx, stopDisk := context.WithCancel(ctx)
+	diskDone := make(chan struct{})
+	go func() { defer close(diskDone); disk.Run(diskCtx) }()
+	defer func() { stopDisk(); <-diskDone }()
 	if err := s.waitVoter(ctx, etcd); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -274,7 +284,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	unary := []grpc.UnaryServerInterceptor{recoverUnary(s.lg), m.unary, auth.unary, q.leaderOnly, notLeaderUnary}
+	unary := []grpc.UnaryServerInterceptor{recoverUnary(s.lg), m.unary, auth.unary, q.leaderOnly, diskGuard{disk}.unary, notLeaderUnary}
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(serverTLS)),
 		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
@@ -474,6 +484,9 @@ func newGatewayMux() *runtime.ServeMux {
 		runtime.WithErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 			if st, ok := status.FromError(err); ok {
 				conjur.SetRetryAfter(w.Header(), st)
+				if c := conjur.StatusOf(st); c != 0 {
+					err = &runtime.HTTPStatusError{HTTPStatus: c, Err: err}
+				}
 			}
 			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 		}),

@@ -1,0 +1,220 @@
+package clustertest
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// diskFullFS is the size of the file system the test mounts; diskFullFloor
+// is the node's --min-free-disk. etcd preallocates two 64 MB WAL segments
+// at start, so the room left is about 190 MiB.
+const (
+	diskFullFS    = "320m"
+	diskFullFloor = 128 << 20
+)
+
+// TestDiskFull is issue 11's sixth point: a Leader whose data dir is on a
+// small tmpfs the test fills refuses writes with a clear 507 (the Conjur
+// paths and /v1), goes on serving reads, authentication and health, stays
+// alive, and accepts writes again once the file is removed, without a
+// restart; every write acknowledged before is still there, and after a
+// restart too.
+func TestDiskFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real sower processes")
+	}
+	h := newHarness(t, "default", 0)
+	l1 := h.node("leader-1", "127.0.0.2")
+	mountTmpfs(t, l1.dir, l1)
+	if err := l1.start("--min-free-disk", fmt.Sprint(diskFullFloor)); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := h.authenticate(l1.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vars strings.Builder
+	for i := range 4 {
+		fmt.Fprintf(&vars, "- !variable disk/v%d\n", i)
+	}
+	if code, body, err := h.loadPolicy(l1.url(), tok, vars.String()); err != nil || code != http.StatusCreated {
+		t.Fatalf("load the variables: %d %s %v", code, body, err)
+	}
+	secretURL := func(i int) string { return fmt.Sprintf("%s/secrets/%s/variable/disk%%2Fv%d", l1.url(), account, i) }
+	acked := map[int]string{}
+	set := func(i int, v string) (int, string) {
+		t.Helper()
+		code, body, err := h.do(http.MethodPost, secretURL(i), tok, []byte(v))
+		if err != nil {
+			t.Fatalf("set disk/v%d: %v", i, err)
+		}
+		if code == http.StatusCreated {
+			acked[i] = v
+		}
+		return code, body
+	}
+	for i := range 2 {
+		if code, body := set(i, fmt.Sprintf("before-%d", i)); code != http.StatusCreated {
+			t.Fatalf("set disk/v%d with room: %d %s", i, code, body)
+		}
+	}
+
+	// Fill the file system to below the floor, with room for what etcd
+	// still writes.
+	fill := filepath.Join(l1.dir, "fill")
+	fillTo(t, l1.dir, fill, diskFullFloor-24<<20)
+
+	code, body := set(2, "while-full")
+	if code != http.StatusInsufficientStorage {
+		t.Fatalf("secret set on a full disk: %d %s, want 507", code, body)
+	}
+	for _, want := range []string{"insufficient_storage", "--min-free-disk", "a write needs 1342", "bytes (", "without a restart"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the 507 body does not say %q: %s", want, body)
+		}
+	}
+	if code, body, err := h.loadPolicy(l1.url(), tok, "- !variable disk/while-full\n"); err != nil || code != http.StatusInsufficientStorage {
+		t.Errorf("policy load on a full disk: %d %s %v, want 507", code, body, err)
+	}
+	v1Body := fmt.Sprintf(`{"value":%q}`, base64.StdEncoding.EncodeToString([]byte("v1-while-full")))
+	if code, body, err := h.do(http.MethodPost, l1.url()+"/v1/secrets/"+account+"/variable/disk/v3", tok, []byte(v1Body)); err != nil ||
+		code != http.StatusInsufficientStorage || !strings.Contains(body, "min-free-disk") {
+		t.Errorf("/v1 secret set on a full disk: %d %s %v, want 507 naming the flag", code, body, err)
+	}
+	// etcd refuses writes too (the node's NOSPACE alarm), so background
+	// writers (the audit trail) cannot eat the headroom either.
+	waitLog(t, l1, "refusing writes (etcd NOSPACE alarm)")
+
+	// Reads, authentication and health go on; the process is alive.
+	for i, v := range acked {
+		if code, body, err := h.do(http.MethodGet, secretURL(i), tok, nil); err != nil || code != http.StatusOK || body != v {
+			t.Errorf("read disk/v%d on a full disk: %d %q %v, want %q", i, code, body, err, v)
+		}
+	}
+	if _, err := h.authenticate(l1.url()); err != nil {
+		t.Errorf("authenticate on a full disk: %v", err)
+	}
+	if code, body, err := h.do(http.MethodGet, l1.url()+"/healthz", "", nil); err != nil || code != http.StatusOK {
+		t.Errorf("/healthz on a full disk: %d %s %v", code, body, err)
+	}
+	alive(t, l1)
+
+	// Space returns: writes succeed again, without a restart.
+	if err := os.Remove(fill); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body := set(2, "after")
+		if code == http.StatusCreated {
+			break
+		}
+		if code != http.StatusInsufficientStorage || time.Now().After(deadline) {
+			t.Fatalf("secret set after space returned: %d %s, want 201 within 30s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body, err := h.loadPolicy(l1.url(), tok, "- !variable disk/after\n"); err != nil || code != http.StatusCreated {
+		t.Errorf("policy load after space returned: %d %s %v", code, body, err)
+	}
+	alive(t, l1)
+
+	// Everything acknowledged is there, now and after a restart.
+	check := func(when string) {
+		for i, v := range acked {
+			if code, body, err := h.do(http.MethodGet, secretURL(i), tok, nil); err != nil || code != http.StatusOK || body != v {
+				t.Errorf("%s: disk/v%d is %d %q %v, want %q", when, i, code, body, err, v)
+			}
+		}
+	}
+	check("after recovery")
+	l1.stop()
+	if err := l1.start("--min-free-disk", fmt.Sprint(diskFullFloor)); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err = h.authenticate(l1.url()); err != nil {
+		t.Fatal(err)
+	}
+	check("after a restart")
+}
+
+// mountTmpfs mounts a tmpfs of diskFullFS at dir for the test; it skips the
+// test when not root, and fails it under CI when the mount is refused. The
+// cleanup stops p first: a busy file system does not unmount.
+func mountTmpfs(t *testing.T, dir string, p *proc) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("a full disk is a tmpfs the test mounts: run as root")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+diskFullFS+",mode=0700"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("mount a tmpfs at %s: %v", dir, err)
+		}
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() {
+		p.kill9()
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+}
+
+// fillTo allocates a file at path so that the file system of dir keeps
+// about free bytes free.
+func fillTo(t *testing.T, dir, path string, free uint64) {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	avail := st.Bavail * uint64(st.Bsize)
+	if avail <= free {
+		t.Fatalf("only %d bytes free on %s before filling; want more than %d", avail, dir, free)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, int64(avail-free)); err != nil {
+		t.Fatalf("fill %s: %v", dir, err)
+	}
+}
+
+// waitLog waits up to 30 s for the node's log to say want.
+func waitLog(t *testing.T, p *proc, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		raw, _ := os.ReadFile(p.logPath)
+		if strings.Contains(string(raw), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log of %s does not say %q within 30s: %s", p.name, want, p.tail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// alive fails the test if the node's process has exited.
+func alive(t *testing.T, p *proc) {
+	t.Helper()
+	select {
+	case <-p.done:
+		t.Fatalf("%s exited: %s", p.name, p.tail())
+	default:
+	}
+}
