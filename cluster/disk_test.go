@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
@@ -106,5 +107,42 @@ func TestDiskGuardRaisesAndDisarmsTheAlarm(t *testing.T) {
 	free.Store(DefaultMinFreeDisk + 1<<20)
 	if err := d.Check(1 << 20); !errors.As(err, &nse) || nse.Required != DefaultMinFreeDisk+writeCostFactor<<20 {
 		t.Errorf("Check of a 1 MiB write with 1 MiB over the floor: %v, want refused needing floor + %d MiB", err, writeCostFactor)
+	}
+}
+
+// TestDiskGuardReportsAnotherMembersAlarm: a Standby whose disk is low holds
+// the alarm for itself; every other member's guard then refuses writes
+// naming it, and leaves that alarm to its owner.
+func TestDiskGuardReportsAnotherMembersAlarm(t *testing.T) {
+	e := startMember(t, newSpec(t, "n1"))
+	d, err := e.GuardDisk(DiskConfig{Dir: "/data", Logger: logger(t),
+		statfs: func(string) (DiskUsage, error) { return DiskUsage{Free: 4 << 30, Total: 10 << 30}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	const other = 0xabc
+	alarm := func(action pb.AlarmRequest_AlarmAction) {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		defer acancel()
+		if _, err := e.e.Server.Alarm(actx, &pb.AlarmRequest{Action: action, MemberID: other, Alarm: pb.AlarmType_NOSPACE}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alarm(pb.AlarmRequest_ACTIVATE)
+	var nse *NoSpaceError
+	if err := d.Check(0); !errors.As(err, &nse) || nse.Member != "abc" || !strings.Contains(err.Error(), "member abc raised etcd's NOSPACE alarm") {
+		t.Fatalf("Check with another member's alarm: %v, want a *NoSpaceError naming member abc", err)
+	}
+	// The guard's own disk is fine: a round of Run must not disarm
+	// another's alarm.
+	d.reconcile(ctx)
+	if err := d.Check(0); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("another member's alarm was disarmed by this member's guard: Check %v", err)
+	}
+	alarm(pb.AlarmRequest_DEACTIVATE)
+	if err := d.Check(0); err != nil {
+		t.Fatalf("Check after the alarm was disarmed: %v", err)
 	}
 }

@@ -101,8 +101,10 @@ func TestDiskFull(t *testing.T) {
 	if _, err := h.authenticate(l1.url()); err != nil {
 		t.Errorf("authenticate on a full disk: %v", err)
 	}
-	if code, body, err := h.do(http.MethodGet, l1.url()+"/healthz", "", nil); err != nil || code != http.StatusOK {
-		t.Errorf("/healthz on a full disk: %d %s %v", code, body, err)
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code, body, err := h.do(http.MethodGet, l1.url()+path, "", nil); err != nil || code != http.StatusOK {
+			t.Errorf("%s on a full disk: %d %.200s %v", path, code, body, err)
+		}
 	}
 	alive(t, l1)
 
