@@ -266,11 +266,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer q.close()
-	// Every policy and secret write commits only during this node's term
-	// as Leader, as seed records do.
+	// Every policy, secret and authentication write commits only during
+	// this node's term as Leader, as seed records do.
 	fenced := q.election.FencedClient(etcd.Client())
 	policies.FenceWrites(fenced)
-	an.secrets.FenceWrites(fenced)
+	an.fenceWrites(fenced)
 
 	n := &node{etcd: etcd, election: q.election}
 	m := newMetrics(n.Info)
