@@ -224,6 +224,13 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 
+	if err := np.bindCerts(ctx, etcd.Client(), s.c.Name); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.lg.Warn("cannot record this node's certificates for the etcd gates; they admit it by name until it can", "err", err)
+	}
+
 	kv := etcdstore.NewKV(etcd.Client())
 	if caMem != nil {
 		err = np.persistCA(ctx, caMem, kv, dataKey)
