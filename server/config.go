@@ -123,11 +123,20 @@ func (c Config) Validate() error {
 	if c.PolicyLoadTimeout < 0 {
 		return fmt.Errorf("%w: policy-load-timeout %s: must not be negative", ErrInvalidConfig, c.PolicyLoadTimeout)
 	}
-	if c.MinFreeDisk != 0 && c.MinFreeDisk < cluster.EtcdDiskHeadroom() {
-		return fmt.Errorf("%w: min-free-disk %d bytes: etcd may still write up to %d bytes (a WAL segment and room for its database) after writes are refused, and exits if it cannot; set at least that, or leave it unset for the default", ErrInvalidConfig, c.MinFreeDisk, cluster.EtcdDiskHeadroom())
+	if err := checkMinFreeDisk(c.MinFreeDisk); err != nil {
+		return err
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("%w: shutdown-timeout %s: must not be negative", ErrInvalidConfig, c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// checkMinFreeDisk refuses a free-space floor below what etcd may still
+// write once writes are refused.
+func checkMinFreeDisk(v uint64) error {
+	if v != 0 && v < cluster.EtcdDiskHeadroom() {
+		return fmt.Errorf("%w: min-free-disk %d bytes: etcd may still write up to %d bytes (a WAL segment and room for its database) after writes are refused, and exits if it cannot; set at least that, or leave it unset for the default", ErrInvalidConfig, v, cluster.EtcdDiskHeadroom())
 	}
 	return nil
 }

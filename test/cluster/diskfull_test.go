@@ -220,3 +220,74 @@ func alive(t *testing.T, p *proc) {
 	default:
 	}
 }
+
+// TestDiskFullFollower: a Follower whose data dir fills stops taking
+// updates instead of exiting (its private etcd would exit on a failed
+// write), serves the copy it has, and catches up by itself once space is
+// back.
+func TestDiskFullFollower(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real sower processes")
+	}
+	h := newHarness(t, "default", 0)
+	l1 := h.node("leader-1", "127.0.0.2")
+	if err := l1.start(); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := h.authenticate(l1.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := strings.Replace(h.clusterPolicy("leader-1"), "    - !webservice\n",
+		"    - !webservice\n      annotations:\n        sower/follower-hostnames: \"*."+followerDomain+"\"\n", 1) + "- !variable db/password\n"
+	if code, body, err := h.loadPolicy(l1.url(), admin, pol); err != nil || code != http.StatusCreated {
+		t.Fatalf("load policy: %d %s %v", code, body, err)
+	}
+	if _, err := setSecret(l1, admin, "before"); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := h.followerNode(l1.url(), "follower-1", "127.0.0.5")
+	mountTmpfs(t, f.dir, f)
+	f.follower = append(f.follower, "--min-free-disk", fmt.Sprint(diskFullFloor))
+	if err := f.start(); err != nil {
+		t.Fatal(err)
+	}
+	read := func() string {
+		code, _, body, err := f.req(http.MethodGet, secretPath, admin, "")
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("read on the Follower: %d %q %v", code, body, err)
+		}
+		return body
+	}
+	waitRead := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for read() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("the Follower does not serve %q within 30s: %s", want, f.tail())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitRead("before")
+
+	fill := filepath.Join(f.dir, "fill")
+	fillTo(t, f.dir, fill, diskFullFloor-24<<20)
+	waitLog(t, f, "refusing writes (etcd NOSPACE alarm)")
+	if _, err := setSecret(l1, admin, "after"); err != nil {
+		t.Fatal(err)
+	}
+	// The Follower tries to store the write, cannot, and serves what it
+	// has.
+	waitLog(t, f, "database space exceeded")
+	if got := read(); got != "before" {
+		t.Errorf("the Follower on a full disk serves %q, want the value it had, %q", got, "before")
+	}
+	alive(t, f)
+
+	if err := os.Remove(fill); err != nil {
+		t.Fatal(err)
+	}
+	waitRead("after")
+	alive(t, f)
+}
