@@ -183,6 +183,15 @@ func (d *Disk) Usage() DiskUsage {
 	return d.last
 }
 
+// Refusing reports, from the last reading and this member's view of the
+// alarms, whether writes are refused now.
+func (d *Disk) Refusing() bool {
+	d.mu.Lock()
+	low := d.low
+	d.mu.Unlock()
+	return low || d.alarmErr() != nil
+}
+
 // Check reads free space now and reports whether a write of size bytes (its
 // request's size; 0 when unknown) may go ahead: nil, or a *NoSpaceError
 // when this node's disk is below the floor plus the write's cost or any

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -44,6 +45,24 @@ func (g diskGuard) unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 		}
 	}
 	return resp, err
+}
+
+// registerDiskMetrics exports the guard's view: free bytes, the floor, and
+// whether writes are refused now.
+func registerDiskMetrics(m *metrics, d *cluster.Disk) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_disk_free_bytes", Help: "Free bytes on the data dir's file system, as last read."},
+			func() float64 { return float64(d.Usage().Free) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_disk_min_free_bytes", Help: "The free-space floor (--min-free-disk) below which writes are refused."},
+			func() float64 { return float64(d.Floor()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_disk_writes_refused", Help: "1 while writes are refused for lack of disk space (this node's or a member's NOSPACE alarm)."},
+			func() float64 {
+				if d.Refusing() {
+					return 1
+				}
+				return 0
+			}),
+	)
 }
 
 // noSpaceStatus is the one place a *cluster.NoSpaceError becomes a gRPC

@@ -313,6 +313,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	np.onRevoked = append(np.onRevoked, func() { disconnectRevoked(hub, np.revoked) })
 	registerHubMetrics(m, hub)
+	registerDiskMetrics(m, disk)
 	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies, pki: np, dataKey: dataKey, dataKeys: dk, quorum: q, ephemerals: eph, hub: hub})
 	if err != nil {
 		return err

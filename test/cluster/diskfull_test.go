@@ -106,6 +106,9 @@ func TestDiskFull(t *testing.T) {
 			t.Errorf("%s on a full disk: %d %.200s %v", path, code, body, err)
 		}
 	}
+	if _, body, _ := h.do(http.MethodGet, l1.url()+"/metrics", "", nil); !strings.Contains(body, "sower_disk_writes_refused 1") {
+		t.Errorf("/metrics on a full disk does not say sower_disk_writes_refused 1")
+	}
 	alive(t, l1)
 
 	// Space returns: writes succeed again, without a restart.
@@ -125,6 +128,9 @@ func TestDiskFull(t *testing.T) {
 	}
 	if code, body, err := h.loadPolicy(l1.url(), tok, "- !variable disk/after\n"); err != nil || code != http.StatusCreated {
 		t.Errorf("policy load after space returned: %d %s %v", code, body, err)
+	}
+	if _, body, _ := h.do(http.MethodGet, l1.url()+"/metrics", "", nil); !strings.Contains(body, "sower_disk_writes_refused 0") {
+		t.Errorf("/metrics after recovery does not say sower_disk_writes_refused 0")
 	}
 	alive(t, l1)
 
