@@ -297,3 +297,81 @@ func TestDiskFullFollower(t *testing.T) {
 	waitRead("after")
 	alive(t, f)
 }
+
+// TestDiskFullStandby: a Standby whose disk fills raises its alarm, so the
+// Leader, whose own disk is fine, refuses writes naming it, before the
+// Standby's etcd would exit on a write it cannot store; both stay up and
+// writes resume once the Standby has space again.
+func TestDiskFullStandby(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real sower processes")
+	}
+	h := newHarness(t, "prod", 2)
+	l1 := h.node("leader-1", "127.0.0.2")
+	s1 := h.node("standby-1", "127.0.0.3")
+	mountTmpfs(t, s1.dir, s1)
+	if err := l1.start("--cluster", "prod"); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := h.authenticate(l1.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body, err := h.loadPolicy(l1.url(), tok, h.clusterPolicy("leader-1", "standby-1")+"- !variable db/password\n"); err != nil || code != http.StatusCreated {
+		t.Fatalf("load the cluster policy: %d %s %v", code, body, err)
+	}
+	if err := h.join(l1.url(), s1, "--min-free-disk", fmt.Sprint(diskFullFloor)); err != nil {
+		t.Fatal(err)
+	}
+	h.waitVoters(l1.url(), "leader-1", "standby-1")
+	if _, err := setSecret(l1, tok, "before"); err != nil {
+		t.Fatal(err)
+	}
+
+	fill := filepath.Join(s1.dir, "fill")
+	fillTo(t, s1.dir, fill, diskFullFloor-24<<20)
+	waitLog(t, s1, "refusing writes (etcd NOSPACE alarm)")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := h.do(http.MethodPost, l1.url()+secretPath, tok, []byte("while-full"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == http.StatusInsufficientStorage {
+			if !strings.Contains(body, "member standby-1") {
+				t.Errorf("the Leader's 507 does not name the Standby whose disk is full: %s", body)
+			}
+			break
+		}
+		// Until the Leader has applied the alarm, a write may still
+		// commit (the Standby's floor leaves room for it).
+		if code != http.StatusCreated || time.Now().After(deadline) {
+			t.Fatalf("secret set while the Standby's disk is full: %d %s, want 507 within 30s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body, err := h.do(http.MethodGet, l1.url()+secretPath, tok, nil); err != nil || code != http.StatusOK {
+		t.Errorf("read on the Leader while the Standby is full: %d %s %v", code, body, err)
+	}
+	alive(t, l1)
+	alive(t, s1)
+
+	if err := os.Remove(fill); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := h.do(http.MethodPost, l1.url()+secretPath, tok, []byte("after"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == http.StatusCreated {
+			break
+		}
+		if code != http.StatusInsufficientStorage || time.Now().After(deadline) {
+			t.Fatalf("secret set after the Standby's space returned: %d %s, want 201 within 30s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	alive(t, s1)
+}
