@@ -37,6 +37,9 @@ type Enrollment struct {
 	Host      string    `json:"host"` // "<account>:host:conjur/cluster/<cluster>/<node>"
 	NodeName  string    `json:"node_name"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Serials are the seed's certificates (hex): enrollment makes them
+	// the only ones the node may reach etcd with (CertsPrefix).
+	Serials []string `json:"serials,omitempty"`
 }
 
 // Policy is what the cluster asks the permission graph. Ids are
@@ -204,7 +207,7 @@ func (en *Enroller) Enroll(ctx context.Context, req EnrollRequest) (EnrollResult
 	jr, _ := json.Marshal(joinRecord{Name: req.Name, Host: rec.Host, SeedID: rec.SeedID, AddedAt: en.c.Now().UTC()})
 	txn, err := en.c.Election.Txn(ctx,
 		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", seen)},
-		[]clientv3.Op{clientv3.OpDelete(key), clientv3.OpPut(joinKey(id), string(jr))}, nil)
+		[]clientv3.Op{clientv3.OpDelete(key), clientv3.OpPut(joinKey(id), string(jr)), certRecordOp(req.Name, enrolledSerials(rec, req))}, nil)
 	if err != nil || !txn.Succeeded {
 		// Undo the learner: a refused or failed enrollment leaves the
 		// membership as it was.
@@ -220,6 +223,19 @@ func (en *Enroller) Enroll(ctx context.Context, req EnrollRequest) (EnrollResult
 	}
 	en.lg.Info("enrolled a Standby as a learner", "name", req.Name, "id", strconv.FormatUint(id, 16), "host", rec.Host, "seed_id", rec.SeedID, "peer_url", req.PeerURL)
 	return EnrollResult{MemberID: id, InitialCluster: initialCluster(added.Members, id, req.Name)}, nil
+}
+
+// enrolledSerials are the certificates a node enrolling by rec may reach
+// etcd with: its seed's, and the one it enrolled with (the seed's node
+// certificate; the only one known of a token issued before seeds recorded
+// their serials). Whatever a former member of the same name held is no
+// longer among them.
+func enrolledSerials(rec Enrollment, req EnrollRequest) []string {
+	out := slices.Clone(rec.Serials)
+	if s := req.Cert.SerialNumber.Text(16); !slices.Contains(out, s) {
+		out = append(out, s)
+	}
+	return out
 }
 
 // addLearner adds a learner (see retryUnhealthy).

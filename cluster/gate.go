@@ -280,7 +280,7 @@ func (g *gate) check(cs tls.ConnectionState) error {
 	if time.Now().After(leaf.NotAfter) {
 		return fmt.Errorf("cluster: certificate %q expired at %s", leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
-	return g.view.admit(leaf.Subject.CommonName)
+	return g.view.admit(leaf.Subject.CommonName, leaf.SerialNumber.Text(16))
 }
 
 func (g *gate) serve() {
@@ -453,8 +453,9 @@ func (g *gate) close() {
 // admit returns nil when name is a current member's name, or the name a
 // learner was enrolled under that has not started yet (etcd learns a
 // member's name only when it first runs, and a joining member talks to the
-// peers before that).
-func (v *memberView) admit(name string) error {
+// peers before that), and serial is one of the certificates recorded for
+// that name (see CertsPrefix).
+func (v *memberView) admit(name, serial string) error {
 	src := v.cur.Load()
 	if src == nil {
 		return fmt.Errorf("%w: %q (the member list is not loaded yet)", ErrNotMember, name)
@@ -464,11 +465,11 @@ func (v *memberView) admit(name string) error {
 		if m.Name == "" {
 			unstarted = true
 		} else if m.Name == name {
-			return nil
+			return v.bound(src, name, serial)
 		}
 	}
 	if unstarted && v.joining(src, name) {
-		return nil
+		return v.bound(src, name, serial)
 	}
 	return fmt.Errorf("%w: %q", ErrNotMember, name)
 }

@@ -85,6 +85,9 @@ type Enrollment struct {
 	Host      string    `json:"host"`
 	NodeName  string    `json:"node_name"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Serials are the seed's certificate serials (hex): the Leader binds
+	// the enrolling node's etcd access to them (cluster.CertsPrefix).
+	Serials []string `json:"serials,omitempty"`
 }
 
 // TokenHash is the hex SHA-256 under which an enrollment token is stored.
@@ -461,7 +464,7 @@ func (i *Issuer) build(ctx context.Context, kind archive.Kind, req Request, rcpt
 		rec.Serials = append(rec.Serials, c.Leaf().SerialNumber.Text(16))
 	}
 	if enroll != nil {
-		enroll.SeedID, enroll.ExpiresAt = id, exp
+		enroll.SeedID, enroll.ExpiresAt, enroll.Serials = id, exp, rec.Serials
 	}
 	if err := i.c.Store.Put(ctx, rec, enroll); err != nil {
 		return nil, fmt.Errorf("seed: record seed %s: %w", id, err)

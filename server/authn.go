@@ -56,7 +56,19 @@ type authnParts struct {
 	limiter *authn.Limiter
 	secrets *etcdstore.Secrets
 	audit   *etcdstore.AuthnAudit
+	creds   *etcdstore.Credentials
+	signing *etcdstore.SigningKeys
 	closers []func()
+}
+
+// fenceWrites sends every authentication write (credentials, signing keys,
+// secrets, the audit trail's prune) through the election's fenced client
+// w from now on.
+func (a *authnParts) fenceWrites(w *clientv3.Client) {
+	a.creds.FenceWrites(w)
+	a.signing.FenceWrites(w)
+	a.secrets.FenceWrites(w)
+	a.audit.FencePrune(w)
 }
 
 // onClose adds fn to what run calls when it ends.
@@ -86,11 +98,12 @@ func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, n
 	if err != nil {
 		return nil, err
 	}
-	keys, err := apikey.New(apikey.Config{Store: etcdstore.NewCredentials(cli), Pepper: pepper})
+	creds, signing := etcdstore.NewCredentials(cli), etcdstore.NewSigningKeys(cli)
+	keys, err := apikey.New(apikey.Config{Store: creds, Pepper: pepper})
 	if err != nil {
 		return nil, err
 	}
-	tokens, err := token.New(token.Config{Keys: etcdstore.NewSigningKeys(cli), Sealer: sealer})
+	tokens, err := token.New(token.Config{Keys: signing, Sealer: sealer})
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +115,7 @@ func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, n
 		return nil, err
 	}
 	return &authnParts{keys: keys, tokens: tokens, limiter: authn.NewLimiter(limits), secrets: secrets,
-		audit: etcdstore.NewAuthnAudit(cli, etcdstore.AuditConfig{Node: node, Logger: lg})}, nil
+		audit: etcdstore.NewAuthnAudit(cli, etcdstore.AuditConfig{Node: node, Logger: lg}), creds: creds, signing: signing}, nil
 }
 
 func loadOrCreatePepper(ctx context.Context, cli *clientv3.Client, sealer authn.Sealer) ([]byte, error) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sowerproject/sower/authn"
+	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/pki"
 )
 
@@ -56,6 +57,12 @@ type Config struct {
 	// PolicyLoadTimeout is the longest one policy load may hold the node's
 	// policy lock; zero means the policy service's default (5m).
 	PolicyLoadTimeout time.Duration
+	// MinFreeDisk is the free space, in bytes, the data dir's file system
+	// keeps: below it writes are refused (507) and the node raises etcd's
+	// NOSPACE alarm, until space is back (cluster.Disk). Zero picks
+	// cluster.AutoMinFreeDisk of the file system's size; a set value must be
+	// at least cluster.EtcdDiskHeadroom.
+	MinFreeDisk uint64
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once shutdown starts. Zero means 5s.
 	ShutdownTimeout time.Duration
@@ -116,8 +123,20 @@ func (c Config) Validate() error {
 	if c.PolicyLoadTimeout < 0 {
 		return fmt.Errorf("%w: policy-load-timeout %s: must not be negative", ErrInvalidConfig, c.PolicyLoadTimeout)
 	}
+	if err := checkMinFreeDisk(c.MinFreeDisk); err != nil {
+		return err
+	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("%w: shutdown-timeout %s: must not be negative", ErrInvalidConfig, c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// checkMinFreeDisk refuses a free-space floor below what etcd may still
+// write once writes are refused.
+func checkMinFreeDisk(v uint64) error {
+	if v != 0 && v < cluster.EtcdDiskHeadroom() {
+		return fmt.Errorf("%w: min-free-disk %d bytes: etcd may still write up to %d bytes (a WAL segment and room for its database) after writes are refused, and exits if it cannot; set at least that, or leave it unset for the default", ErrInvalidConfig, v, cluster.EtcdDiskHeadroom())
 	}
 	return nil
 }

@@ -61,6 +61,11 @@ type FollowerConfig struct {
 	// MinRevisionWait bounds how long a request with X-Sower-Min-Revision
 	// waits for the copy to reach it (default 2s); then it gets 412.
 	MinRevisionWait time.Duration
+	// MinFreeDisk is the free space the data dir's file system keeps, as
+	// Config.MinFreeDisk: below it the local copy raises its etcd's NOSPACE
+	// alarm and stops applying updates (they are taken again once space is
+	// back) while reads go on. Zero picks cluster.AutoMinFreeDisk.
+	MinFreeDisk uint64
 	// ShutdownTimeout bounds in-flight requests at shutdown (default 5s).
 	ShutdownTimeout time.Duration
 	// Audit is told of every request the Follower serves. Nil records
@@ -103,7 +108,7 @@ func (c FollowerConfig) Validate() error {
 	if c.MaxStaleness < 0 || c.MinRevisionWait < 0 || c.ShutdownTimeout < 0 {
 		return fmt.Errorf("%w: max-staleness, min-revision-wait and shutdown-timeout must not be negative", ErrInvalidConfig)
 	}
-	return nil
+	return checkMinFreeDisk(c.MinFreeDisk)
 }
 
 // Follower is a read-only node: it replicates from the quorum and serves
@@ -276,6 +281,17 @@ func (f *Follower) Run(ctx context.Context) error {
 	}
 	defer etcd.Close()
 	local := etcd.Client()
+	// A full disk must not end the private etcd (it exits on a failed
+	// write): below the floor its alarm refuses the replica's writes, the
+	// replica retries, and reads serve the copy it has.
+	disk, err := etcd.GuardDisk(cluster.DiskConfig{Dir: dd.join("replica"), MinFree: f.c.MinFreeDisk, Logger: f.lg})
+	if err != nil {
+		return err
+	}
+	diskCtx, stopDisk := context.WithCancel(ctx)
+	diskDone := make(chan struct{})
+	go func() { defer close(diskDone); disk.Run(diskCtx) }()
+	defer func() { stopDisk(); <-diskDone }()
 
 	dk := &dataKeys{kr: dataKey, path: keyPath, name: m.Node.Name, cli: local, lg: f.lg}
 	feed, err := replication.NewFeed(replication.FeedConfig{

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -58,6 +59,9 @@ type nodePKI struct {
 	fileMu    sync.Mutex
 	// crlNumber numbers the CRLs this node writes.
 	crlNumber int64
+	// etcd is the node's own etcd client once run started: a renewed
+	// certificate is bound to the member there before it is used.
+	etcd atomic.Pointer[clientv3.Client]
 }
 
 // memStore holds the CA record of a cluster being bootstrapped until etcd,
@@ -260,7 +264,18 @@ func (p *nodePKI) renewer(is *pki.Issued, profile pki.ProfileName, certName, key
 				return nil, errors.New("this node does not hold the cluster CA")
 			}
 			leaf := cur.Leaf()
-			return p.ca.Issue(ctx, profile, pki.Request{CommonName: leaf.Subject.CommonName, DNSNames: leaf.DNSNames, IPAddresses: leaf.IPAddresses})
+			next, err := p.ca.Issue(ctx, profile, pki.Request{CommonName: leaf.Subject.CommonName, DNSNames: leaf.DNSNames, IPAddresses: leaf.IPAddresses})
+			if err != nil {
+				return nil, err
+			}
+			// The etcd gates admit a member's certificates by serial:
+			// record the new one before anything presents it.
+			if cli := p.etcd.Load(); cli != nil {
+				if err := cluster.BindCerts(ctx, cli, leaf.Subject.CommonName, next.Leaf().SerialNumber.Text(16)); err != nil {
+					return nil, err
+				}
+			}
+			return next, nil
 		},
 		OnRenew: func(next *pki.Issued) {
 			if err := p.writeIssued(next, certName, keyName); err != nil {
@@ -412,9 +427,18 @@ func (p *nodePKI) selfClientTLS() (*tls.Config, error) {
 	return pki.ClientTLS(p.roots, "127.0.0.1", p.node, pki.WithRevocations(p.revoked))
 }
 
+// bindCerts records the node's current certificates as the ones its
+// member may reach etcd with (cluster.BindCerts): a node of a cluster made
+// before the records existed gets one, and a node restarting finds its own
+// there already.
+func (p *nodePKI) bindCerts(ctx context.Context, cli *clientv3.Client, name string) error {
+	return cluster.BindCerts(ctx, cli, name, p.node.Current().Leaf().SerialNumber.Text(16), p.peer.Current().Leaf().SerialNumber.Text(16))
+}
+
 // run renews the node's certificates and keeps the revocation set current
 // until ctx ends.
 func (p *nodePKI) run(ctx context.Context, cli *clientv3.Client) error {
+	p.etcd.Store(cli)
 	errc := make(chan error, 3)
 	go func() { errc <- p.node.Run(ctx) }()
 	go func() { errc <- p.peer.Run(ctx) }()

@@ -207,11 +207,28 @@ func (s *Server) Run(ctx context.Context) error {
 		s.lg.Info("sower node stopped", "name", s.c.Name)
 	}()
 	np.onRevoked = append(np.onRevoked, etcd.Recheck)
+	// The disk guard reads free space from the start: a node restarted on
+	// a full disk raises the alarm before anything writes.
+	disk, err := etcd.GuardDisk(cluster.DiskConfig{Dir: dd.join("etcd"), MinFree: s.c.MinFreeDisk, Logger: s.lg})
+	if err != nil {
+		return err
+	}
+	diskCtx, stopDisk := context.WithCancel(ctx)
+	diskDone := make(chan struct{})
+	go func() { defer close(diskDone); disk.Run(diskCtx) }()
+	defer func() { stopDisk(); <-diskDone }()
 	if err := s.waitVoter(ctx, etcd); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
+	}
+
+	if err := np.bindCerts(ctx, etcd.Client(), s.c.Name); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.lg.Warn("cannot record this node's certificates for the etcd gates; they admit it by name until it can", "err", err)
 	}
 
 	kv := etcdstore.NewKV(etcd.Client())
@@ -256,11 +273,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer q.close()
-	// Every policy and secret write commits only during this node's term
-	// as Leader, as seed records do.
+	// Every policy, secret and authentication write commits only during
+	// this node's term as Leader, as seed records do.
 	fenced := q.election.FencedClient(etcd.Client())
 	policies.FenceWrites(fenced)
-	an.secrets.FenceWrites(fenced)
+	an.fenceWrites(fenced)
 
 	n := &node{etcd: etcd, election: q.election}
 	m := newMetrics(n.Info)
@@ -274,7 +291,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	unary := []grpc.UnaryServerInterceptor{recoverUnary(s.lg), m.unary, auth.unary, q.leaderOnly, notLeaderUnary}
+	unary := []grpc.UnaryServerInterceptor{recoverUnary(s.lg), m.unary, auth.unary, q.leaderOnly, diskGuard{disk}.unary, notLeaderUnary}
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(serverTLS)),
 		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
@@ -296,6 +313,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	np.onRevoked = append(np.onRevoked, func() { disconnectRevoked(hub, np.revoked) })
 	registerHubMetrics(m, hub)
+	registerDiskMetrics(m, disk)
 	svcs, err := s.services(serviceDeps{node: n, meta: meta, etcd: etcd, authn: an, policies: policies, pki: np, dataKey: dataKey, dataKeys: dk, quorum: q, ephemerals: eph, hub: hub})
 	if err != nil {
 		return err
@@ -474,6 +492,9 @@ func newGatewayMux() *runtime.ServeMux {
 		runtime.WithErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 			if st, ok := status.FromError(err); ok {
 				conjur.SetRetryAfter(w.Header(), st)
+				if c := conjur.StatusOf(st); c != 0 {
+					err = &runtime.HTTPStatusError{HTTPStatus: c, Err: err}
+				}
 			}
 			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 		}),

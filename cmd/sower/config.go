@@ -42,6 +42,7 @@ type nodeConfig struct {
 	MemoryLimit       string `yaml:"memory-limit"`
 	TrustedProxies    string `yaml:"trusted-proxies"`
 	PolicyLoadTimeout string `yaml:"policy-load-timeout"`
+	MinFreeDisk       string `yaml:"min-free-disk"`
 	// The failed-login limits (authn.LimiterConfig), docs/authn.md.
 	AuthnBurst        string `yaml:"authn-burst"`
 	AuthnRefill       string `yaml:"authn-refill"`
@@ -68,6 +69,7 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.String("cluster", "", `auto-failover cluster name, policy conjur/cluster/<name> (default: the cluster's own, "default" for a new one)`)
 	fs.String("memory-limit", "auto", "soft memory limit of the node: auto (85% of the container's cgroup limit, or GOMEMLIMIT), none, or a size such as 900MiB")
 	fs.String("policy-load-timeout", policyapi.DefaultLoadTimeout.String(), "longest time one policy load may hold the node's policy lock before it is stopped (nothing stored)")
+	fs.String("min-free-disk", "auto", "free space the data dir's file system keeps: below it writes are refused (507) until space is freed; auto is a tenth of the file system, at least 93MiB and at most 256MiB, or give a size such as 512MiB")
 	fs.String("trusted-proxies", "", "comma-separated addresses or CIDR networks of the proxies in front of the node whose X-Forwarded-For is believed (default none: the client is the connection's address)")
 	fs.String("authn-burst", strconv.Itoa(authn.DefaultLimiterBurst), "failed logins one identity may make from one address before that address is refused for it")
 	fs.String("authn-refill", authn.DefaultLimiterRefill.String(), "time in which an identity at an address earns back one failed login")
@@ -82,7 +84,7 @@ func nodeFlags(fs *pflag.FlagSet) {
 // configKeys are the keys a config file may hold.
 var configKeys = []string{"data-dir", "account", "name", "grpc-addr", "http-addr", "etcd-client-addr",
 	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl", "memory-limit",
-	"policy-load-timeout", "trusted-proxies", "authn-burst", "authn-refill", "authn-source-burst", "authn-source-refill",
+	"policy-load-timeout", "min-free-disk", "trusted-proxies", "authn-burst", "authn-refill", "authn-source-burst", "authn-source-refill",
 	"authn-global-burst", "authn-global-refill", "authn-max-entries"}
 
 // secretKeys are redacted by `sower config print`. None of today's keys is
@@ -136,8 +138,8 @@ func loadNodeConfig(fs *pflag.FlagSet) (nodeConfig, error) {
 		ShutdownTimeout: v.GetString("shutdown-timeout"),
 		Cluster:         v.GetString("cluster"), FailoverTTL: v.GetString("failover-ttl"),
 		MemoryLimit: v.GetString("memory-limit"), TrustedProxies: v.GetString("trusted-proxies"),
-		PolicyLoadTimeout: v.GetString("policy-load-timeout"),
-		AuthnBurst:        v.GetString("authn-burst"), AuthnRefill: v.GetString("authn-refill"),
+		PolicyLoadTimeout: v.GetString("policy-load-timeout"), MinFreeDisk: v.GetString("min-free-disk"),
+		AuthnBurst: v.GetString("authn-burst"), AuthnRefill: v.GetString("authn-refill"),
 		AuthnSourceBurst: v.GetString("authn-source-burst"), AuthnSourceRefill: v.GetString("authn-source-refill"),
 		AuthnGlobalBurst: v.GetString("authn-global-burst"), AuthnGlobalRefill: v.GetString("authn-global-refill"),
 		AuthnMaxEntries: v.GetString("authn-max-entries"),
@@ -210,8 +212,12 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 	if err != nil {
 		return server.Config{}, &usageError{err}
 	}
+	minFree, err := parseMinFreeDisk(c.MinFreeDisk)
+	if err != nil {
+		return server.Config{}, &usageError{err}
+	}
 	sc := server.Config{
-		TrustedProxies: proxies, AuthnLimits: limits, PolicyLoadTimeout: loadTimeout,
+		TrustedProxies: proxies, AuthnLimits: limits, PolicyLoadTimeout: loadTimeout, MinFreeDisk: minFree,
 		Name: c.Name, Account: c.Account, DataDir: c.DataDir,
 		GRPCAddr: c.GRPCAddr, HTTPAddr: c.HTTPAddr,
 		EtcdClientAddr: c.EtcdClientAddr, EtcdPeerAddr: c.EtcdPeerAddr,

@@ -52,6 +52,7 @@ keeps its copy between starts; it is never an etcd member.`,
 	fs.Duration("max-staleness", 0, "refuse authentication and secret reads (503) once the copy is older than this; 0 serves whatever it holds")
 	fs.Duration("min-revision-wait", 2*time.Second, "how long a request with X-Sower-Min-Revision waits before 412")
 	fs.Duration("shutdown-timeout", 5*time.Second, "how long in-flight requests may run after SIGTERM")
+	fs.String("min-free-disk", envOr("SOWER_MIN_FREE_DISK", "auto"), "free space the data dir's file system keeps: below it the copy stops taking updates (reads go on) until space is freed; auto or a size such as 512MiB (env SOWER_MIN_FREE_DISK)")
 	fs.String("log-format", envOr("SOWER_LOG_FORMAT", "text"), "log format: text or json")
 	fs.String("log-level", envOr("SOWER_LOG_LEVEL", "info"), "log level: debug, info, warn or error")
 	return cmd
@@ -65,10 +66,14 @@ func runFollowerCommand(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return &usageError{err}
 	}
+	minFree, err := parseMinFreeDisk(str("min-free-disk"))
+	if err != nil {
+		return &usageError{err}
+	}
 	fc := server.FollowerConfig{
 		SeedDir: str("seed-dir"), DataDir: str("data-dir"), HTTPAddr: str("http-addr"), GRPCAddr: str("grpc-addr"),
 		Version: version, MaxStaleness: dur("max-staleness"), MinRevisionWait: dur("min-revision-wait"),
-		ShutdownTimeout: dur("shutdown-timeout"), Logger: lg,
+		ShutdownTimeout: dur("shutdown-timeout"), Logger: lg, MinFreeDisk: minFree,
 	}
 	if seedFile := str("seed"); seedFile != "" {
 		if fc.SeedDir != "" {

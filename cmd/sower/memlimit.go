@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+
+	"github.com/sowerproject/sower/cluster"
 )
 
 // cgroupMemoryMax is where a cgroup v2 container's memory limit is read
@@ -29,6 +31,19 @@ func parseMemoryLimit(s string) (int64, error) {
 	case "none", "0":
 		return -1, nil
 	}
+	limit, ok := parseSize(s)
+	if !ok {
+		return 0, fmt.Errorf("memory-limit %q: give auto, none, or a size such as 900MiB or 2GiB", s)
+	}
+	if limit < 64<<20 {
+		return 0, fmt.Errorf("memory-limit %q: at least 64MiB; a Leader holds the whole permission graph in memory", s)
+	}
+	return limit, nil
+}
+
+// parseSize reads a positive size in bytes with an optional unit (KiB,
+// MiB, GiB, KB, MB, GB; "900MiB").
+func parseSize(s string) (int64, bool) {
 	num, unit := s, ""
 	if i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' }); i >= 0 {
 		num, unit = s[:i], strings.TrimSpace(s[i:])
@@ -37,13 +52,26 @@ func parseMemoryLimit(s string) (int64, error) {
 		"kb": 1e3, "mb": 1e6, "gb": 1e9}[strings.ToLower(unit)]
 	v, err := strconv.ParseFloat(num, 64)
 	if mult == 0 || err != nil || v <= 0 || v*mult > math.MaxInt64 {
-		return 0, fmt.Errorf("memory-limit %q: give auto, none, or a size such as 900MiB or 2GiB", s)
+		return 0, false
 	}
-	limit := int64(v * mult)
-	if limit < 64<<20 {
-		return 0, fmt.Errorf("memory-limit %q: at least 64MiB; a Leader holds the whole permission graph in memory", s)
+	return int64(v * mult), true
+}
+
+// parseMinFreeDisk reads the min-free-disk setting: "auto" (or empty) for
+// the floor scaled to the file system (0), or a size such as 512MiB.
+func parseMinFreeDisk(s string) (uint64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || strings.EqualFold(s, "auto") {
+		return 0, nil
 	}
-	return limit, nil
+	n, ok := parseSize(s)
+	if !ok {
+		return 0, fmt.Errorf("min-free-disk %q: give auto or a size such as 512MiB or 2GiB", s)
+	}
+	if uint64(n) < cluster.EtcdDiskHeadroom() {
+		return 0, fmt.Errorf("min-free-disk %q: at least %d bytes (%.0f MiB): etcd may still write that much (a WAL segment and room for its database) after writes are refused, and exits if it cannot", s, cluster.EtcdDiskHeadroom(), float64(cluster.EtcdDiskHeadroom())/(1<<20))
+	}
+	return uint64(n), nil
 }
 
 // applyMemoryLimit sets Go's soft memory limit: the garbage collector works

@@ -45,6 +45,26 @@ var httpStatus = map[codes.Code]struct {
 	codes.Unimplemented:      {http.StatusNotImplemented, "not_implemented"},
 }
 
+// InsufficientStorage is the ErrorInfo reason of a write refused because a
+// member's disk is below its free-space floor (or etcd's database is at
+// its quota). It is answered 507 Insufficient Storage rather than 429 (the
+// code's usual answer, a rate limit) or 503 (no Leader: worth trying
+// another node or again shortly): no other node would take the write, and
+// it succeeds only once an operator frees space, so a client should
+// surface it rather than retry in a loop.
+const InsufficientStorage = "insufficient_storage"
+
+// StatusOf is the HTTP status a status is answered with when it differs from
+// the gRPC code's usual one: 507 for InsufficientStorage, else 0.
+func StatusOf(st *status.Status) int {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == "sower" && info.Reason == InsufficientStorage {
+			return http.StatusInsufficientStorage
+		}
+	}
+	return 0
+}
+
 // recordNotFound matches Conjur's RecordNotFound message: "Variable 'db/password' not found in account 'acme'".
 var recordNotFound = regexp.MustCompile(`^([A-Z][a-z_]*) '(.*)' not found in account '([^']*)'$`)
 
@@ -63,6 +83,9 @@ func writeError(w http.ResponseWriter, err error) {
 	m, ok := httpStatus[st.Code()]
 	if !ok {
 		m.status, m.code = http.StatusInternalServerError, "internal_error"
+	}
+	if c := StatusOf(st); c != 0 {
+		m.status = c
 	}
 	SetRetryAfter(w.Header(), st)
 	for _, d := range st.Details() {

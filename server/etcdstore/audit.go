@@ -6,12 +6,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sowerproject/sower/cluster"
 )
 
 // AuthnAuditPrefix holds the authentication audit trail:
@@ -103,6 +107,9 @@ type AuditConfig struct {
 type AuthnAudit struct {
 	cli *clientv3.Client
 	c   AuditConfig
+	// pruner, when set (FencePrune), is the client the prune deletes
+	// through.
+	pruner atomic.Pointer[clientv3.Client]
 
 	mu       sync.Mutex
 	pending  map[auditKey]*auditEntry
@@ -349,7 +356,17 @@ func (a *AuthnAudit) op(at time.Time, typ string, body map[string]any) clientv3.
 	return clientv3.OpPut(AuthnAuditPrefix+at.UTC().Format("20060102T150405.000000000Z")+"-"+hex.EncodeToString(rnd[:]), string(raw))
 }
 
-// Prune deletes the oldest records beyond MaxRecords.
+// FencePrune makes the Leader alone prune the trail, in its term: the
+// prune's delete goes through w (the election's FencedClient) from now on,
+// and on another node it deletes nothing and reports nothing. The records
+// themselves are not fenced: every node, Standbys included, records the
+// authentications it answered, each under a key of its own (time and
+// random), so a record of a node that is not the Leader, or no longer is,
+// is a fact to keep and replaces nothing.
+func (a *AuthnAudit) FencePrune(w *clientv3.Client) { a.pruner.Store(w) }
+
+// Prune deletes the oldest records beyond MaxRecords. With FencePrune, on a
+// node that is not the Leader it deletes nothing and returns 0, nil.
 func (a *AuthnAudit) Prune(ctx context.Context) (int, error) {
 	resp, err := a.cli.Get(ctx, AuthnAuditPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
@@ -365,7 +382,10 @@ func (a *AuthnAudit) Prune(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	end := string(old.Kvs[len(old.Kvs)-1].Key) + "\x00"
-	del, err := a.cli.Delete(ctx, AuthnAuditPrefix, clientv3.WithRange(end))
+	del, err := orPlain(a.pruner.Load(), a.cli).Delete(ctx, AuthnAuditPrefix, clientv3.WithRange(end))
+	if errors.Is(err, cluster.ErrNotLeader) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -25,10 +26,31 @@ const (
 )
 
 // Credentials is apikey.Store over etcd: one JSON record per role.
-type Credentials struct{ cli *clientv3.Client }
+type Credentials struct {
+	cli *clientv3.Client
+	w   atomic.Pointer[clientv3.Client] // FenceWrites
+}
 
 // NewCredentials returns the credential store.
 func NewCredentials(cli *clientv3.Client) *Credentials { return &Credentials{cli: cli} }
+
+// FenceWrites sends every write of the store through w from now on: the
+// election's FencedClient, so that an API key rotated on a Leader that has
+// just lost its term is never stored (the caller would be handed a key
+// that does not work, or worse, one that replaced a newer rotation). Reads
+// keep the store's own client. Until it is called (the admin's first key
+// at bootstrap, before the election runs) writes are not fenced.
+func (s *Credentials) FenceWrites(w *clientv3.Client) { s.w.Store(w) }
+
+func (s *Credentials) writer() *clientv3.Client { return orPlain(s.w.Load(), s.cli) }
+
+// orPlain is the fenced client when there is one, else the plain one.
+func orPlain(fenced, plain *clientv3.Client) *clientv3.Client {
+	if fenced != nil {
+		return fenced
+	}
+	return plain
+}
 
 // CredentialKey is the etcd key of a role's credential. The policy store
 // deletes it in the same transaction that deletes the role.
@@ -75,7 +97,7 @@ func (s *Credentials) UpdateCredential(ctx context.Context, roleID string, fn fu
 		if err != nil {
 			return err
 		}
-		txn, err := s.cli.Txn(ctx).
+		txn, err := s.writer().Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 			Then(clientv3.OpPut(key, string(raw))).Commit()
 		if err != nil {
@@ -89,10 +111,20 @@ func (s *Credentials) UpdateCredential(ctx context.Context, roleID string, fn fu
 }
 
 // SigningKeys is token.KeyStore over etcd.
-type SigningKeys struct{ cli *clientv3.Client }
+type SigningKeys struct {
+	cli *clientv3.Client
+	w   atomic.Pointer[clientv3.Client] // FenceWrites
+}
 
 // NewSigningKeys returns the signing-key store.
 func NewSigningKeys(cli *clientv3.Client) *SigningKeys { return &SigningKeys{cli: cli} }
+
+// FenceWrites sends the store's writes (a new key, a pruned one) through w
+// from now on, as Credentials.FenceWrites does. The first key of a new
+// cluster is written before the election runs, unfenced.
+func (s *SigningKeys) FenceWrites(w *clientv3.Client) { s.w.Store(w) }
+
+func (s *SigningKeys) writer() *clientv3.Client { return orPlain(s.w.Load(), s.cli) }
 
 // Keys returns every stored key.
 func (s *SigningKeys) Keys(ctx context.Context) ([]token.SealedKey, error) {
@@ -110,7 +142,7 @@ func (s *SigningKeys) Keys(ctx context.Context) ([]token.SealedKey, error) {
 // AddKey stores a new key; it refuses to overwrite an existing id.
 func (s *SigningKeys) AddKey(ctx context.Context, k token.SealedKey) error {
 	key := SigningKeyPrefix + k.KID
-	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+	txn, err := s.writer().Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(k.Sealed))).Commit()
 	if err != nil {
 		return fmt.Errorf("etcdstore: store signing key: %w", err)
@@ -123,7 +155,7 @@ func (s *SigningKeys) AddKey(ctx context.Context, k token.SealedKey) error {
 
 // DeleteKey removes a key.
 func (s *SigningKeys) DeleteKey(ctx context.Context, kid string) error {
-	if _, err := s.cli.Delete(ctx, SigningKeyPrefix+kid); err != nil {
+	if _, err := s.writer().Delete(ctx, SigningKeyPrefix+kid); err != nil {
 		return fmt.Errorf("etcdstore: delete signing key: %w", err)
 	}
 	return nil

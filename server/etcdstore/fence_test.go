@@ -9,13 +9,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sowerproject/sower/authn/apikey"
+	"github.com/sowerproject/sower/authn/token"
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/policy"
 )
 
 // TestALeaderThatLostItsTermCannotWrite is issue 11's eighth point: with
-// the election's fenced client, the policy and secrets stores commit only
-// during the node's term. The term is ended the way a failover ends it,
+// the election's fenced client, the policy, secrets, credential and signing
+// key stores and the audit trail's prune commit only during the node's
+// term. The term is ended the way a failover ends it,
 // by another node's election key, and the writes are tried at once,
 // before this node's election may have noticed.
 func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
@@ -49,6 +51,25 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 	p.FenceWrites(fenced)
 	s := newSecrets(t, cli)
 	s.FenceWrites(fenced)
+	creds := NewCredentials(cli)
+	creds.FenceWrites(fenced)
+	signing := NewSigningKeys(cli)
+	signing.FenceWrites(fenced)
+	audit := NewAuthnAudit(cli, AuditConfig{Node: "n1", MaxRecords: 1})
+	audit.FencePrune(fenced)
+	setKey := func(key string) error {
+		return creds.UpdateCredential(ctx, "acme:host:app", func(c *apikey.Credential) error {
+			c.Scheme, c.APIKeyHash = apikey.SchemeHMACSHA256, []byte(key)
+			return nil
+		})
+	}
+	// Two records, so the prune after the term has one to delete.
+	for _, id := range []string{"acme:user:a", "acme:user:b"} {
+		audit.Record(AuthnEvent{Outcome: OutcomeSuccess, Authenticator: "authn", Identity: id})
+		if err := audit.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// During the term, fenced writes commit.
 	if err := tryLoad(p, "- !variable db/password\n"); err != nil {
@@ -56,6 +77,12 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 	}
 	if _, err := s.Put(ctx, dbPassword, "acme:user:admin", []byte("v1")); err != nil {
 		t.Fatalf("a secret during the term: %v", err)
+	}
+	if err := setKey("k1"); err != nil {
+		t.Fatalf("a credential during the term: %v", err)
+	}
+	if err := signing.AddKey(ctx, token.SealedKey{KID: "kid-1", Sealed: []byte("sealed")}); err != nil {
+		t.Fatalf("a signing key during the term: %v", err)
 	}
 
 	// Another node's key: this node's term is over.
@@ -73,10 +100,20 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 			_, err := s.Put(ctx, dbPassword, "acme:user:admin", []byte("v2"))
 			return err
 		},
+		"an API key rotation": func() error { return setKey("k2") },
+		"a new signing key": func() error {
+			return signing.AddKey(ctx, token.SealedKey{KID: "kid-2", Sealed: []byte("sealed")})
+		},
+		"a pruned signing key": func() error { return signing.DeleteKey(ctx, "kid-1") },
 	} {
 		if err := write(); !errors.Is(err, cluster.ErrNotLeader) {
 			t.Errorf("%s after the term: %v, want cluster.ErrNotLeader", name, err)
 		}
+	}
+	// The audit trail's prune is the Leader's: elsewhere it deletes
+	// nothing and says nothing.
+	if n, err := audit.Prune(ctx); n != 0 || err != nil {
+		t.Errorf("the audit prune after the term: deleted %d, %v; want 0, nil", n, err)
 	}
 	after := stored(t, cli, "/sower/")
 	delete(before, cluster.LeaderKey)

@@ -22,8 +22,9 @@ import (
 // TestEtcdGate is issue 11's first point on real processes: the etcd ports
 // admit current members only. A removed member's certificates are refused
 // at once on both ports and its open watch is closed, and the removed node
-// learns it was removed and stops; a revoked member certificate's open
-// watch is closed within seconds too.
+// learns it was removed and stops; a new node enrolled under its name gets
+// in with its new certificates while the old ones stay refused; a revoked
+// member certificate's open watch is closed within seconds too.
 func TestEtcdGate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real sower processes")
@@ -73,6 +74,35 @@ func TestEtcdGate(t *testing.T) {
 		// tell it, and stops.
 		if code := s1.exited(); code == 0 || !strings.Contains(s1.tail(), "removed from the cluster") {
 			t.Fatalf("the removed node: exit %d, log %s; want it to stop saying it was removed", code, s1.tail())
+		}
+	})
+
+	t.Run("the old certificates of a name re-enrolled stay refused", func(t *testing.T) {
+		// A new node enrolls under the removed member's name: the gates
+		// admit the certificates of its new seed, and the removed
+		// member's (still unrevoked) ones stay refused.
+		l := h.waitLeader(func(leaderInfo) bool { return true })
+		if err := h.join(l.URL, s1, "--reenroll", "--yes"); err != nil {
+			t.Fatal(err)
+		}
+		h.waitVoters(l.URL, all...)
+		newNode, newPeer := certOf(t, s1, "node"), certOf(t, s1, "etcd-peer")
+		if newNode.Leaf.SerialNumber.Cmp(s1Node.Leaf.SerialNumber) == 0 {
+			t.Fatal("the re-enrolled node kept its old node certificate")
+		}
+		for _, p := range []*proc{l1, s2} {
+			if err := h.etcdGet(t, p, newNode); err != nil {
+				t.Errorf("%s's client port refuses the re-enrolled member's new node certificate: %v", p.name, err)
+			}
+			if code, err := h.peerGet(t, p, newPeer, "/members"); err != nil || code != http.StatusOK {
+				t.Errorf("%s's peer port refuses the re-enrolled member's new peer certificate: %d %v", p.name, code, err)
+			}
+			if err := h.etcdGet(t, p, s1Node); err == nil {
+				t.Errorf("%s's client port admits the old node certificate of the re-enrolled name", p.name)
+			}
+			if code, err := h.peerGet(t, p, s1Peer, "/members"); err == nil {
+				t.Errorf("%s's peer port admits the old peer certificate of the re-enrolled name: GET /members answered %d", p.name, code)
+			}
 		}
 	})
 

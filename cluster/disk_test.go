@@ -1,0 +1,148 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+)
+
+func TestAutoMinFreeDisk(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct{ total, want uint64 }{
+		"large file system keeps the default": {100 << 30, DefaultMinFreeDisk},
+		"1 GiB keeps a tenth":                 {1 << 30, (1 << 30) / 10},
+		"tiny file system keeps etcd's need":  {200 << 20, EtcdDiskHeadroom()},
+	} {
+		if got := AutoMinFreeDisk(tc.total); got != tc.want {
+			t.Errorf("%s: AutoMinFreeDisk(%d) = %d, want %d", name, tc.total, got, tc.want)
+		}
+	}
+}
+
+func TestGuardDiskRefusesAFloorBelowEtcdsNeed(t *testing.T) {
+	e := startMember(t, newSpec(t, "n1"))
+	_, err := e.GuardDisk(DiskConfig{Dir: t.TempDir(), MinFree: 1 << 20})
+	if err == nil || !strings.Contains(err.Error(), "min-free-disk") {
+		t.Fatalf("GuardDisk with a 1 MiB floor: %v, want an error naming min-free-disk", err)
+	}
+}
+
+// TestDiskGuardRaisesAndDisarmsTheAlarm runs the guard over a real member
+// with a file system whose free space the test sets: below the floor,
+// writes are refused by the guard and by etcd itself (the NOSPACE alarm),
+// reads and deletes go on; above it, the alarm is disarmed and writes
+// resume.
+func TestDiskGuardRaisesAndDisarmsTheAlarm(t *testing.T) {
+	e := startMember(t, newSpec(t, "n1"))
+	var free atomic.Uint64
+	free.Store(4 << 30)
+	d, err := e.GuardDisk(DiskConfig{Dir: "/data", Interval: 20 * time.Millisecond, Logger: logger(t),
+		statfs: func(string) (DiskUsage, error) { return DiskUsage{Free: free.Load(), Total: 10 << 30}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Floor() != DefaultMinFreeDisk {
+		t.Fatalf("floor %d, want the default %d", d.Floor(), DefaultMinFreeDisk)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	cli := e.Client()
+	put := func() error {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer pcancel()
+		_, err := cli.Put(pctx, "/k", "v")
+		return err
+	}
+	if err := d.Check(100); err != nil {
+		t.Fatalf("Check with room: %v", err)
+	}
+	if err := put(); err != nil {
+		t.Fatal(err)
+	}
+
+	free.Store(100 << 20)
+	err = d.Check(0)
+	var nse *NoSpaceError
+	if !errors.As(err, &nse) || !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Check below the floor: %v, want a *NoSpaceError", err)
+	}
+	if nse.Free != 100<<20 || nse.Required != DefaultMinFreeDisk {
+		t.Errorf("error says %d free, %d required; want %d and %d", nse.Free, nse.Required, 100<<20, DefaultMinFreeDisk)
+	}
+	for _, want := range []string{"104857600 bytes", "268435456 bytes", "--min-free-disk", "without a restart"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	eventually(t, "etcd to refuse puts (NOSPACE alarm)", func() bool {
+		return errors.Is(put(), rpctypes.ErrNoSpace)
+	})
+	if _, err := cli.Get(ctx, "/k"); err != nil {
+		t.Errorf("read while full: %v", err)
+	}
+	if _, err := cli.Delete(ctx, "/k"); err != nil {
+		t.Errorf("delete while full: %v", err)
+	}
+
+	// Back above the floor but within its margin: still refused.
+	free.Store(DefaultMinFreeDisk + 1)
+	if err := d.Check(0); !errors.Is(err, ErrNoSpace) {
+		t.Errorf("Check just above the floor while the alarm is raised: %v, want refused until the margin", err)
+	}
+	free.Store(4 << 30)
+	eventually(t, "puts to succeed again", func() bool { return put() == nil })
+	if err := d.Check(0); err != nil {
+		t.Errorf("Check after recovery: %v", err)
+	}
+	// A large write is measured against the floor plus its cost.
+	free.Store(DefaultMinFreeDisk + 1<<20)
+	if err := d.Check(1 << 20); !errors.As(err, &nse) || nse.Required != DefaultMinFreeDisk+writeCostFactor<<20 {
+		t.Errorf("Check of a 1 MiB write with 1 MiB over the floor: %v, want refused needing floor + %d MiB", err, writeCostFactor)
+	}
+}
+
+// TestDiskGuardReportsAnotherMembersAlarm: a Standby whose disk is low holds
+// the alarm for itself; every other member's guard then refuses writes
+// naming it, and leaves that alarm to its owner.
+func TestDiskGuardReportsAnotherMembersAlarm(t *testing.T) {
+	e := startMember(t, newSpec(t, "n1"))
+	d, err := e.GuardDisk(DiskConfig{Dir: "/data", Logger: logger(t),
+		statfs: func(string) (DiskUsage, error) { return DiskUsage{Free: 4 << 30, Total: 10 << 30}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	const other = 0xabc
+	alarm := func(action pb.AlarmRequest_AlarmAction) {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		defer acancel()
+		if _, err := e.e.Server.Alarm(actx, &pb.AlarmRequest{Action: action, MemberID: other, Alarm: pb.AlarmType_NOSPACE}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alarm(pb.AlarmRequest_ACTIVATE)
+	var nse *NoSpaceError
+	if err := d.Check(0); !errors.As(err, &nse) || nse.Member != "abc" || !strings.Contains(err.Error(), "member abc raised etcd's NOSPACE alarm") {
+		t.Fatalf("Check with another member's alarm: %v, want a *NoSpaceError naming member abc", err)
+	}
+	// The guard's own disk is fine: a round of Run must not disarm
+	// another's alarm.
+	d.reconcile(ctx)
+	if err := d.Check(0); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("another member's alarm was disarmed by this member's guard: Check %v", err)
+	}
+	alarm(pb.AlarmRequest_DEACTIVATE)
+	if err := d.Check(0); err != nil {
+		t.Fatalf("Check after the alarm was disarmed: %v", err)
+	}
+}
