@@ -56,7 +56,11 @@ type authnParts struct {
 	limiter *authn.Limiter
 	secrets *etcdstore.Secrets
 	audit   *etcdstore.AuthnAudit
-	closers []func()
+	// creds and switches are written only by the Leader in its term
+	// (FenceWrites, once the election runs).
+	creds    *etcdstore.Credentials
+	switches *etcdstore.AuthenticatorSwitches
+	closers  []func()
 }
 
 // onClose adds fn to what run calls when it ends.
@@ -86,7 +90,8 @@ func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, n
 	if err != nil {
 		return nil, err
 	}
-	keys, err := apikey.New(apikey.Config{Store: etcdstore.NewCredentials(cli), Pepper: pepper})
+	creds := etcdstore.NewCredentials(cli)
+	keys, err := apikey.New(apikey.Config{Store: creds, Pepper: pepper})
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +107,8 @@ func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, n
 		return nil, err
 	}
 	return &authnParts{keys: keys, tokens: tokens, limiter: authn.NewLimiter(limits), secrets: secrets,
-		audit: etcdstore.NewAuthnAudit(cli, etcdstore.AuditConfig{Node: node, Logger: lg})}, nil
+		audit: etcdstore.NewAuthnAudit(cli, etcdstore.AuditConfig{Node: node, Logger: lg}),
+		creds: creds, switches: etcdstore.NewAuthenticatorSwitches(cli)}, nil
 }
 
 func loadOrCreatePepper(ctx context.Context, cli *clientv3.Client, sealer authn.Sealer) ([]byte, error) {
@@ -156,6 +162,9 @@ var publicMethods = map[string]bool{
 	"/sower.v1.AuthnService/Login":                                   true,
 	"/sower.v1.AuthnService/Authenticate":                            true,
 	"/sower.v1.AuthnService/AuthenticateJWT":                         true,
+	// ChangePassword authenticates with the login and its current API
+	// key or password, as Conjur's PUT /authn/{account}/password.
+	"/sower.v1.AuthnService/ChangePassword": true,
 	// A joining Standby has no token: the seed's certificate and
 	// enrollment token authenticate it (server/api/cluster).
 	"/sower.v1.ClusterService/GetLeader":         true,

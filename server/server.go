@@ -261,6 +261,8 @@ func (s *Server) Run(ctx context.Context) error {
 	fenced := q.election.FencedClient(etcd.Client())
 	policies.FenceWrites(fenced)
 	an.secrets.FenceWrites(fenced)
+	an.creds.FenceWrites(fenced)
+	an.switches.FenceWrites(fenced)
 
 	n := &node{etcd: etcd, election: q.election}
 	m := newMetrics(n.Info)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -25,10 +26,27 @@ const (
 )
 
 // Credentials is apikey.Store over etcd: one JSON record per role.
-type Credentials struct{ cli *clientv3.Client }
+type Credentials struct {
+	cli *clientv3.Client
+	// w, when set (FenceWrites), is the client writes go through.
+	w atomic.Pointer[clientv3.Client]
+}
 
 // NewCredentials returns the credential store.
 func NewCredentials(cli *clientv3.Client) *Credentials { return &Credentials{cli: cli} }
+
+// FenceWrites sends every write of the store (a rotated API key, a changed
+// password) through w from now on: the election's FencedClient, so that
+// only the Leader in its term changes a credential. The admin's first key
+// is written before the election runs, on the plain client.
+func (s *Credentials) FenceWrites(w *clientv3.Client) { s.w.Store(w) }
+
+func (s *Credentials) writer() *clientv3.Client {
+	if w := s.w.Load(); w != nil {
+		return w
+	}
+	return s.cli
+}
 
 // CredentialKey is the etcd key of a role's credential. The policy store
 // deletes it in the same transaction that deletes the role.
@@ -75,7 +93,7 @@ func (s *Credentials) UpdateCredential(ctx context.Context, roleID string, fn fu
 		if err != nil {
 			return err
 		}
-		txn, err := s.cli.Txn(ctx).
+		txn, err := s.writer().Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 			Then(clientv3.OpPut(key, string(raw))).Commit()
 		if err != nil {

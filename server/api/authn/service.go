@@ -70,6 +70,14 @@ type Config struct {
 	JWTOptions []jwt.Option
 	// Audit records every authentication, successful or not; optional.
 	Audit Auditor
+	// Switches keeps the authenticators switched off (UpdateAuthenticator);
+	// optional: without it every declared authenticator is on and
+	// UpdateAuthenticator is Unimplemented.
+	Switches Switches
+	// ReadOnly is set on a node that never writes (a Follower): it returns
+	// the error a write is answered with (naming the Leader). A password
+	// login, which issues a new API key, gets it.
+	ReadOnly func() error
 }
 
 // Auditor records authentications without blocking; *etcdstore.AuthnAudit
@@ -218,8 +226,7 @@ func (s *Service) Login(ctx context.Context, req *sowerv1.LoginRequest) (*sowerv
 		return nil, err
 	}
 	if method != apikey.MethodAPIKey {
-		s.succeeded(ctx, "authn", id.RoleID(), "Login (password)")
-		return nil, status.Error(codes.FailedPrecondition, "sower keeps API keys only as hashes, so a password login cannot return the current key; rotate it with PUT /authn/{account}/api_key using the same basic-auth credentials")
+		return s.passwordLogin(ctx, id)
 	}
 	s.succeeded(ctx, "authn", id.RoleID(), "Login")
 	return &sowerv1.LoginResponse{ApiKey: req.GetSecret()}, nil
