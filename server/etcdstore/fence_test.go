@@ -49,6 +49,11 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 	p.FenceWrites(fenced)
 	s := newSecrets(t, cli)
 	s.FenceWrites(fenced)
+	sw := NewAuthenticatorSwitches(cli)
+	sw.FenceWrites(fenced)
+	creds := NewCredentials(cli)
+	creds.FenceWrites(fenced)
+	setHash := func(c *apikey.Credential) error { c.APIKeyHash = []byte("h2"); return nil }
 
 	// During the term, fenced writes commit.
 	if err := tryLoad(p, "- !variable db/password\n"); err != nil {
@@ -56,6 +61,12 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 	}
 	if _, err := s.Put(ctx, dbPassword, "acme:user:admin", []byte("v1")); err != nil {
 		t.Fatalf("a secret during the term: %v", err)
+	}
+	if err := sw.SetEnabled(ctx, "authn-jwt", "ci", false, "acme:user:admin"); err != nil {
+		t.Fatalf("an authenticator switch during the term: %v", err)
+	}
+	if err := creds.UpdateCredential(ctx, "acme:user:alice", setHash); err != nil {
+		t.Fatalf("a credential during the term: %v", err)
 	}
 
 	// Another node's key: this node's term is over.
@@ -69,6 +80,8 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 	for name, write := range map[string]func() error{
 		"a direct policy load": func() error { return tryLoad(p, "- !variable direct\n") },
 		"a large policy load":  func() error { return tryLoad(p, manyHosts(40)) },
+		"an authenticator switch": func() error { return sw.SetEnabled(ctx, "authn-jwt", "ci", true, "acme:user:admin") },
+		"a credential":            func() error { return creds.UpdateCredential(ctx, "acme:user:alice", setHash) },
 		"a secret value": func() error {
 			_, err := s.Put(ctx, dbPassword, "acme:user:admin", []byte("v2"))
 			return err
