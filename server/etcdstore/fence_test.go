@@ -80,12 +80,12 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 	for name, write := range map[string]func() error{
 		"a direct policy load": func() error { return tryLoad(p, "- !variable direct\n") },
 		"a large policy load":  func() error { return tryLoad(p, manyHosts(40)) },
-		"an authenticator switch": func() error { return sw.SetEnabled(ctx, "authn-jwt", "ci", true, "acme:user:admin") },
-		"a credential":            func() error { return creds.UpdateCredential(ctx, "acme:user:alice", setHash) },
 		"a secret value": func() error {
 			_, err := s.Put(ctx, dbPassword, "acme:user:admin", []byte("v2"))
 			return err
 		},
+		"an authenticator switch": func() error { return sw.SetEnabled(ctx, "authn-jwt", "ci", true, "acme:user:admin") },
+		"a credential":            func() error { return creds.UpdateCredential(ctx, "acme:user:alice", setHash) },
 	} {
 		if err := write(); !errors.Is(err, cluster.ErrNotLeader) {
 			t.Errorf("%s after the term: %v, want cluster.ErrNotLeader", name, err)
