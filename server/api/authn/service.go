@@ -1,6 +1,7 @@
-// Package authn implements sower.v1.AuthnService: API key login, access
-// tokens, API key rotation, whoami, and the JWT / Kubernetes authenticator
-// (AuthenticateJWT). It adapts the authn domain packages to the API: a
+// Package authn implements sower.v1.AuthnService: API key and password
+// login, access tokens, API key rotation, password changes, whoami, the JWT
+// / Kubernetes authenticator (AuthenticateJWT), and Conjur's authenticator
+// switch and status check (UpdateAuthenticator, GetAuthenticatorStatus). It adapts the authn domain packages to the API: a
 // refused credential is always the same Unauthenticated answer, while the
 // log and the audit trail say which check failed.
 //
