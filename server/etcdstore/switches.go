@@ -92,24 +92,27 @@ func (s *AuthenticatorSwitches) Disabled(ctx context.Context, authenticator, ser
 }
 
 // SetEnabled switches the service on (deleting its switch) or off
-// (recording who did, and when). by is the caller's role id.
+// (recording who did, and when), with an audit record
+// "authenticator-switched" in the same transaction. by is the caller's
+// role id.
 func (s *AuthenticatorSwitches) SetEnabled(ctx context.Context, authenticator, serviceID string, enabled bool, by string) error {
 	key, err := SwitchKey(authenticator, serviceID)
 	if err != nil {
 		return err
 	}
-	if enabled {
-		if _, err := s.writer().Delete(ctx, key); err != nil {
-			return fmt.Errorf("etcdstore: switch on %s/%s: %w", authenticator, serviceID, err)
+	now := s.now().UTC()
+	op := clientv3.OpDelete(key)
+	if !enabled {
+		raw, err := json.Marshal(switchRecord{Enabled: false, By: by, At: now})
+		if err != nil {
+			return err
 		}
-		return nil
+		op = clientv3.OpPut(key, string(raw))
 	}
-	raw, err := json.Marshal(switchRecord{Enabled: false, By: by, At: s.now().UTC()})
-	if err != nil {
-		return err
-	}
-	if _, err := s.writer().Put(ctx, key, string(raw)); err != nil {
-		return fmt.Errorf("etcdstore: switch off %s/%s: %w", authenticator, serviceID, err)
+	audit := AuditOp(now, "authenticator-switched", map[string]any{
+		"authenticator": authenticator, "service_id": serviceID, "enabled": enabled, "by": by})
+	if _, err := s.writer().Txn(ctx).Then(op, audit).Commit(); err != nil {
+		return fmt.Errorf("etcdstore: switch %s/%s (enabled=%v): %w", authenticator, serviceID, enabled, err)
 	}
 	return nil
 }

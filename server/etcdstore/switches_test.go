@@ -3,7 +3,10 @@ package etcdstore
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestAuthenticatorSwitches: a service is on until switched off, off once
@@ -37,6 +40,19 @@ func TestAuthenticatorSwitches(t *testing.T) {
 	}
 	if off("authn-jwt", "ci") {
 		t.Fatal("authn-jwt/ci is still off after switching it on")
+	}
+	audit, err := cli.Get(ctx, AuditPrefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, kv := range audit.Kvs {
+		if strings.Contains(string(kv.Value), `"type":"authenticator-switched"`) && strings.Contains(string(kv.Value), `"by":"acme:user:admin"`) {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d audit records of a switch, want 2 (off, on)", n)
 	}
 	for _, id := range []string{"", "a/b", "a\x00", string(make([]byte, 257))} {
 		if err := sw.SetEnabled(ctx, "authn-jwt", id, false, ""); !errors.Is(err, ErrBadSwitchName) {
