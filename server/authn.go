@@ -165,6 +165,8 @@ var publicMethods = map[string]bool{
 	// ChangePassword authenticates with the login and its current API
 	// key or password, as Conjur's PUT /authn/{account}/password.
 	"/sower.v1.AuthnService/ChangePassword": true,
+	// Public keys are public, as in Conjur.
+	"/sower.v1.AuthnService/GetPublicKeys": true,
 	// A joining Standby has no token: the seed's certificate and
 	// enrollment token authenticate it (server/api/cluster).
 	"/sower.v1.ClusterService/GetLeader":         true,

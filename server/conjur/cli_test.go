@@ -206,8 +206,6 @@ func TestCLIErrorsAsConjur(t *testing.T) {
 			want{status: 404, code: "not_found"}},
 		"conjur hostfactory hosts create": {admin, "POST", l.url + "/host_factories/hosts", "id=h",
 			want{status: 404, code: "not_found"}},
-		"conjur pubkeys": {admin, "GET", l.url + "/public_keys/acme/user/someone", "",
-			want{status: 404, code: "not_found", message: "sower does not store the public_keys declared in policy"}},
 		"an unknown route": {admin, "GET", l.url + "/no/such/route", "",
 			want{status: 404, code: "not_found"}},
 		"a method Conjur has no route for": {admin, "DELETE", policyURL, "",

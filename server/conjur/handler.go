@@ -76,7 +76,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /host_factory_tokens", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load), or enrol Followers with seeds"))
 	mux.HandleFunc("DELETE /host_factory_tokens/{token}", missing("sower does not issue host factory tokens"))
 	mux.HandleFunc("POST /host_factories/hosts", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load)"))
-	mux.HandleFunc("GET /public_keys/{account}/{kind}/{identifier...}", missing("sower does not store the public_keys declared in policy"))
+	mux.HandleFunc("GET /public_keys/{account}/{kind}/{identifier...}", h.publicKeys)
 	// Everything else outside /v1 is a route Conjur does not have.
 	mux.HandleFunc("/", h.unknownRoute)
 }

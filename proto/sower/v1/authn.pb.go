@@ -943,6 +943,117 @@ func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
 	return file_sower_v1_authn_proto_rawDescGZIP(), []int{15}
 }
 
+// GetPublicKeysRequest names a role.
+type GetPublicKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// account is the Conjur account.
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// kind is the role's kind: "user" (hosts declare no keys).
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// identifier is the role's id: "alice".
+	Identifier    string `protobuf:"bytes,3,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPublicKeysRequest) Reset() {
+	*x = GetPublicKeysRequest{}
+	mi := &file_sower_v1_authn_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPublicKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPublicKeysRequest) ProtoMessage() {}
+
+func (x *GetPublicKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPublicKeysRequest.ProtoReflect.Descriptor instead.
+func (*GetPublicKeysRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetPublicKeysRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *GetPublicKeysRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *GetPublicKeysRequest) GetIdentifier() string {
+	if x != nil {
+		return x.Identifier
+	}
+	return ""
+}
+
+// GetPublicKeysResponse lists a role's public keys, sorted; none for a
+// role that declares none or does not exist.
+type GetPublicKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// public_keys are the keys as policy declares them ("ssh-rsa AAAA… laptop").
+	PublicKeys    []string `protobuf:"bytes,1,rep,name=public_keys,json=publicKeys,proto3" json:"public_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPublicKeysResponse) Reset() {
+	*x = GetPublicKeysResponse{}
+	mi := &file_sower_v1_authn_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPublicKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPublicKeysResponse) ProtoMessage() {}
+
+func (x *GetPublicKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPublicKeysResponse.ProtoReflect.Descriptor instead.
+func (*GetPublicKeysResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetPublicKeysResponse) GetPublicKeys() []string {
+	if x != nil {
+		return x.PublicKeys
+	}
+	return nil
+}
+
 var File_sower_v1_authn_proto protoreflect.FileDescriptor
 
 const file_sower_v1_authn_proto_rawDesc = "" +
@@ -1004,7 +1115,16 @@ const file_sower_v1_authn_proto_rawDesc = "" +
 	"\x05login\x18\x02 \x01(\tR\x05login\x12\x16\n" +
 	"\x06secret\x18\x03 \x01(\tR\x06secret\x12!\n" +
 	"\fnew_password\x18\x04 \x01(\tR\vnewPassword\"\x18\n" +
-	"\x16ChangePasswordResponse2\xb1\b\n" +
+	"\x16ChangePasswordResponse\"d\n" +
+	"\x14GetPublicKeysRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1e\n" +
+	"\n" +
+	"identifier\x18\x03 \x01(\tR\n" +
+	"identifier\"8\n" +
+	"\x15GetPublicKeysResponse\x12\x1f\n" +
+	"\vpublic_keys\x18\x01 \x03(\tR\n" +
+	"publicKeys2\xbe\t\n" +
 	"\fAuthnService\x12^\n" +
 	"\x05Login\x12\x16.sower.v1.LoginRequest\x1a\x17.sower.v1.LoginResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/authn/{account}/login\x12z\n" +
 	"\fAuthenticate\x12\x1d.sower.v1.AuthenticateRequest\x1a\x1e.sower.v1.AuthenticateResponse\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/authn/{account}/authenticate\x12|\n" +
@@ -1014,7 +1134,8 @@ const file_sower_v1_authn_proto_rawDesc = "" +
 	"\x0fAuthenticateJWT\x12 .sower.v1.AuthenticateJWTRequest\x1a!.sower.v1.AuthenticateJWTResponse\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/authn-jwt/{service_id}/{account}/authenticate\x12\xa8\x01\n" +
 	"\x13UpdateAuthenticator\x12$.sower.v1.UpdateAuthenticatorRequest\x1a%.sower.v1.UpdateAuthenticatorResponse\"D\x82\xd3\xe4\x93\x02>:\x01*29/v1/authenticators/{account}/{authenticator}/{service_id}\x12\xb5\x01\n" +
 	"\x16GetAuthenticatorStatus\x12'.sower.v1.GetAuthenticatorStatusRequest\x1a(.sower.v1.GetAuthenticatorStatusResponse\"H\x82\xd3\xe4\x93\x02B\x12@/v1/authenticators/{account}/{authenticator}/{service_id}/status\x12|\n" +
-	"\x0eChangePassword\x12\x1f.sower.v1.ChangePasswordRequest\x1a .sower.v1.ChangePasswordResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\x1a\x1c/v1/authn/{account}/passwordB6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
+	"\x0eChangePassword\x12\x1f.sower.v1.ChangePasswordRequest\x1a .sower.v1.ChangePasswordResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\x1a\x1c/v1/authn/{account}/password\x12\x8a\x01\n" +
+	"\rGetPublicKeys\x12\x1e.sower.v1.GetPublicKeysRequest\x1a\x1f.sower.v1.GetPublicKeysResponse\"8\x82\xd3\xe4\x93\x022\x120/v1/public-keys/{account}/{kind}/{identifier=**}B6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
 
 var (
 	file_sower_v1_authn_proto_rawDescOnce sync.Once
@@ -1028,7 +1149,7 @@ func file_sower_v1_authn_proto_rawDescGZIP() []byte {
 	return file_sower_v1_authn_proto_rawDescData
 }
 
-var file_sower_v1_authn_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_sower_v1_authn_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_sower_v1_authn_proto_goTypes = []any{
 	(*AuthenticateJWTRequest)(nil),         // 0: sower.v1.AuthenticateJWTRequest
 	(*LoginRequest)(nil),                   // 1: sower.v1.LoginRequest
@@ -1046,6 +1167,8 @@ var file_sower_v1_authn_proto_goTypes = []any{
 	(*GetAuthenticatorStatusResponse)(nil), // 13: sower.v1.GetAuthenticatorStatusResponse
 	(*ChangePasswordRequest)(nil),          // 14: sower.v1.ChangePasswordRequest
 	(*ChangePasswordResponse)(nil),         // 15: sower.v1.ChangePasswordResponse
+	(*GetPublicKeysRequest)(nil),           // 16: sower.v1.GetPublicKeysRequest
+	(*GetPublicKeysResponse)(nil),          // 17: sower.v1.GetPublicKeysResponse
 }
 var file_sower_v1_authn_proto_depIdxs = []int32{
 	1,  // 0: sower.v1.AuthnService.Login:input_type -> sower.v1.LoginRequest
@@ -1056,16 +1179,18 @@ var file_sower_v1_authn_proto_depIdxs = []int32{
 	10, // 5: sower.v1.AuthnService.UpdateAuthenticator:input_type -> sower.v1.UpdateAuthenticatorRequest
 	12, // 6: sower.v1.AuthnService.GetAuthenticatorStatus:input_type -> sower.v1.GetAuthenticatorStatusRequest
 	14, // 7: sower.v1.AuthnService.ChangePassword:input_type -> sower.v1.ChangePasswordRequest
-	2,  // 8: sower.v1.AuthnService.Login:output_type -> sower.v1.LoginResponse
-	4,  // 9: sower.v1.AuthnService.Authenticate:output_type -> sower.v1.AuthenticateResponse
-	6,  // 10: sower.v1.AuthnService.RotateAPIKey:output_type -> sower.v1.RotateAPIKeyResponse
-	8,  // 11: sower.v1.AuthnService.WhoAmI:output_type -> sower.v1.WhoAmIResponse
-	9,  // 12: sower.v1.AuthnService.AuthenticateJWT:output_type -> sower.v1.AuthenticateJWTResponse
-	11, // 13: sower.v1.AuthnService.UpdateAuthenticator:output_type -> sower.v1.UpdateAuthenticatorResponse
-	13, // 14: sower.v1.AuthnService.GetAuthenticatorStatus:output_type -> sower.v1.GetAuthenticatorStatusResponse
-	15, // 15: sower.v1.AuthnService.ChangePassword:output_type -> sower.v1.ChangePasswordResponse
-	8,  // [8:16] is the sub-list for method output_type
-	0,  // [0:8] is the sub-list for method input_type
+	16, // 8: sower.v1.AuthnService.GetPublicKeys:input_type -> sower.v1.GetPublicKeysRequest
+	2,  // 9: sower.v1.AuthnService.Login:output_type -> sower.v1.LoginResponse
+	4,  // 10: sower.v1.AuthnService.Authenticate:output_type -> sower.v1.AuthenticateResponse
+	6,  // 11: sower.v1.AuthnService.RotateAPIKey:output_type -> sower.v1.RotateAPIKeyResponse
+	8,  // 12: sower.v1.AuthnService.WhoAmI:output_type -> sower.v1.WhoAmIResponse
+	9,  // 13: sower.v1.AuthnService.AuthenticateJWT:output_type -> sower.v1.AuthenticateJWTResponse
+	11, // 14: sower.v1.AuthnService.UpdateAuthenticator:output_type -> sower.v1.UpdateAuthenticatorResponse
+	13, // 15: sower.v1.AuthnService.GetAuthenticatorStatus:output_type -> sower.v1.GetAuthenticatorStatusResponse
+	15, // 16: sower.v1.AuthnService.ChangePassword:output_type -> sower.v1.ChangePasswordResponse
+	17, // 17: sower.v1.AuthnService.GetPublicKeys:output_type -> sower.v1.GetPublicKeysResponse
+	9,  // [9:18] is the sub-list for method output_type
+	0,  // [0:9] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
@@ -1082,7 +1207,7 @@ func file_sower_v1_authn_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sower_v1_authn_proto_rawDesc), len(file_sower_v1_authn_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	AuthnService_UpdateAuthenticator_FullMethodName    = "/sower.v1.AuthnService/UpdateAuthenticator"
 	AuthnService_GetAuthenticatorStatus_FullMethodName = "/sower.v1.AuthnService/GetAuthenticatorStatus"
 	AuthnService_ChangePassword_FullMethodName         = "/sower.v1.AuthnService/ChangePassword"
+	AuthnService_GetPublicKeys_FullMethodName          = "/sower.v1.AuthnService/GetPublicKeys"
 )
 
 // AuthnServiceClient is the client API for AuthnService service.
@@ -77,6 +78,10 @@ type AuthnServiceClient interface {
 	// request carries the user's login and its current API key or password:
 	// an access token is not enough, as in Conjur. Hosts have no password.
 	ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error)
+	// GetPublicKeys returns the SSH public keys a user's public_keys declare
+	// in policy (Conjur's GET /public_keys/{account}/{kind}/{identifier}).
+	// As in Conjur, it needs no access token: the keys are public.
+	GetPublicKeys(ctx context.Context, in *GetPublicKeysRequest, opts ...grpc.CallOption) (*GetPublicKeysResponse, error)
 }
 
 type authnServiceClient struct {
@@ -167,6 +172,16 @@ func (c *authnServiceClient) ChangePassword(ctx context.Context, in *ChangePassw
 	return out, nil
 }
 
+func (c *authnServiceClient) GetPublicKeys(ctx context.Context, in *GetPublicKeysRequest, opts ...grpc.CallOption) (*GetPublicKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPublicKeysResponse)
+	err := c.cc.Invoke(ctx, AuthnService_GetPublicKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthnServiceServer is the server API for AuthnService service.
 // All implementations must embed UnimplementedAuthnServiceServer
 // for forward compatibility.
@@ -215,6 +230,10 @@ type AuthnServiceServer interface {
 	// request carries the user's login and its current API key or password:
 	// an access token is not enough, as in Conjur. Hosts have no password.
 	ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error)
+	// GetPublicKeys returns the SSH public keys a user's public_keys declare
+	// in policy (Conjur's GET /public_keys/{account}/{kind}/{identifier}).
+	// As in Conjur, it needs no access token: the keys are public.
+	GetPublicKeys(context.Context, *GetPublicKeysRequest) (*GetPublicKeysResponse, error)
 	mustEmbedUnimplementedAuthnServiceServer()
 }
 
@@ -248,6 +267,9 @@ func (UnimplementedAuthnServiceServer) GetAuthenticatorStatus(context.Context, *
 }
 func (UnimplementedAuthnServiceServer) ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ChangePassword not implemented")
+}
+func (UnimplementedAuthnServiceServer) GetPublicKeys(context.Context, *GetPublicKeysRequest) (*GetPublicKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPublicKeys not implemented")
 }
 func (UnimplementedAuthnServiceServer) mustEmbedUnimplementedAuthnServiceServer() {}
 func (UnimplementedAuthnServiceServer) testEmbeddedByValue()                      {}
@@ -414,6 +436,24 @@ func _AuthnService_ChangePassword_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthnService_GetPublicKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPublicKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthnServiceServer).GetPublicKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthnService_GetPublicKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthnServiceServer).GetPublicKeys(ctx, req.(*GetPublicKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthnService_ServiceDesc is the grpc.ServiceDesc for AuthnService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -452,6 +492,10 @@ var AuthnService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ChangePassword",
 			Handler:    _AuthnService_ChangePassword_Handler,
+		},
+		{
+			MethodName: "GetPublicKeys",
+			Handler:    _AuthnService_GetPublicKeys_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
