@@ -279,6 +279,9 @@ func (s *Service) RotateAPIKey(ctx context.Context, req *sowerv1.RotateAPIKeyReq
 	}
 	key, err := s.c.Keys.Rotate(ctx, target)
 	if err != nil {
+		if isNotLeader(err) {
+			return nil, err // the term ended mid-call: the interceptor names the Leader
+		}
 		s.c.Logger.Error("rotate API key", "role", target, "err", err)
 		return nil, status.Error(codes.Unavailable, "cannot rotate the API key right now; try again")
 	}
