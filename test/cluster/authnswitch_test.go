@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -44,14 +45,25 @@ func TestFollowerRefusesDisabledAuthenticator(t *testing.T) {
   - !variable issuer
   - !variable token-app-property
 - !host ci-apps/build-1
+- !user alice
 - !permit
   role: !host ci-apps/build-1
   privileges: [ authenticate ]
   resource: !webservice conjur/authn-jwt/ci
 `
-	if code, body, err := h.loadPolicy(l1.url(), admin, pol); err != nil || code != http.StatusCreated {
+	code, body, err := h.loadPolicy(l1.url(), admin, pol)
+	if err != nil || code != http.StatusCreated {
 		t.Fatalf("load policy: %d %s %v", code, body, err)
 	}
+	var loaded struct {
+		CreatedRoles map[string]struct {
+			APIKey string `json:"api_key"`
+		} `json:"created_roles"`
+	}
+	if err := json.Unmarshal([]byte(body), &loaded); err != nil {
+		t.Fatal(err)
+	}
+	aliceKey := loaded.CreatedRoles[account+":user:alice"].APIKey
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +124,8 @@ func TestFollowerRefusesDisabledAuthenticator(t *testing.T) {
 	if code := login(f1, "0"); code != http.StatusOK {
 		t.Fatalf("login on the Follower before any switch: %d", code)
 	}
-	code, hdr, body, err := f1.req(http.MethodPatch, "/authn-jwt/ci/"+account, admin, "enabled=false", "Content-Type", "application/x-www-form-urlencoded")
+	var hdr http.Header
+	code, hdr, body, err = f1.req(http.MethodPatch, "/authn-jwt/ci/"+account, admin, "enabled=false", "Content-Type", "application/x-www-form-urlencoded")
 	if err != nil || code != http.StatusMethodNotAllowed || hdr.Get("X-Sower-Leader") != l1.url() {
 		t.Fatalf("PATCH on the Follower: %d %s %v (X-Sower-Leader %q), want 405 naming %s", code, body, err, hdr.Get("X-Sower-Leader"), l1.url())
 	}
@@ -131,5 +144,38 @@ func TestFollowerRefusesDisabledAuthenticator(t *testing.T) {
 		if code := login(p, rev); code != http.StatusOK {
 			t.Errorf("login on %s after enabling again: %d, want 200", p.name, code)
 		}
+	}
+
+	// A password is set on the Leader; a Follower serves API-key logins but
+	// not password logins, which issue a new key: it names the Leader.
+	basic := func(p *proc, method, path, user, secret, body, minRev string) (int, http.Header, string) {
+		t.Helper()
+		r, _ := http.NewRequest(method, p.url()+path, strings.NewReader(body))
+		r.SetBasicAuth(user, secret)
+		if minRev != "" {
+			r.Header.Set("X-Sower-Min-Revision", minRev)
+		}
+		resp, err := p.client().Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(b)
+	}
+	passwordPath, loginPath := "/authn/"+account+"/password", "/authn/"+account+"/login"
+	if code, _, body := basic(f1, http.MethodPut, passwordPath, "alice", aliceKey, "New-Password1", ""); code != http.StatusMethodNotAllowed {
+		t.Errorf("change-password on the Follower: %d %s, want 405", code, body)
+	}
+	code, hdr, body = basic(l1, http.MethodPut, passwordPath, "alice", aliceKey, "New-Password1", "")
+	if code != http.StatusNoContent {
+		t.Fatalf("change-password on the Leader: %d %s", code, body)
+	}
+	rev = hdr.Get("X-Sower-Revision")
+	if code, _, body := basic(f1, http.MethodGet, loginPath, "alice", aliceKey, "", rev); code != http.StatusOK || body != aliceKey {
+		t.Errorf("API-key login on the Follower: %d %q, want the key", code, body)
+	}
+	if code, _, body := basic(f1, http.MethodGet, loginPath, "alice", "New-Password1", "", rev); code != http.StatusUnprocessableEntity || !strings.Contains(body, l1.url()) {
+		t.Errorf("password login on the Follower: %d %s, want 422 naming the Leader %s", code, body, l1.url())
 	}
 }
