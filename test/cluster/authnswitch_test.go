@@ -20,8 +20,10 @@ import (
 // on the Leader reaches a Follower with the replicated state, and the
 // Follower refuses that authenticator's logins (401) from the revision the
 // Leader's answer names; enabling it brings logins back; the PATCH itself
-// is a write a Follower answers 405 naming the Leader. One Leader, one
-// Follower, real processes.
+// is a write a Follower answers 405 naming the Leader. A password changed
+// on the Leader reaches the Follower, which refuses a password login (it
+// would issue a new API key) naming the Leader. One Leader, one Follower,
+// real processes.
 func TestFollowerRefusesDisabledAuthenticator(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real sower processes")
