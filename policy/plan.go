@@ -844,6 +844,9 @@ func (p *planner) changeSet() *ChangeSet {
 	)
 	classify := func(k keyed) (written bool) {
 		cur, exists := p.currentKeyed(k)
+		if exists && p.req.Mode == Update && cur.Policy() == k.f.Policy() {
+			k.f = keepPublicKeys(cur, k.f)
+		}
 		switch {
 		case !exists:
 			writes = append(writes, k)

@@ -333,6 +333,26 @@ func TestPlan(t *testing.T) {
 				}
 			},
 		},
+		"an update keeps the public keys the text leaves out": {
+			setup:   []loadStep{{"root", Replace, "- !user\n  id: alice\n  public_keys: [ssh-rsa AAA desk]\n"}},
+			step:    loadStep{"root", Update, "- !user\n  id: alice\n  public_keys: [ssh-rsa BBB laptop]\n"},
+			updated: []string{"role/myorg:user:alice"},
+			check: func(t *testing.T, g *Graph) {
+				r, _ := g.Role(id(KindUser, "alice"))
+				if want := []string{"ssh-rsa AAA desk", "ssh-rsa BBB laptop"}; !slices.Equal(r.PublicKeys, want) {
+					t.Errorf("public_keys = %q, want %q", r.PublicKeys, want)
+				}
+			},
+		},
+		"a replace states the public keys": {
+			setup:   []loadStep{{"root", Replace, "- !user\n  id: alice\n  public_keys: [ssh-rsa AAA desk]\n"}},
+			step:    loadStep{"root", Replace, "- !user\n  id: alice\n"},
+			updated: []string{"role/myorg:user:alice"},
+		},
+		"an update that repeats the keys changes nothing": {
+			setup: []loadStep{{"root", Replace, "- !user\n  id: alice\n  public_keys: [ssh-rsa AAA desk, ssh-rsa BBB laptop]\n"}},
+			step:  loadStep{"root", Update, "- !user\n  id: alice\n  public_keys: [ssh-rsa BBB laptop]\n"},
+		},
 		"load into a policy that does not exist": {
 			step:    loadStep{"nowhere", Append, "- !host a\n"},
 			wantErr: "policy not found",

@@ -28,3 +28,17 @@ func unionKeys(a, b []string) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// keepPublicKeys gives an updated user the keys it had as well as the ones
+// the text declares: Conjur keeps each key as a public_key record, and an
+// update (PATCH) deletes no record the text does not mention. Only a
+// replace, or a !delete of the user, removes keys.
+func keepPublicKeys(cur, next Fact) Fact {
+	c, ok := cur.(Role)
+	n, ok2 := next.(Role)
+	if !ok || !ok2 || len(c.PublicKeys) == 0 {
+		return next
+	}
+	n.PublicKeys = unionKeys(c.PublicKeys, n.PublicKeys)
+	return n
+}

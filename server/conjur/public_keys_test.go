@@ -12,9 +12,9 @@ import (
 // TestCLIPublicKeys: `conjur pubkeys` (conjur-api-go's PublicKeys) answers
 // the keys a user's public_keys declare, as Conjur's public_keys.feature:
 // text/plain, one key a line, sorted, ending in a newline, with no access
-// token needed. An append adds keys, an update replaces them (as Conjur's
-// loader adds or deletes the public_key resources), and a role with none,
-// or none at all, is a lone newline.
+// token needed. An append or an update adds keys and a replace states
+// them (as Conjur's loader adds public_key records, and deletes them only
+// in a replace), and a role with none, or none at all, is a lone newline.
 func TestCLIPublicKeys(t *testing.T) {
 	n := startAuthnNode(t)
 	admin := n.admin(t)
@@ -65,9 +65,15 @@ func TestCLIPublicKeys(t *testing.T) {
 	if got := get("/public_keys/acme/user/alice"); got != tablet+"\n"+laptop+"\n"+workstation+"\n" {
 		t.Fatalf("after an append: %q", got)
 	}
-	// An update states them: the keys are the ones the text declares.
+	// An update deletes no key the text leaves out (Conjur deletes no
+	// public_key record in a PATCH) ...
 	load(t, admin, conjurapi.PolicyModePatch, "root", "- !user\n  id: alice\n  public_keys: [ "+tablet+" ]\n")
-	if got := get("/public_keys/acme/user/alice"); got != tablet+"\n" {
+	if got := get("/public_keys/acme/user/alice"); got != tablet+"\n"+laptop+"\n"+workstation+"\n" {
 		t.Fatalf("after an update: %q", got)
+	}
+	// ... a replace states them.
+	load(t, admin, conjurapi.PolicyModePut, "root", "- !user\n  id: alice\n  public_keys: [ "+laptop+" ]\n- !user bob\n- !host app\n")
+	if got := get("/public_keys/acme/user/alice"); got != laptop+"\n" {
+		t.Fatalf("after a replace: %q", got)
 	}
 }
