@@ -34,6 +34,9 @@ type Role struct {
 	// RestrictedTo lists the networks (CIDR) a user or host may authenticate
 	// from; empty means anywhere. It is set by restricted_to in policy.
 	RestrictedTo []string `json:"restricted_to,omitempty"`
+	// PublicKeys are a user's SSH public keys (public_keys in policy),
+	// served by Conjur's GET /public_keys/{account}/user/{id}; sorted.
+	PublicKeys []string `json:"public_keys,omitempty"`
 }
 
 // Resource is something privileges are granted on. Its owner holds every
@@ -110,7 +113,8 @@ func Equal(a, b Fact) bool {
 }
 
 func equalRoles(a, b Role) bool {
-	return a.ID == b.ID && a.PolicyID == b.PolicyID && slices.Equal(a.RestrictedTo, b.RestrictedTo)
+	return a.ID == b.ID && a.PolicyID == b.PolicyID && slices.Equal(a.RestrictedTo, b.RestrictedTo) &&
+		slices.Equal(a.PublicKeys, b.PublicKeys)
 }
 
 // MarshalFact returns the JSON value stored under f.Key().

@@ -22,6 +22,16 @@ func appendFactJSON(b []byte, f Fact) []byte {
 			}
 			b = append(b, ']')
 		}
+		if len(f.PublicKeys) > 0 {
+			b = append(b, `,"public_keys":[`...)
+			for i, k := range f.PublicKeys {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSONString(b, k)
+			}
+			b = append(b, ']')
+		}
 	case Resource:
 		b = appendIDField(append(b, '{'), "id", f.ID)
 		b = appendIDField(append(b, ','), "owner", f.Owner)

@@ -18,6 +18,7 @@ func factsFromStrings(a, b, c string, flag bool) []Fact {
 	}
 	return []Fact{
 		Role{ID: id(a), PolicyID: pol, RestrictedTo: restricted},
+		Role{ID: id(b), PolicyID: pol, RestrictedTo: restricted, PublicKeys: []string{a, b, c}},
 		Resource{ID: id(a), Owner: id(b), PolicyID: pol},
 		Resource{ID: id(a)},
 		Membership{Role: id(a), Member: id(b), AdminOption: flag, Ownership: !flag, PolicyID: pol},

@@ -55,6 +55,7 @@ type node struct {
 type roleFact struct {
 	policy       int32
 	restrictedTo []string
+	publicKeys   []string
 }
 
 type resourceFact struct {
@@ -198,7 +199,7 @@ func (g *Graph) put(f Fact) {
 	switch f := f.(type) {
 	case Role:
 		n := g.nodes[g.intern(f.ID)]
-		n.role = &roleFact{policy: g.intern(f.PolicyID), restrictedTo: slices.Clone(f.RestrictedTo)}
+		n.role = &roleFact{policy: g.intern(f.PolicyID), restrictedTo: slices.Clone(f.RestrictedTo), publicKeys: slices.Clone(f.PublicKeys)}
 	case Resource:
 		i := g.intern(f.ID)
 		owner, policy := g.intern(f.Owner), g.intern(f.PolicyID)

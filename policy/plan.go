@@ -694,7 +694,7 @@ func (p *planner) declare(o *object) error {
 		if len(cidrs) > 0 {
 			cidrs = unionCIDRs(nil, cidrs)
 		}
-		p.add(Role{ID: NewID(account, kind, name), PolicyID: policy, RestrictedTo: cidrs})
+		p.add(Role{ID: NewID(account, kind, name), PolicyID: policy, RestrictedTo: cidrs, PublicKeys: publicKeys(o)})
 	}
 	if !o.spec.resource {
 		return nil
@@ -844,6 +844,9 @@ func (p *planner) changeSet() *ChangeSet {
 	)
 	classify := func(k keyed) (written bool) {
 		cur, exists := p.currentKeyed(k)
+		if exists && p.req.Mode == Update && cur.Policy() == k.f.Policy() {
+			k.f = keepPublicKeys(cur, k.f)
+		}
 		switch {
 		case !exists:
 			writes = append(writes, k)
@@ -858,6 +861,19 @@ func (p *planner) changeSet() *ChangeSet {
 				c := cur.(Role)
 				if u := unionCIDRs(c.RestrictedTo, r.RestrictedTo); !slices.Equal(u, c.RestrictedTo) {
 					c.RestrictedTo = u
+					updated = append(updated, c)
+				}
+			}
+			// and a user's public keys gain the new ones, as Conjur's
+			// append adds public_key resources and deletes none.
+			if r, ok := k.f.(Role); ok && len(r.PublicKeys) > 0 {
+				c := cur.(Role)
+				if u := unionKeys(c.PublicKeys, r.PublicKeys); !slices.Equal(u, c.PublicKeys) {
+					if n := len(updated); n > 0 && updated[n-1].Key() == c.Key() {
+						c = updated[n-1].(Role) // restricted_to grew too
+						updated = updated[:n-1]
+					}
+					c.PublicKeys = u
 					updated = append(updated, c)
 				}
 			}

@@ -317,6 +317,42 @@ func TestPlan(t *testing.T) {
 			step:    loadStep{"root", Replace, "- !user\n  id: alice\n"},
 			updated: []string{"role/myorg:user:alice"},
 		},
+		// cucumber/api public_keys.feature; Conjur's append adds public_key
+		// resources and deletes none.
+		"an append extends public_keys and restricted_to in one update": {
+			setup:   []loadStep{{"root", Replace, "- !user\n  id: alice\n  restricted_to: 192.168.101.1\n  public_keys: [ssh-rsa BBB laptop, ' ssh-rsa AAA desk ']\n"}},
+			step:    loadStep{"root", Append, "- !user\n  id: alice\n  restricted_to: 192.168.101.2\n  public_key: ssh-ed25519 CCC tablet\n"},
+			updated: []string{"role/myorg:user:alice"},
+			check: func(t *testing.T, g *Graph) {
+				r, _ := g.Role(id(KindUser, "alice"))
+				if want := []string{"ssh-ed25519 CCC tablet", "ssh-rsa AAA desk", "ssh-rsa BBB laptop"}; !slices.Equal(r.PublicKeys, want) {
+					t.Errorf("public_keys = %q, want %q", r.PublicKeys, want)
+				}
+				if want := []string{"192.168.101.1/32", "192.168.101.2/32"}; !slices.Equal(r.RestrictedTo, want) {
+					t.Errorf("restricted_to = %v, want %v", r.RestrictedTo, want)
+				}
+			},
+		},
+		"an update keeps the public keys the text leaves out": {
+			setup:   []loadStep{{"root", Replace, "- !user\n  id: alice\n  public_keys: [ssh-rsa AAA desk]\n"}},
+			step:    loadStep{"root", Update, "- !user\n  id: alice\n  public_keys: [ssh-rsa BBB laptop]\n"},
+			updated: []string{"role/myorg:user:alice"},
+			check: func(t *testing.T, g *Graph) {
+				r, _ := g.Role(id(KindUser, "alice"))
+				if want := []string{"ssh-rsa AAA desk", "ssh-rsa BBB laptop"}; !slices.Equal(r.PublicKeys, want) {
+					t.Errorf("public_keys = %q, want %q", r.PublicKeys, want)
+				}
+			},
+		},
+		"a replace states the public keys": {
+			setup:   []loadStep{{"root", Replace, "- !user\n  id: alice\n  public_keys: [ssh-rsa AAA desk]\n"}},
+			step:    loadStep{"root", Replace, "- !user\n  id: alice\n"},
+			updated: []string{"role/myorg:user:alice"},
+		},
+		"an update that repeats the keys changes nothing": {
+			setup: []loadStep{{"root", Replace, "- !user\n  id: alice\n  public_keys: [ssh-rsa AAA desk, ssh-rsa BBB laptop]\n"}},
+			step:  loadStep{"root", Update, "- !user\n  id: alice\n  public_keys: [ssh-rsa BBB laptop]\n"},
+		},
 		"load into a policy that does not exist": {
 			step:    loadStep{"nowhere", Append, "- !host a\n"},
 			wantErr: "policy not found",

@@ -64,7 +64,7 @@ func (g *Graph) Resource(id ID) (ResourceInfo, bool) {
 
 func (g *Graph) roleFact(i int32) Role {
 	n := g.nodes[i]
-	return Role{ID: n.id, PolicyID: g.idOf(n.role.policy), RestrictedTo: slices.Clone(n.role.restrictedTo)}
+	return Role{ID: n.id, PolicyID: g.idOf(n.role.policy), RestrictedTo: slices.Clone(n.role.restrictedTo), PublicKeys: slices.Clone(n.role.publicKeys)}
 }
 
 func (g *Graph) resourceFact(i int32) Resource {

@@ -23,6 +23,7 @@ var Replicated = []Rule{
 	{Key: "/sower/authn/credentials/", Prefix: true, Why: "API-key hashes (peppered HMACs, never keys)"},
 	{Key: "/sower/authn/signing-keys/", Prefix: true, Why: "access-token signing keys, sealed: tokens are valid on every node"},
 	{Key: "/sower/authn/pepper", Why: "the API-key hashing pepper, sealed"},
+	{Key: "/sower/authn/authenticators/", Prefix: true, Why: "authenticators switched off (conjur authenticator disable): refused on every node"},
 	{Key: "/sower/pki/revoked/", Prefix: true, Why: "revoked certificates"},
 	{Key: "/sower/pki/data-keyring", Why: "a data-key rotation: the next keyring, sealed under the current one"},
 	{Key: "/sower/cluster/nodes/", Prefix: true, Why: "every quorum node's endpoints, to fail over to"},

@@ -56,9 +56,12 @@ type authnParts struct {
 	limiter *authn.Limiter
 	secrets *etcdstore.Secrets
 	audit   *etcdstore.AuthnAudit
-	creds   *etcdstore.Credentials
-	signing *etcdstore.SigningKeys
-	closers []func()
+	// creds, signing and switches are written only by the Leader in its
+	// term (fenceWrites, once the election runs).
+	creds    *etcdstore.Credentials
+	signing  *etcdstore.SigningKeys
+	switches *etcdstore.AuthenticatorSwitches
+	closers  []func()
 }
 
 // fenceWrites sends every authentication write (credentials, signing keys,
@@ -68,6 +71,7 @@ func (a *authnParts) fenceWrites(w *clientv3.Client) {
 	a.creds.FenceWrites(w)
 	a.signing.FenceWrites(w)
 	a.secrets.FenceWrites(w)
+	a.switches.FenceWrites(w)
 	a.audit.FencePrune(w)
 }
 
@@ -115,7 +119,8 @@ func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, n
 		return nil, err
 	}
 	return &authnParts{keys: keys, tokens: tokens, limiter: authn.NewLimiter(limits), secrets: secrets,
-		audit: etcdstore.NewAuthnAudit(cli, etcdstore.AuditConfig{Node: node, Logger: lg}), creds: creds, signing: signing}, nil
+		audit: etcdstore.NewAuthnAudit(cli, etcdstore.AuditConfig{Node: node, Logger: lg}),
+		creds: creds, signing: signing, switches: etcdstore.NewAuthenticatorSwitches(cli)}, nil
 }
 
 func loadOrCreatePepper(ctx context.Context, cli *clientv3.Client, sealer authn.Sealer) ([]byte, error) {
@@ -169,6 +174,11 @@ var publicMethods = map[string]bool{
 	"/sower.v1.AuthnService/Login":                                   true,
 	"/sower.v1.AuthnService/Authenticate":                            true,
 	"/sower.v1.AuthnService/AuthenticateJWT":                         true,
+	// ChangePassword authenticates with the login and its current API
+	// key or password, as Conjur's PUT /authn/{account}/password.
+	"/sower.v1.AuthnService/ChangePassword": true,
+	// Public keys are public, as in Conjur.
+	"/sower.v1.AuthnService/GetPublicKeys": true,
 	// A joining Standby has no token: the seed's certificate and
 	// enrollment token authenticate it (server/api/cluster).
 	"/sower.v1.ClusterService/GetLeader":         true,

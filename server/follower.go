@@ -457,6 +457,12 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	au, err := authnapi.New(authnapi.Config{
 		Account: m.Account, Keys: keys, Tokens: tokens, Limiter: limiter, Logger: f.lg,
 		Authorizer: pol, Graph: policies.Graph, Variables: secrets,
+		// The switches replicate with the rest (replica.Replicated).
+		Switches: etcdstore.NewAuthenticatorSwitches(local),
+		ReadOnly: func() error {
+			l := f.Leader()
+			return clusterapi.NotLeaderStatus(&cluster.NotLeaderError{Leader: l, Known: l.URL != ""})
+		},
 	})
 	if err != nil {
 		return err

@@ -121,6 +121,8 @@ func (q *quorum) seedEndpoints() archive.Endpoints {
 // what makes a write safe; this answers early and clearly.)
 var leaderOnlyMethods = map[string]bool{
 	"/sower.v1.AuthnService/RotateAPIKey":        true,
+	"/sower.v1.AuthnService/ChangePassword":      true,
+	"/sower.v1.AuthnService/UpdateAuthenticator": true,
 	"/sower.v1.CAService/RevokeCertificate":      true,
 	"/sower.v1.CAService/RotateDataKey":          true,
 	"/sower.v1.PolicyService/LoadPolicy":         true,

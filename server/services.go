@@ -66,6 +66,7 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 		Account: s.c.Account, Keys: d.authn.keys, Tokens: d.authn.tokens, Limiter: d.authn.limiter, Logger: s.lg,
 		Authorizer: pol,
 		Graph:      d.policies.Graph, Variables: d.authn.secrets, Kube: s.kube, Audit: d.authn.audit,
+		Switches: d.authn.switches,
 	})
 	if err != nil {
 		return nil, err

@@ -202,14 +202,10 @@ func TestCLIErrorsAsConjur(t *testing.T) {
 			want{status: 422, code: "unprocessable_entity", message: "'limit' contains an invalid value. 'limit' must be a positive integer."}},
 		"issuers (conjur issuer list)": {admin, "GET", l.url + "/issuers/acme", "",
 			want{status: 404, code: "not_found", message: "issuers are part of Conjur's dynamic secrets, which sower does not provide: store static secrets in variables instead"}},
-		"conjur user change-password": {admin, "PUT", l.url + "/authn/acme/password", "new-Passw0rd!",
-			want{status: 404, code: "not_found", message: "sower keeps no user passwords: users log in with their API key; rotate it with PUT /authn/{account}/api_key (conjur user rotate-api-key)"}},
 		"conjur hostfactory tokens create": {admin, "POST", l.url + "/host_factory_tokens", "host_factory=acme:host_factory:f&expiration=2030-01-01T00:00:00Z",
 			want{status: 404, code: "not_found"}},
 		"conjur hostfactory hosts create": {admin, "POST", l.url + "/host_factories/hosts", "id=h",
 			want{status: 404, code: "not_found"}},
-		"conjur pubkeys": {admin, "GET", l.url + "/public_keys/acme/user/someone", "",
-			want{status: 404, code: "not_found", message: "sower does not store the public_keys declared in policy"}},
 		"an unknown route": {admin, "GET", l.url + "/no/such/route", "",
 			want{status: 404, code: "not_found"}},
 		"a method Conjur has no route for": {admin, "DELETE", policyURL, "",
@@ -531,39 +527,5 @@ func TestCLIDryRunRedactsAndAdvises(t *testing.T) {
 	if code != http.StatusUnprocessableEntity || json.Unmarshal(body, &bad) != nil || len(bad.Errors) != 1 ||
 		bad.Errors[0].Message != "Invalid IP address or CIDR range 'not-an-address'\nMake sure your address or range is in the correct format (e.g. 192.168.1.0 or 192.168.1.0/16)" {
 		t.Fatalf("dry run of a bad address: %d %s", code, body)
-	}
-}
-
-// conjur authenticator enable/disable (PATCH /authn-jwt/{service}/{account},
-// form enabled=...): 204 for a declared authenticator and a caller with
-// update on its webservice, 403 without, 404 for one not declared.
-func TestCLIAuthenticatorEnable(t *testing.T) {
-	l := startLeader(t)
-	admin := newClient(t, l, "admin", l.adminKey)
-	resp := load(t, admin, conjurapi.PolicyModePost, "root", `
-- !user carol
-- !policy
-  id: conjur/authn-jwt/ci
-  body:
-  - !webservice
-- !permit
-  role: !user carol
-  privilege: read
-  resource: !webservice conjur/authn-jwt/ci
-`)
-	carol := newClient(t, l, "carol", resp.CreatedRoles["acme:user:carol"].APIKey)
-	if err := admin.EnableAuthenticator("jwt", "ci", true); err != nil {
-		t.Fatalf("enable authn-jwt/ci: %v", err)
-	}
-	if err := carol.EnableAuthenticator("jwt", "ci", true); conjurStatus(err) != http.StatusForbidden {
-		t.Fatalf("carol enabling authn-jwt/ci: %v, want 403", err)
-	}
-	if err := admin.EnableAuthenticator("jwt", "nowhere", true); conjurStatus(err) != http.StatusNotFound {
-		t.Fatalf("enabling an undeclared authenticator: %v, want 404", err)
-	}
-	req, err := admin.EnableAuthenticatorRequest("jwt", "ci", false)
-	code, body := submit(t, admin, req, err)
-	if code != http.StatusUnprocessableEntity || decodeError(t, code, body).Error.Code != "unprocessable_entity" {
-		t.Fatalf("disabling: %d %s, want 422 saying how", code, body)
 	}
 }

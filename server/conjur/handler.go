@@ -43,6 +43,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /authn/{account}/login", h.login)
 	mux.HandleFunc("POST /authn/{account}/{login}/authenticate", h.authenticate)
 	mux.HandleFunc("PUT /authn/{account}/api_key", h.rotateAPIKey)
+	mux.HandleFunc("PUT /authn/{account}/password", h.changePassword)
 	mux.HandleFunc("GET /whoami", h.whoami)
 	mux.HandleFunc("POST /configuration/{account}/seed/follower", h.followerSeed)
 	mux.HandleFunc("POST /configuration/{account}/seed/standby", h.standbySeed)
@@ -66,19 +67,16 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /secrets/{account}/{kind}/{identifier...}", h.getSecret)
 	mux.HandleFunc("GET /secrets", h.batchSecrets)
 	mux.HandleFunc("GET /secrets/{$}", h.batchSecrets) // conjur-api-go's form
-	for _, a := range authenticatorTypes {
-		mux.HandleFunc("PATCH /"+a+"/{service_id}/{account}", h.updateAuthenticator(a))
-	}
+	h.registerAuthenticators(mux)
 	// Conjur serves issuers only with its dynamic secrets feature on;
 	// without it the routes do not exist. sower has no dynamic secrets.
 	mux.HandleFunc("/issuers/{account}", h.noIssuers)
 	mux.HandleFunc("/issuers/{account}/{identifier...}", h.noIssuers)
 	// Conjur endpoints sower does not provide, answered with what to do.
-	mux.HandleFunc("PUT /authn/{account}/password", missing("sower keeps no user passwords: users log in with their API key; rotate it with PUT /authn/{account}/api_key (conjur user rotate-api-key)"))
 	mux.HandleFunc("POST /host_factory_tokens", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load), or enrol Followers with seeds"))
 	mux.HandleFunc("DELETE /host_factory_tokens/{token}", missing("sower does not issue host factory tokens"))
 	mux.HandleFunc("POST /host_factories/hosts", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load)"))
-	mux.HandleFunc("GET /public_keys/{account}/{kind}/{identifier...}", missing("sower does not store the public_keys declared in policy"))
+	mux.HandleFunc("GET /public_keys/{account}/{kind}/{identifier...}", h.publicKeys)
 	// Everything else outside /v1 is a route Conjur does not have.
 	mux.HandleFunc("/", h.unknownRoute)
 }

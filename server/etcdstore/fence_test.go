@@ -70,6 +70,8 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	sw := NewAuthenticatorSwitches(cli)
+	sw.FenceWrites(fenced)
 
 	// During the term, fenced writes commit.
 	if err := tryLoad(p, "- !variable db/password\n"); err != nil {
@@ -83,6 +85,9 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 	}
 	if err := signing.AddKey(ctx, token.SealedKey{KID: "kid-1", Sealed: []byte("sealed")}); err != nil {
 		t.Fatalf("a signing key during the term: %v", err)
+	}
+	if err := sw.SetEnabled(ctx, "authn-jwt", "ci", false, "acme:user:admin"); err != nil {
+		t.Fatalf("an authenticator switch during the term: %v", err)
 	}
 
 	// Another node's key: this node's term is over.
@@ -105,6 +110,7 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 			return signing.AddKey(ctx, token.SealedKey{KID: "kid-2", Sealed: []byte("sealed")})
 		},
 		"a pruned signing key": func() error { return signing.DeleteKey(ctx, "kid-1") },
+		"an authenticator switch": func() error { return sw.SetEnabled(ctx, "authn-jwt", "ci", true, "acme:user:admin") },
 	} {
 		if err := write(); !errors.Is(err, cluster.ErrNotLeader) {
 			t.Errorf("%s after the term: %v, want cluster.ErrNotLeader", name, err)

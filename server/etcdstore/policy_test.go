@@ -23,7 +23,7 @@ const account = "acme"
 var rootPolicy = policy.NewID(account, policy.KindPolicy, policy.RootPolicy)
 
 // startEtcd runs a real single-member etcd for the test.
-func startEtcd(t *testing.T) *clientv3.Client {
+func startEtcd(t testing.TB) *clientv3.Client {
 	t.Helper()
 	a := testutil.FreeAddrs(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

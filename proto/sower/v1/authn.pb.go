@@ -611,6 +611,449 @@ func (x *AuthenticateJWTResponse) GetLogin() string {
 	return ""
 }
 
+// UpdateAuthenticatorRequest names an authenticator service and its state.
+type UpdateAuthenticatorRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// account is the Conjur account.
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// authenticator is the authenticator type: "authn-jwt", "authn-k8s", ...
+	Authenticator string `protobuf:"bytes,2,opt,name=authenticator,proto3" json:"authenticator,omitempty"`
+	// service_id names the service: conjur/<authenticator>/<service_id>.
+	ServiceId string `protobuf:"bytes,3,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	// enabled switches the service on (true) or off (false).
+	Enabled       bool `protobuf:"varint,4,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAuthenticatorRequest) Reset() {
+	*x = UpdateAuthenticatorRequest{}
+	mi := &file_sower_v1_authn_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAuthenticatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAuthenticatorRequest) ProtoMessage() {}
+
+func (x *UpdateAuthenticatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAuthenticatorRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAuthenticatorRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *UpdateAuthenticatorRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *UpdateAuthenticatorRequest) GetAuthenticator() string {
+	if x != nil {
+		return x.Authenticator
+	}
+	return ""
+}
+
+func (x *UpdateAuthenticatorRequest) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+func (x *UpdateAuthenticatorRequest) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+// UpdateAuthenticatorResponse is empty.
+type UpdateAuthenticatorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAuthenticatorResponse) Reset() {
+	*x = UpdateAuthenticatorResponse{}
+	mi := &file_sower_v1_authn_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAuthenticatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAuthenticatorResponse) ProtoMessage() {}
+
+func (x *UpdateAuthenticatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAuthenticatorResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAuthenticatorResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{11}
+}
+
+// GetAuthenticatorStatusRequest names an authenticator service.
+type GetAuthenticatorStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// account is the Conjur account.
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// authenticator is the authenticator type: "authn-jwt" or "authn-k8s".
+	Authenticator string `protobuf:"bytes,2,opt,name=authenticator,proto3" json:"authenticator,omitempty"`
+	// service_id names the service: conjur/<authenticator>/<service_id>.
+	ServiceId     string `protobuf:"bytes,3,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuthenticatorStatusRequest) Reset() {
+	*x = GetAuthenticatorStatusRequest{}
+	mi := &file_sower_v1_authn_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuthenticatorStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuthenticatorStatusRequest) ProtoMessage() {}
+
+func (x *GetAuthenticatorStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuthenticatorStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetAuthenticatorStatusRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetAuthenticatorStatusRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *GetAuthenticatorStatusRequest) GetAuthenticator() string {
+	if x != nil {
+		return x.Authenticator
+	}
+	return ""
+}
+
+func (x *GetAuthenticatorStatusRequest) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+// GetAuthenticatorStatusResponse is the answer of a service that passed
+// every check.
+type GetAuthenticatorStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// status is "ok".
+	Status        string `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuthenticatorStatusResponse) Reset() {
+	*x = GetAuthenticatorStatusResponse{}
+	mi := &file_sower_v1_authn_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuthenticatorStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuthenticatorStatusResponse) ProtoMessage() {}
+
+func (x *GetAuthenticatorStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuthenticatorStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetAuthenticatorStatusResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetAuthenticatorStatusResponse) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+// ChangePasswordRequest carries a user's credentials and its new password.
+type ChangePasswordRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// account is the Conjur account.
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// login is the user's login ("alice"); hosts have no password.
+	Login string `protobuf:"bytes,2,opt,name=login,proto3" json:"login,omitempty"`
+	// secret is the user's current API key or password.
+	Secret string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	// new_password must have 12 to 128 characters with at least 2
+	// upper-case and 2 lower-case letters, a digit and a special character.
+	NewPassword   string `protobuf:"bytes,4,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordRequest) Reset() {
+	*x = ChangePasswordRequest{}
+	mi := &file_sower_v1_authn_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordRequest) ProtoMessage() {}
+
+func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
+func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ChangePasswordRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetLogin() string {
+	if x != nil {
+		return x.Login
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetNewPassword() string {
+	if x != nil {
+		return x.NewPassword
+	}
+	return ""
+}
+
+// ChangePasswordResponse is empty.
+type ChangePasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordResponse) Reset() {
+	*x = ChangePasswordResponse{}
+	mi := &file_sower_v1_authn_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordResponse) ProtoMessage() {}
+
+func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
+func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{15}
+}
+
+// GetPublicKeysRequest names a role.
+type GetPublicKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// account is the Conjur account.
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// kind is the role's kind: "user" (hosts declare no keys).
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// identifier is the role's id: "alice".
+	Identifier    string `protobuf:"bytes,3,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPublicKeysRequest) Reset() {
+	*x = GetPublicKeysRequest{}
+	mi := &file_sower_v1_authn_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPublicKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPublicKeysRequest) ProtoMessage() {}
+
+func (x *GetPublicKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPublicKeysRequest.ProtoReflect.Descriptor instead.
+func (*GetPublicKeysRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetPublicKeysRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *GetPublicKeysRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *GetPublicKeysRequest) GetIdentifier() string {
+	if x != nil {
+		return x.Identifier
+	}
+	return ""
+}
+
+// GetPublicKeysResponse lists a role's public keys, sorted; none for a
+// role that declares none or does not exist.
+type GetPublicKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// public_keys are the keys as policy declares them ("ssh-rsa AAAA… laptop").
+	PublicKeys    []string `protobuf:"bytes,1,rep,name=public_keys,json=publicKeys,proto3" json:"public_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPublicKeysResponse) Reset() {
+	*x = GetPublicKeysResponse{}
+	mi := &file_sower_v1_authn_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPublicKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPublicKeysResponse) ProtoMessage() {}
+
+func (x *GetPublicKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_authn_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPublicKeysResponse.ProtoReflect.Descriptor instead.
+func (*GetPublicKeysResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_authn_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetPublicKeysResponse) GetPublicKeys() []string {
+	if x != nil {
+		return x.PublicKeys
+	}
+	return nil
+}
+
 var File_sower_v1_authn_proto protoreflect.FileDescriptor
 
 const file_sower_v1_authn_proto_rawDesc = "" +
@@ -652,14 +1095,47 @@ const file_sower_v1_authn_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\fR\x05token\x12\x1d\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\x03R\texpiresAt\x12\x14\n" +
-	"\x05login\x18\x03 \x01(\tR\x05login2\xd0\x04\n" +
+	"\x05login\x18\x03 \x01(\tR\x05login\"\x95\x01\n" +
+	"\x1aUpdateAuthenticatorRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12$\n" +
+	"\rauthenticator\x18\x02 \x01(\tR\rauthenticator\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x03 \x01(\tR\tserviceId\x12\x18\n" +
+	"\aenabled\x18\x04 \x01(\bR\aenabled\"\x1d\n" +
+	"\x1bUpdateAuthenticatorResponse\"~\n" +
+	"\x1dGetAuthenticatorStatusRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12$\n" +
+	"\rauthenticator\x18\x02 \x01(\tR\rauthenticator\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x03 \x01(\tR\tserviceId\"8\n" +
+	"\x1eGetAuthenticatorStatusResponse\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\"\x82\x01\n" +
+	"\x15ChangePasswordRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x14\n" +
+	"\x05login\x18\x02 \x01(\tR\x05login\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\x12!\n" +
+	"\fnew_password\x18\x04 \x01(\tR\vnewPassword\"\x18\n" +
+	"\x16ChangePasswordResponse\"d\n" +
+	"\x14GetPublicKeysRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1e\n" +
+	"\n" +
+	"identifier\x18\x03 \x01(\tR\n" +
+	"identifier\"8\n" +
+	"\x15GetPublicKeysResponse\x12\x1f\n" +
+	"\vpublic_keys\x18\x01 \x03(\tR\n" +
+	"publicKeys2\xbe\t\n" +
 	"\fAuthnService\x12^\n" +
 	"\x05Login\x12\x16.sower.v1.LoginRequest\x1a\x17.sower.v1.LoginResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/authn/{account}/login\x12z\n" +
 	"\fAuthenticate\x12\x1d.sower.v1.AuthenticateRequest\x1a\x1e.sower.v1.AuthenticateResponse\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/authn/{account}/authenticate\x12|\n" +
 	"\fRotateAPIKey\x12\x1d.sower.v1.RotateAPIKeyRequest\x1a\x1e.sower.v1.RotateAPIKeyResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/v1/authn/{account}/api-key:rotate\x12O\n" +
 	"\x06WhoAmI\x12\x17.sower.v1.WhoAmIRequest\x1a\x18.sower.v1.WhoAmIResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
 	"/v1/whoami\x12\x94\x01\n" +
-	"\x0fAuthenticateJWT\x12 .sower.v1.AuthenticateJWTRequest\x1a!.sower.v1.AuthenticateJWTResponse\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/authn-jwt/{service_id}/{account}/authenticateB6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
+	"\x0fAuthenticateJWT\x12 .sower.v1.AuthenticateJWTRequest\x1a!.sower.v1.AuthenticateJWTResponse\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/authn-jwt/{service_id}/{account}/authenticate\x12\xa8\x01\n" +
+	"\x13UpdateAuthenticator\x12$.sower.v1.UpdateAuthenticatorRequest\x1a%.sower.v1.UpdateAuthenticatorResponse\"D\x82\xd3\xe4\x93\x02>:\x01*29/v1/authenticators/{account}/{authenticator}/{service_id}\x12\xb5\x01\n" +
+	"\x16GetAuthenticatorStatus\x12'.sower.v1.GetAuthenticatorStatusRequest\x1a(.sower.v1.GetAuthenticatorStatusResponse\"H\x82\xd3\xe4\x93\x02B\x12@/v1/authenticators/{account}/{authenticator}/{service_id}/status\x12|\n" +
+	"\x0eChangePassword\x12\x1f.sower.v1.ChangePasswordRequest\x1a .sower.v1.ChangePasswordResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\x1a\x1c/v1/authn/{account}/password\x12\x8a\x01\n" +
+	"\rGetPublicKeys\x12\x1e.sower.v1.GetPublicKeysRequest\x1a\x1f.sower.v1.GetPublicKeysResponse\"8\x82\xd3\xe4\x93\x022\x120/v1/public-keys/{account}/{kind}/{identifier=**}B6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
 
 var (
 	file_sower_v1_authn_proto_rawDescOnce sync.Once
@@ -673,35 +1149,51 @@ func file_sower_v1_authn_proto_rawDescGZIP() []byte {
 	return file_sower_v1_authn_proto_rawDescData
 }
 
-var file_sower_v1_authn_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_sower_v1_authn_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_sower_v1_authn_proto_goTypes = []any{
-	(*AuthenticateJWTRequest)(nil),  // 0: sower.v1.AuthenticateJWTRequest
-	(*LoginRequest)(nil),            // 1: sower.v1.LoginRequest
-	(*LoginResponse)(nil),           // 2: sower.v1.LoginResponse
-	(*AuthenticateRequest)(nil),     // 3: sower.v1.AuthenticateRequest
-	(*AuthenticateResponse)(nil),    // 4: sower.v1.AuthenticateResponse
-	(*RotateAPIKeyRequest)(nil),     // 5: sower.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil),    // 6: sower.v1.RotateAPIKeyResponse
-	(*WhoAmIRequest)(nil),           // 7: sower.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),          // 8: sower.v1.WhoAmIResponse
-	(*AuthenticateJWTResponse)(nil), // 9: sower.v1.AuthenticateJWTResponse
+	(*AuthenticateJWTRequest)(nil),         // 0: sower.v1.AuthenticateJWTRequest
+	(*LoginRequest)(nil),                   // 1: sower.v1.LoginRequest
+	(*LoginResponse)(nil),                  // 2: sower.v1.LoginResponse
+	(*AuthenticateRequest)(nil),            // 3: sower.v1.AuthenticateRequest
+	(*AuthenticateResponse)(nil),           // 4: sower.v1.AuthenticateResponse
+	(*RotateAPIKeyRequest)(nil),            // 5: sower.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),           // 6: sower.v1.RotateAPIKeyResponse
+	(*WhoAmIRequest)(nil),                  // 7: sower.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                 // 8: sower.v1.WhoAmIResponse
+	(*AuthenticateJWTResponse)(nil),        // 9: sower.v1.AuthenticateJWTResponse
+	(*UpdateAuthenticatorRequest)(nil),     // 10: sower.v1.UpdateAuthenticatorRequest
+	(*UpdateAuthenticatorResponse)(nil),    // 11: sower.v1.UpdateAuthenticatorResponse
+	(*GetAuthenticatorStatusRequest)(nil),  // 12: sower.v1.GetAuthenticatorStatusRequest
+	(*GetAuthenticatorStatusResponse)(nil), // 13: sower.v1.GetAuthenticatorStatusResponse
+	(*ChangePasswordRequest)(nil),          // 14: sower.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),         // 15: sower.v1.ChangePasswordResponse
+	(*GetPublicKeysRequest)(nil),           // 16: sower.v1.GetPublicKeysRequest
+	(*GetPublicKeysResponse)(nil),          // 17: sower.v1.GetPublicKeysResponse
 }
 var file_sower_v1_authn_proto_depIdxs = []int32{
-	1, // 0: sower.v1.AuthnService.Login:input_type -> sower.v1.LoginRequest
-	3, // 1: sower.v1.AuthnService.Authenticate:input_type -> sower.v1.AuthenticateRequest
-	5, // 2: sower.v1.AuthnService.RotateAPIKey:input_type -> sower.v1.RotateAPIKeyRequest
-	7, // 3: sower.v1.AuthnService.WhoAmI:input_type -> sower.v1.WhoAmIRequest
-	0, // 4: sower.v1.AuthnService.AuthenticateJWT:input_type -> sower.v1.AuthenticateJWTRequest
-	2, // 5: sower.v1.AuthnService.Login:output_type -> sower.v1.LoginResponse
-	4, // 6: sower.v1.AuthnService.Authenticate:output_type -> sower.v1.AuthenticateResponse
-	6, // 7: sower.v1.AuthnService.RotateAPIKey:output_type -> sower.v1.RotateAPIKeyResponse
-	8, // 8: sower.v1.AuthnService.WhoAmI:output_type -> sower.v1.WhoAmIResponse
-	9, // 9: sower.v1.AuthnService.AuthenticateJWT:output_type -> sower.v1.AuthenticateJWTResponse
-	5, // [5:10] is the sub-list for method output_type
-	0, // [0:5] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	1,  // 0: sower.v1.AuthnService.Login:input_type -> sower.v1.LoginRequest
+	3,  // 1: sower.v1.AuthnService.Authenticate:input_type -> sower.v1.AuthenticateRequest
+	5,  // 2: sower.v1.AuthnService.RotateAPIKey:input_type -> sower.v1.RotateAPIKeyRequest
+	7,  // 3: sower.v1.AuthnService.WhoAmI:input_type -> sower.v1.WhoAmIRequest
+	0,  // 4: sower.v1.AuthnService.AuthenticateJWT:input_type -> sower.v1.AuthenticateJWTRequest
+	10, // 5: sower.v1.AuthnService.UpdateAuthenticator:input_type -> sower.v1.UpdateAuthenticatorRequest
+	12, // 6: sower.v1.AuthnService.GetAuthenticatorStatus:input_type -> sower.v1.GetAuthenticatorStatusRequest
+	14, // 7: sower.v1.AuthnService.ChangePassword:input_type -> sower.v1.ChangePasswordRequest
+	16, // 8: sower.v1.AuthnService.GetPublicKeys:input_type -> sower.v1.GetPublicKeysRequest
+	2,  // 9: sower.v1.AuthnService.Login:output_type -> sower.v1.LoginResponse
+	4,  // 10: sower.v1.AuthnService.Authenticate:output_type -> sower.v1.AuthenticateResponse
+	6,  // 11: sower.v1.AuthnService.RotateAPIKey:output_type -> sower.v1.RotateAPIKeyResponse
+	8,  // 12: sower.v1.AuthnService.WhoAmI:output_type -> sower.v1.WhoAmIResponse
+	9,  // 13: sower.v1.AuthnService.AuthenticateJWT:output_type -> sower.v1.AuthenticateJWTResponse
+	11, // 14: sower.v1.AuthnService.UpdateAuthenticator:output_type -> sower.v1.UpdateAuthenticatorResponse
+	13, // 15: sower.v1.AuthnService.GetAuthenticatorStatus:output_type -> sower.v1.GetAuthenticatorStatusResponse
+	15, // 16: sower.v1.AuthnService.ChangePassword:output_type -> sower.v1.ChangePasswordResponse
+	17, // 17: sower.v1.AuthnService.GetPublicKeys:output_type -> sower.v1.GetPublicKeysResponse
+	9,  // [9:18] is the sub-list for method output_type
+	0,  // [0:9] is the sub-list for method input_type
+	0,  // [0:0] is the sub-list for extension type_name
+	0,  // [0:0] is the sub-list for extension extendee
+	0,  // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_sower_v1_authn_proto_init() }
@@ -715,7 +1207,7 @@ func file_sower_v1_authn_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sower_v1_authn_proto_rawDesc), len(file_sower_v1_authn_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,11 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthnService_Login_FullMethodName           = "/sower.v1.AuthnService/Login"
-	AuthnService_Authenticate_FullMethodName    = "/sower.v1.AuthnService/Authenticate"
-	AuthnService_RotateAPIKey_FullMethodName    = "/sower.v1.AuthnService/RotateAPIKey"
-	AuthnService_WhoAmI_FullMethodName          = "/sower.v1.AuthnService/WhoAmI"
-	AuthnService_AuthenticateJWT_FullMethodName = "/sower.v1.AuthnService/AuthenticateJWT"
+	AuthnService_Login_FullMethodName                  = "/sower.v1.AuthnService/Login"
+	AuthnService_Authenticate_FullMethodName           = "/sower.v1.AuthnService/Authenticate"
+	AuthnService_RotateAPIKey_FullMethodName           = "/sower.v1.AuthnService/RotateAPIKey"
+	AuthnService_WhoAmI_FullMethodName                 = "/sower.v1.AuthnService/WhoAmI"
+	AuthnService_AuthenticateJWT_FullMethodName        = "/sower.v1.AuthnService/AuthenticateJWT"
+	AuthnService_UpdateAuthenticator_FullMethodName    = "/sower.v1.AuthnService/UpdateAuthenticator"
+	AuthnService_GetAuthenticatorStatus_FullMethodName = "/sower.v1.AuthnService/GetAuthenticatorStatus"
+	AuthnService_ChangePassword_FullMethodName         = "/sower.v1.AuthnService/ChangePassword"
+	AuthnService_GetPublicKeys_FullMethodName          = "/sower.v1.AuthnService/GetPublicKeys"
 )
 
 // AuthnServiceClient is the client API for AuthnService service.
@@ -56,6 +60,28 @@ type AuthnServiceClient interface {
 	// variables under that policy. Every refusal is the same Unauthenticated
 	// answer; the node's log and audit trail say which check failed.
 	AuthenticateJWT(ctx context.Context, in *AuthenticateJWTRequest, opts ...grpc.CallOption) (*AuthenticateJWTResponse, error)
+	// UpdateAuthenticator switches an authenticator service on or off
+	// (Conjur's PATCH /{authenticator}/{service_id}/{account}, `conjur
+	// authenticator enable|disable`). The caller needs update on the
+	// webservice conjur/<authenticator>/<service_id>, which must exist. A
+	// service whose webservice is in policy is on until it is switched off;
+	// a switched-off service refuses every login on every node.
+	UpdateAuthenticator(ctx context.Context, in *UpdateAuthenticatorRequest, opts ...grpc.CallOption) (*UpdateAuthenticatorResponse, error)
+	// GetAuthenticatorStatus checks an authenticator service as Conjur's
+	// status endpoint does: the caller needs read on the webservice
+	// conjur/<authenticator>/<service_id>/status, the authenticator's
+	// webservice must exist and be on, and its settings must build a
+	// verifier. A failed check is an error naming it in Conjur's form.
+	GetAuthenticatorStatus(ctx context.Context, in *GetAuthenticatorStatusRequest, opts ...grpc.CallOption) (*GetAuthenticatorStatusResponse, error)
+	// ChangePassword sets a user's password (Conjur's PUT
+	// /authn/{account}/password, `conjur user change-password`). The
+	// request carries the user's login and its current API key or password:
+	// an access token is not enough, as in Conjur. Hosts have no password.
+	ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error)
+	// GetPublicKeys returns the SSH public keys a user's public_keys declare
+	// in policy (Conjur's GET /public_keys/{account}/{kind}/{identifier}).
+	// As in Conjur, it needs no access token: the keys are public.
+	GetPublicKeys(ctx context.Context, in *GetPublicKeysRequest, opts ...grpc.CallOption) (*GetPublicKeysResponse, error)
 }
 
 type authnServiceClient struct {
@@ -116,6 +142,46 @@ func (c *authnServiceClient) AuthenticateJWT(ctx context.Context, in *Authentica
 	return out, nil
 }
 
+func (c *authnServiceClient) UpdateAuthenticator(ctx context.Context, in *UpdateAuthenticatorRequest, opts ...grpc.CallOption) (*UpdateAuthenticatorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateAuthenticatorResponse)
+	err := c.cc.Invoke(ctx, AuthnService_UpdateAuthenticator_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authnServiceClient) GetAuthenticatorStatus(ctx context.Context, in *GetAuthenticatorStatusRequest, opts ...grpc.CallOption) (*GetAuthenticatorStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAuthenticatorStatusResponse)
+	err := c.cc.Invoke(ctx, AuthnService_GetAuthenticatorStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authnServiceClient) ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangePasswordResponse)
+	err := c.cc.Invoke(ctx, AuthnService_ChangePassword_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authnServiceClient) GetPublicKeys(ctx context.Context, in *GetPublicKeysRequest, opts ...grpc.CallOption) (*GetPublicKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPublicKeysResponse)
+	err := c.cc.Invoke(ctx, AuthnService_GetPublicKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthnServiceServer is the server API for AuthnService service.
 // All implementations must embed UnimplementedAuthnServiceServer
 // for forward compatibility.
@@ -146,6 +212,28 @@ type AuthnServiceServer interface {
 	// variables under that policy. Every refusal is the same Unauthenticated
 	// answer; the node's log and audit trail say which check failed.
 	AuthenticateJWT(context.Context, *AuthenticateJWTRequest) (*AuthenticateJWTResponse, error)
+	// UpdateAuthenticator switches an authenticator service on or off
+	// (Conjur's PATCH /{authenticator}/{service_id}/{account}, `conjur
+	// authenticator enable|disable`). The caller needs update on the
+	// webservice conjur/<authenticator>/<service_id>, which must exist. A
+	// service whose webservice is in policy is on until it is switched off;
+	// a switched-off service refuses every login on every node.
+	UpdateAuthenticator(context.Context, *UpdateAuthenticatorRequest) (*UpdateAuthenticatorResponse, error)
+	// GetAuthenticatorStatus checks an authenticator service as Conjur's
+	// status endpoint does: the caller needs read on the webservice
+	// conjur/<authenticator>/<service_id>/status, the authenticator's
+	// webservice must exist and be on, and its settings must build a
+	// verifier. A failed check is an error naming it in Conjur's form.
+	GetAuthenticatorStatus(context.Context, *GetAuthenticatorStatusRequest) (*GetAuthenticatorStatusResponse, error)
+	// ChangePassword sets a user's password (Conjur's PUT
+	// /authn/{account}/password, `conjur user change-password`). The
+	// request carries the user's login and its current API key or password:
+	// an access token is not enough, as in Conjur. Hosts have no password.
+	ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error)
+	// GetPublicKeys returns the SSH public keys a user's public_keys declare
+	// in policy (Conjur's GET /public_keys/{account}/{kind}/{identifier}).
+	// As in Conjur, it needs no access token: the keys are public.
+	GetPublicKeys(context.Context, *GetPublicKeysRequest) (*GetPublicKeysResponse, error)
 	mustEmbedUnimplementedAuthnServiceServer()
 }
 
@@ -170,6 +258,18 @@ func (UnimplementedAuthnServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (
 }
 func (UnimplementedAuthnServiceServer) AuthenticateJWT(context.Context, *AuthenticateJWTRequest) (*AuthenticateJWTResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AuthenticateJWT not implemented")
+}
+func (UnimplementedAuthnServiceServer) UpdateAuthenticator(context.Context, *UpdateAuthenticatorRequest) (*UpdateAuthenticatorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateAuthenticator not implemented")
+}
+func (UnimplementedAuthnServiceServer) GetAuthenticatorStatus(context.Context, *GetAuthenticatorStatusRequest) (*GetAuthenticatorStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAuthenticatorStatus not implemented")
+}
+func (UnimplementedAuthnServiceServer) ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangePassword not implemented")
+}
+func (UnimplementedAuthnServiceServer) GetPublicKeys(context.Context, *GetPublicKeysRequest) (*GetPublicKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPublicKeys not implemented")
 }
 func (UnimplementedAuthnServiceServer) mustEmbedUnimplementedAuthnServiceServer() {}
 func (UnimplementedAuthnServiceServer) testEmbeddedByValue()                      {}
@@ -282,6 +382,78 @@ func _AuthnService_AuthenticateJWT_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthnService_UpdateAuthenticator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateAuthenticatorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthnServiceServer).UpdateAuthenticator(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthnService_UpdateAuthenticator_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthnServiceServer).UpdateAuthenticator(ctx, req.(*UpdateAuthenticatorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthnService_GetAuthenticatorStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAuthenticatorStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthnServiceServer).GetAuthenticatorStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthnService_GetAuthenticatorStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthnServiceServer).GetAuthenticatorStatus(ctx, req.(*GetAuthenticatorStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthnService_ChangePassword_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangePasswordRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthnServiceServer).ChangePassword(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthnService_ChangePassword_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthnServiceServer).ChangePassword(ctx, req.(*ChangePasswordRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthnService_GetPublicKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPublicKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthnServiceServer).GetPublicKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthnService_GetPublicKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthnServiceServer).GetPublicKeys(ctx, req.(*GetPublicKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthnService_ServiceDesc is the grpc.ServiceDesc for AuthnService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -308,6 +480,22 @@ var AuthnService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AuthenticateJWT",
 			Handler:    _AuthnService_AuthenticateJWT_Handler,
+		},
+		{
+			MethodName: "UpdateAuthenticator",
+			Handler:    _AuthnService_UpdateAuthenticator_Handler,
+		},
+		{
+			MethodName: "GetAuthenticatorStatus",
+			Handler:    _AuthnService_GetAuthenticatorStatus_Handler,
+		},
+		{
+			MethodName: "ChangePassword",
+			Handler:    _AuthnService_ChangePassword_Handler,
+		},
+		{
+			MethodName: "GetPublicKeys",
+			Handler:    _AuthnService_GetPublicKeys_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

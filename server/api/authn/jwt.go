@@ -422,6 +422,13 @@ func (s *Service) AuthenticateJWT(ctx context.Context, req *sowerv1.Authenticate
 		return refuse(err)
 	}
 	how = kind + "/" + req.GetServiceId()
+	// A service switched off (conjur authenticator disable) refuses as
+	// Conjur refuses one not enabled: 401, the reason in the log only.
+	if off, err := s.disabled(ctx, kind, req.GetServiceId()); err != nil {
+		return refuse(fmt.Errorf("read the switch of %s: %w", how, err))
+	} else if off {
+		return refuse(authn.Refuse(authn.ReasonNotEnabled, "authenticator %s is switched off (conjur authenticator enable to switch it on)", how))
+	}
 	svc, err := s.jwts.get(ctx, kind, req.GetServiceId())
 	if err != nil {
 		return refuse(err)

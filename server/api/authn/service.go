@@ -1,6 +1,7 @@
-// Package authn implements sower.v1.AuthnService: API key login, access
-// tokens, API key rotation, whoami, and the JWT / Kubernetes authenticator
-// (AuthenticateJWT). It adapts the authn domain packages to the API: a
+// Package authn implements sower.v1.AuthnService: API key and password
+// login, access tokens, API key rotation, password changes, whoami, the JWT
+// / Kubernetes authenticator (AuthenticateJWT), and Conjur's authenticator
+// switch and status check (UpdateAuthenticator, GetAuthenticatorStatus). It adapts the authn domain packages to the API: a
 // refused credential is always the same Unauthenticated answer, while the
 // log and the audit trail say which check failed.
 //
@@ -70,6 +71,14 @@ type Config struct {
 	JWTOptions []jwt.Option
 	// Audit records every authentication, successful or not; optional.
 	Audit Auditor
+	// Switches keeps the authenticators switched off (UpdateAuthenticator);
+	// optional: without it every declared authenticator is on and
+	// UpdateAuthenticator is Unimplemented.
+	Switches Switches
+	// ReadOnly is set on a node that never writes (a Follower): it returns
+	// the error a write is answered with (naming the Leader). A password
+	// login, which issues a new API key, gets it.
+	ReadOnly func() error
 }
 
 // Auditor records authentications without blocking; *etcdstore.AuthnAudit
@@ -218,8 +227,7 @@ func (s *Service) Login(ctx context.Context, req *sowerv1.LoginRequest) (*sowerv
 		return nil, err
 	}
 	if method != apikey.MethodAPIKey {
-		s.succeeded(ctx, "authn", id.RoleID(), "Login (password)")
-		return nil, status.Error(codes.FailedPrecondition, "sower keeps API keys only as hashes, so a password login cannot return the current key; rotate it with PUT /authn/{account}/api_key using the same basic-auth credentials")
+		return s.passwordLogin(ctx, id)
 	}
 	s.succeeded(ctx, "authn", id.RoleID(), "Login")
 	return &sowerv1.LoginResponse{ApiKey: req.GetSecret()}, nil
@@ -271,6 +279,9 @@ func (s *Service) RotateAPIKey(ctx context.Context, req *sowerv1.RotateAPIKeyReq
 	}
 	key, err := s.c.Keys.Rotate(ctx, target)
 	if err != nil {
+		if isNotLeader(err) {
+			return nil, err // the term ended mid-call: the interceptor names the Leader
+		}
 		s.c.Logger.Error("rotate API key", "role", target, "err", err)
 		return nil, status.Error(codes.Unavailable, "cannot rotate the API key right now; try again")
 	}
