@@ -109,7 +109,7 @@ func TestALeaderThatLostItsTermCannotWrite(t *testing.T) {
 		"a new signing key": func() error {
 			return signing.AddKey(ctx, token.SealedKey{KID: "kid-2", Sealed: []byte("sealed")})
 		},
-		"a pruned signing key": func() error { return signing.DeleteKey(ctx, "kid-1") },
+		"a pruned signing key":    func() error { return signing.DeleteKey(ctx, "kid-1") },
 		"an authenticator switch": func() error { return sw.SetEnabled(ctx, "authn-jwt", "ci", true, "acme:user:admin") },
 	} {
 		if err := write(); !errors.Is(err, cluster.ErrNotLeader) {
