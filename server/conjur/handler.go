@@ -66,6 +66,9 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /secrets/{account}/{kind}/{identifier...}", h.getSecret)
 	mux.HandleFunc("GET /secrets", h.batchSecrets)
 	mux.HandleFunc("GET /secrets/{$}", h.batchSecrets) // conjur-api-go's form
+	mux.HandleFunc("POST /host_factory_tokens", h.createHostFactoryTokens)
+	mux.HandleFunc("DELETE /host_factory_tokens/{token}", h.revokeHostFactoryToken)
+	mux.HandleFunc("POST /host_factories/hosts", h.createHostWithToken)
 	for _, a := range authenticatorTypes {
 		mux.HandleFunc("PATCH /"+a+"/{service_id}/{account}", h.updateAuthenticator(a))
 	}
@@ -75,9 +78,6 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("/issuers/{account}/{identifier...}", h.noIssuers)
 	// Conjur endpoints sower does not provide, answered with what to do.
 	mux.HandleFunc("PUT /authn/{account}/password", missing("sower keeps no user passwords: users log in with their API key; rotate it with PUT /authn/{account}/api_key (conjur user rotate-api-key)"))
-	mux.HandleFunc("POST /host_factory_tokens", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load), or enrol Followers with seeds"))
-	mux.HandleFunc("DELETE /host_factory_tokens/{token}", missing("sower does not issue host factory tokens"))
-	mux.HandleFunc("POST /host_factories/hosts", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load)"))
 	mux.HandleFunc("GET /public_keys/{account}/{kind}/{identifier...}", missing("sower does not store the public_keys declared in policy"))
 	// Everything else outside /v1 is a route Conjur does not have.
 	mux.HandleFunc("/", h.unknownRoute)

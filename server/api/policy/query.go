@@ -149,6 +149,11 @@ func (s *Service) GetResource(ctx context.Context, req *sowerv1.GetResourceReque
 		}
 		r.SecretVersions = vs
 	}
+	if id.Kind == policy.KindHostFactory {
+		if err := s.hostFactoryFields(ctx, g, id, r, true); err != nil {
+			return nil, s.toStatus(ctx, "read host factory tokens", err)
+		}
+	}
 	return &sowerv1.GetResourceResponse{Resource: r}, nil
 }
 

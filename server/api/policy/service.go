@@ -80,6 +80,10 @@ type Config struct {
 	// Secrets, when set, lists a variable's value versions for GetResource
 	// (Conjur shows them as the resource's "secrets").
 	Secrets SecretVersions
+	// HostFactoryTokens, when set, keeps host factory tokens: without it
+	// (a Follower) the host factory RPCs are Unimplemented and host
+	// factories show no tokens.
+	HostFactoryTokens HostFactoryTokens
 }
 
 // SecretVersions lists the kept versions of a resource's value;
