@@ -438,7 +438,7 @@ func TestCLIResourceShowsSecretVersions(t *testing.T) {
 }
 
 // conjur resource show of a host factory lists its layers and tokens
-// (cucumber/api host_factory_show.feature); sower issues no tokens.
+// (cucumber/api host_factory_show.feature); this one has no tokens yet.
 func TestCLIHostFactoryShowsLayers(t *testing.T) {
 	l := startLeader(t)
 	admin := newClient(t, l, "admin", l.adminKey)

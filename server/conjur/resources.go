@@ -185,8 +185,8 @@ func toResourceJSON(r *sowerv1.ResourceInfo) resourceJSON {
 	_, kind, _ := splitID(r.GetId())
 	switch kind {
 	case "variable":
-		// Conjur's secrets: each kept version; sower's values do not
-		// expire. Listings leave them out (empty).
+		// Conjur's secrets: each kept version, in a listing too; sower's
+		// values do not expire.
 		vs := make([]any, 0, len(r.GetSecretVersions()))
 		for _, v := range r.GetSecretVersions() {
 			vs = append(vs, secretVersionJSON{Version: v})

@@ -2242,13 +2242,13 @@ type ResourceInfo struct {
 	RestrictedTo []string `protobuf:"bytes,6,rep,name=restricted_to,json=restrictedTo,proto3" json:"restricted_to,omitempty"`
 	// policy_versions are, for a policy shown on its own, its versions.
 	PolicyVersions []*PolicyVersion `protobuf:"bytes,7,rep,name=policy_versions,json=policyVersions,proto3" json:"policy_versions,omitempty"`
-	// secret_versions are, for a variable shown on its own, the versions of
-	// its value that are kept, oldest first.
+	// secret_versions are, for a variable, the versions of its value that
+	// are kept, oldest first.
 	SecretVersions []int64 `protobuf:"varint,8,rep,packed,name=secret_versions,json=secretVersions,proto3" json:"secret_versions,omitempty"`
 	// layers are, for a host factory, the layers it enrols hosts into.
 	Layers []string `protobuf:"bytes,9,rep,name=layers,proto3" json:"layers,omitempty"`
-	// tokens are, for a host factory shown on its own, its tokens (without
-	// the token itself, which the node does not keep).
+	// tokens are, for a host factory, its live tokens (without the token
+	// itself, which the node does not keep).
 	Tokens        []*HostFactoryToken `protobuf:"bytes,10,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

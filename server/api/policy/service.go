@@ -92,6 +92,13 @@ type SecretVersions interface {
 	Versions(ctx context.Context, resourceID string) ([]int64, error)
 }
 
+// BatchSecretVersions is what a SecretVersions may also do: list the
+// versions of many resources at once (for listings); *etcdstore.Secrets
+// implements it. Without it a listing reads each variable's versions.
+type BatchSecretVersions interface {
+	VersionsOf(ctx context.Context, resourceIDs []string) (map[string][]int64, error)
+}
+
 // DefaultLoadTimeout is Config.LoadTimeout's default: thirty times what
 // replacing 100,000 hosts takes (docs/benchmarks.md).
 const DefaultLoadTimeout = 5 * time.Minute
