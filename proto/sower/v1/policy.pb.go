@@ -2052,6 +2052,136 @@ func (x *GetPolicyRequest) GetVersion() int64 {
 	return 0
 }
 
+// GetEffectivePolicyRequest names a branch.
+type GetEffectivePolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// account is the cluster's account.
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// identifier is the policy at the top of the branch ("root" for all).
+	Identifier string `protobuf:"bytes,2,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	// depth is how many levels of ids below the policy are shown, 0 to 64
+	// (unset: 64).
+	Depth *int32 `protobuf:"varint,3,opt,name=depth,proto3,oneof" json:"depth,omitempty"`
+	// limit bounds the records, annotations and permissions of the branch,
+	// 0 to 100000 (unset: 100000); a larger branch is refused.
+	Limit *int32 `protobuf:"varint,4,opt,name=limit,proto3,oneof" json:"limit,omitempty"`
+	// json asks for Conjur's JSON statement list instead of YAML.
+	Json          bool `protobuf:"varint,5,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEffectivePolicyRequest) Reset() {
+	*x = GetEffectivePolicyRequest{}
+	mi := &file_sower_v1_policy_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEffectivePolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEffectivePolicyRequest) ProtoMessage() {}
+
+func (x *GetEffectivePolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEffectivePolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetEffectivePolicyRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetEffectivePolicyRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *GetEffectivePolicyRequest) GetIdentifier() string {
+	if x != nil {
+		return x.Identifier
+	}
+	return ""
+}
+
+func (x *GetEffectivePolicyRequest) GetDepth() int32 {
+	if x != nil && x.Depth != nil {
+		return *x.Depth
+	}
+	return 0
+}
+
+func (x *GetEffectivePolicyRequest) GetLimit() int32 {
+	if x != nil && x.Limit != nil {
+		return *x.Limit
+	}
+	return 0
+}
+
+func (x *GetEffectivePolicyRequest) GetJson() bool {
+	if x != nil {
+		return x.Json
+	}
+	return false
+}
+
+// GetEffectivePolicyResponse is the effective policy.
+type GetEffectivePolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// text is the policy: YAML, or JSON when asked.
+	Text          string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEffectivePolicyResponse) Reset() {
+	*x = GetEffectivePolicyResponse{}
+	mi := &file_sower_v1_policy_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEffectivePolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEffectivePolicyResponse) ProtoMessage() {}
+
+func (x *GetEffectivePolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEffectivePolicyResponse.ProtoReflect.Descriptor instead.
+func (*GetEffectivePolicyResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetEffectivePolicyResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 // PolicyVersion is one load of a policy, as Conjur keeps it.
 type PolicyVersion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2079,7 +2209,7 @@ type PolicyVersion struct {
 
 func (x *PolicyVersion) Reset() {
 	*x = PolicyVersion{}
-	mi := &file_sower_v1_policy_proto_msgTypes[28]
+	mi := &file_sower_v1_policy_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2221,7 @@ func (x *PolicyVersion) String() string {
 func (*PolicyVersion) ProtoMessage() {}
 
 func (x *PolicyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[28]
+	mi := &file_sower_v1_policy_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2234,7 @@ func (x *PolicyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyVersion.ProtoReflect.Descriptor instead.
 func (*PolicyVersion) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{28}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PolicyVersion) GetId() string {
@@ -2183,7 +2313,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[29]
+	mi := &file_sower_v1_policy_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2325,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[29]
+	mi := &file_sower_v1_policy_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2338,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{29}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetPolicyResponse) GetResource() *ResourceInfo {
@@ -2256,7 +2386,7 @@ type ResourceInfo struct {
 
 func (x *ResourceInfo) Reset() {
 	*x = ResourceInfo{}
-	mi := &file_sower_v1_policy_proto_msgTypes[30]
+	mi := &file_sower_v1_policy_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2398,7 @@ func (x *ResourceInfo) String() string {
 func (*ResourceInfo) ProtoMessage() {}
 
 func (x *ResourceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[30]
+	mi := &file_sower_v1_policy_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2411,7 @@ func (x *ResourceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceInfo.ProtoReflect.Descriptor instead.
 func (*ResourceInfo) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{30}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ResourceInfo) GetId() string {
@@ -2374,7 +2504,7 @@ type CheckPermissionRequest struct {
 
 func (x *CheckPermissionRequest) Reset() {
 	*x = CheckPermissionRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[31]
+	mi := &file_sower_v1_policy_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2516,7 @@ func (x *CheckPermissionRequest) String() string {
 func (*CheckPermissionRequest) ProtoMessage() {}
 
 func (x *CheckPermissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[31]
+	mi := &file_sower_v1_policy_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2529,7 @@ func (x *CheckPermissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPermissionRequest.ProtoReflect.Descriptor instead.
 func (*CheckPermissionRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{31}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CheckPermissionRequest) GetAccount() string {
@@ -2448,7 +2578,7 @@ type CheckPermissionResponse struct {
 
 func (x *CheckPermissionResponse) Reset() {
 	*x = CheckPermissionResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[32]
+	mi := &file_sower_v1_policy_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2590,7 @@ func (x *CheckPermissionResponse) String() string {
 func (*CheckPermissionResponse) ProtoMessage() {}
 
 func (x *CheckPermissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[32]
+	mi := &file_sower_v1_policy_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2603,7 @@ func (x *CheckPermissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPermissionResponse.ProtoReflect.Descriptor instead.
 func (*CheckPermissionResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{32}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CheckPermissionResponse) GetAllowed() bool {
@@ -2507,7 +2637,7 @@ type ListResourcesRequest struct {
 
 func (x *ListResourcesRequest) Reset() {
 	*x = ListResourcesRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[33]
+	mi := &file_sower_v1_policy_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2649,7 @@ func (x *ListResourcesRequest) String() string {
 func (*ListResourcesRequest) ProtoMessage() {}
 
 func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[33]
+	mi := &file_sower_v1_policy_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2662,7 @@ func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListResourcesRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{33}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListResourcesRequest) GetAccount() string {
@@ -2597,7 +2727,7 @@ type ListResourcesResponse struct {
 
 func (x *ListResourcesResponse) Reset() {
 	*x = ListResourcesResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[34]
+	mi := &file_sower_v1_policy_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2739,7 @@ func (x *ListResourcesResponse) String() string {
 func (*ListResourcesResponse) ProtoMessage() {}
 
 func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[34]
+	mi := &file_sower_v1_policy_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2752,7 @@ func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListResourcesResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{34}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListResourcesResponse) GetResources() []*ResourceInfo {
@@ -2654,7 +2784,7 @@ type GetResourceRequest struct {
 
 func (x *GetResourceRequest) Reset() {
 	*x = GetResourceRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[35]
+	mi := &file_sower_v1_policy_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2796,7 @@ func (x *GetResourceRequest) String() string {
 func (*GetResourceRequest) ProtoMessage() {}
 
 func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[35]
+	mi := &file_sower_v1_policy_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2809,7 @@ func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceRequest.ProtoReflect.Descriptor instead.
 func (*GetResourceRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{35}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetResourceRequest) GetAccount() string {
@@ -2714,7 +2844,7 @@ type GetResourceResponse struct {
 
 func (x *GetResourceResponse) Reset() {
 	*x = GetResourceResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[36]
+	mi := &file_sower_v1_policy_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2726,7 +2856,7 @@ func (x *GetResourceResponse) String() string {
 func (*GetResourceResponse) ProtoMessage() {}
 
 func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[36]
+	mi := &file_sower_v1_policy_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2739,7 +2869,7 @@ func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceResponse.ProtoReflect.Descriptor instead.
 func (*GetResourceResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{36}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetResourceResponse) GetResource() *ResourceInfo {
@@ -2766,7 +2896,7 @@ type ListPermittedRolesRequest struct {
 
 func (x *ListPermittedRolesRequest) Reset() {
 	*x = ListPermittedRolesRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[37]
+	mi := &file_sower_v1_policy_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +2908,7 @@ func (x *ListPermittedRolesRequest) String() string {
 func (*ListPermittedRolesRequest) ProtoMessage() {}
 
 func (x *ListPermittedRolesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[37]
+	mi := &file_sower_v1_policy_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +2921,7 @@ func (x *ListPermittedRolesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPermittedRolesRequest.ProtoReflect.Descriptor instead.
 func (*ListPermittedRolesRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{37}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListPermittedRolesRequest) GetAccount() string {
@@ -2833,7 +2963,7 @@ type ListPermittedRolesResponse struct {
 
 func (x *ListPermittedRolesResponse) Reset() {
 	*x = ListPermittedRolesResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[38]
+	mi := &file_sower_v1_policy_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +2975,7 @@ func (x *ListPermittedRolesResponse) String() string {
 func (*ListPermittedRolesResponse) ProtoMessage() {}
 
 func (x *ListPermittedRolesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[38]
+	mi := &file_sower_v1_policy_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +2988,7 @@ func (x *ListPermittedRolesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPermittedRolesResponse.ProtoReflect.Descriptor instead.
 func (*ListPermittedRolesResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{38}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListPermittedRolesResponse) GetRoleIds() []string {
@@ -2883,7 +3013,7 @@ type GetRoleRequest struct {
 
 func (x *GetRoleRequest) Reset() {
 	*x = GetRoleRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[39]
+	mi := &file_sower_v1_policy_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +3025,7 @@ func (x *GetRoleRequest) String() string {
 func (*GetRoleRequest) ProtoMessage() {}
 
 func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[39]
+	mi := &file_sower_v1_policy_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +3038,7 @@ func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleRequest.ProtoReflect.Descriptor instead.
 func (*GetRoleRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{39}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetRoleRequest) GetAccount() string {
@@ -2949,7 +3079,7 @@ type GetRoleResponse struct {
 
 func (x *GetRoleResponse) Reset() {
 	*x = GetRoleResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[40]
+	mi := &file_sower_v1_policy_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2961,7 +3091,7 @@ func (x *GetRoleResponse) String() string {
 func (*GetRoleResponse) ProtoMessage() {}
 
 func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[40]
+	mi := &file_sower_v1_policy_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2974,7 +3104,7 @@ func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleResponse.ProtoReflect.Descriptor instead.
 func (*GetRoleResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{40}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetRoleResponse) GetId() string {
@@ -3026,7 +3156,7 @@ type ListRoleMembersRequest struct {
 
 func (x *ListRoleMembersRequest) Reset() {
 	*x = ListRoleMembersRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[41]
+	mi := &file_sower_v1_policy_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3038,7 +3168,7 @@ func (x *ListRoleMembersRequest) String() string {
 func (*ListRoleMembersRequest) ProtoMessage() {}
 
 func (x *ListRoleMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[41]
+	mi := &file_sower_v1_policy_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3051,7 +3181,7 @@ func (x *ListRoleMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListRoleMembersRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{41}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListRoleMembersRequest) GetAccount() string {
@@ -3109,7 +3239,7 @@ type ListRoleMembersResponse struct {
 
 func (x *ListRoleMembersResponse) Reset() {
 	*x = ListRoleMembersResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[42]
+	mi := &file_sower_v1_policy_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3121,7 +3251,7 @@ func (x *ListRoleMembersResponse) String() string {
 func (*ListRoleMembersResponse) ProtoMessage() {}
 
 func (x *ListRoleMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[42]
+	mi := &file_sower_v1_policy_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3134,7 +3264,7 @@ func (x *ListRoleMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListRoleMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{42}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListRoleMembersResponse) GetMembers() []*RoleMembership {
@@ -3172,7 +3302,7 @@ type ListRoleMembershipsRequest struct {
 
 func (x *ListRoleMembershipsRequest) Reset() {
 	*x = ListRoleMembershipsRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[43]
+	mi := &file_sower_v1_policy_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3184,7 +3314,7 @@ func (x *ListRoleMembershipsRequest) String() string {
 func (*ListRoleMembershipsRequest) ProtoMessage() {}
 
 func (x *ListRoleMembershipsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[43]
+	mi := &file_sower_v1_policy_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3197,7 +3327,7 @@ func (x *ListRoleMembershipsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembershipsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoleMembershipsRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{43}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListRoleMembershipsRequest) GetAccount() string {
@@ -3255,7 +3385,7 @@ type ListRoleMembershipsResponse struct {
 
 func (x *ListRoleMembershipsResponse) Reset() {
 	*x = ListRoleMembershipsResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[44]
+	mi := &file_sower_v1_policy_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3267,7 +3397,7 @@ func (x *ListRoleMembershipsResponse) String() string {
 func (*ListRoleMembershipsResponse) ProtoMessage() {}
 
 func (x *ListRoleMembershipsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[44]
+	mi := &file_sower_v1_policy_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3280,7 +3410,7 @@ func (x *ListRoleMembershipsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembershipsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoleMembershipsResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{44}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListRoleMembershipsResponse) GetMemberships() []*RoleMembership {
@@ -3450,7 +3580,19 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"identifier\x18\x02 \x01(\tR\n" +
 	"identifier\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x03R\aversion\"\x98\x02\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\"\xb3\x01\n" +
+	"\x19GetEffectivePolicyRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x1e\n" +
+	"\n" +
+	"identifier\x18\x02 \x01(\tR\n" +
+	"identifier\x12\x19\n" +
+	"\x05depth\x18\x03 \x01(\x05H\x00R\x05depth\x88\x01\x01\x12\x19\n" +
+	"\x05limit\x18\x04 \x01(\x05H\x01R\x05limit\x88\x01\x01\x12\x12\n" +
+	"\x04json\x18\x05 \x01(\bR\x04jsonB\b\n" +
+	"\x06_depthB\b\n" +
+	"\x06_limit\"0\n" +
+	"\x1aGetEffectivePolicyResponse\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\"\x98\x02\n" +
 	"\rPolicyVersion\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x1d\n" +
@@ -3557,12 +3699,13 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\x15LOAD_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10LOAD_MODE_APPEND\x10\x01\x12\x14\n" +
 	"\x10LOAD_MODE_UPDATE\x10\x02\x12\x15\n" +
-	"\x11LOAD_MODE_REPLACE\x10\x032\x8d\x0f\n" +
+	"\x11LOAD_MODE_REPLACE\x10\x032\xa9\x10\n" +
 	"\rPolicyService\x12z\n" +
 	"\n" +
 	"LoadPolicy\x12\x1b.sower.v1.LoadPolicyRequest\x1a\x1c.sower.v1.LoadPolicyResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/policies/{account}/{identifier=**}\x12t\n" +
 	"\fSyncPolicies\x12\x1d.sower.v1.SyncPoliciesRequest\x1a\x1e.sower.v1.SyncPoliciesResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/policy-syncs/{account}\x12t\n" +
-	"\tGetPolicy\x12\x1a.sower.v1.GetPolicyRequest\x1a\x1b.sower.v1.GetPolicyResponse\".\x82\xd3\xe4\x93\x02(\x12&/v1/policies/{account}/{identifier=**}\x12\x90\x01\n" +
+	"\tGetPolicy\x12\x1a.sower.v1.GetPolicyRequest\x1a\x1b.sower.v1.GetPolicyResponse\".\x82\xd3\xe4\x93\x02(\x12&/v1/policies/{account}/{identifier=**}\x12\x99\x01\n" +
+	"\x12GetEffectivePolicy\x12#.sower.v1.GetEffectivePolicyRequest\x1a$.sower.v1.GetEffectivePolicyResponse\"8\x82\xd3\xe4\x93\x022\x120/v1/effective-policies/{account}/{identifier=**}\x12\x90\x01\n" +
 	"\x0fCheckPermission\x12 .sower.v1.CheckPermissionRequest\x1a!.sower.v1.CheckPermissionResponse\"8\x82\xd3\xe4\x93\x022\x120/v1/permissions/{account}/{kind}/{identifier=**}\x12q\n" +
 	"\rListResources\x12\x1e.sower.v1.ListResourcesRequest\x1a\x1f.sower.v1.ListResourcesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/resources/{account}\x12\x82\x01\n" +
 	"\vGetResource\x12\x1c.sower.v1.GetResourceRequest\x1a\x1d.sower.v1.GetResourceResponse\"6\x82\xd3\xe4\x93\x020\x12./v1/resources/{account}/{kind}/{identifier=**}\x12\x9d\x01\n" +
@@ -3588,7 +3731,7 @@ func file_sower_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_sower_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sower_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_sower_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_sower_v1_policy_proto_goTypes = []any{
 	(LoadMode)(0),                           // 0: sower.v1.LoadMode
 	(*CreateHostFactoryTokensRequest)(nil),  // 1: sower.v1.CreateHostFactoryTokensRequest
@@ -3619,28 +3762,30 @@ var file_sower_v1_policy_proto_goTypes = []any{
 	(*SyncPoliciesRequest)(nil),             // 26: sower.v1.SyncPoliciesRequest
 	(*SyncPoliciesResponse)(nil),            // 27: sower.v1.SyncPoliciesResponse
 	(*GetPolicyRequest)(nil),                // 28: sower.v1.GetPolicyRequest
-	(*PolicyVersion)(nil),                   // 29: sower.v1.PolicyVersion
-	(*GetPolicyResponse)(nil),               // 30: sower.v1.GetPolicyResponse
-	(*ResourceInfo)(nil),                    // 31: sower.v1.ResourceInfo
-	(*CheckPermissionRequest)(nil),          // 32: sower.v1.CheckPermissionRequest
-	(*CheckPermissionResponse)(nil),         // 33: sower.v1.CheckPermissionResponse
-	(*ListResourcesRequest)(nil),            // 34: sower.v1.ListResourcesRequest
-	(*ListResourcesResponse)(nil),           // 35: sower.v1.ListResourcesResponse
-	(*GetResourceRequest)(nil),              // 36: sower.v1.GetResourceRequest
-	(*GetResourceResponse)(nil),             // 37: sower.v1.GetResourceResponse
-	(*ListPermittedRolesRequest)(nil),       // 38: sower.v1.ListPermittedRolesRequest
-	(*ListPermittedRolesResponse)(nil),      // 39: sower.v1.ListPermittedRolesResponse
-	(*GetRoleRequest)(nil),                  // 40: sower.v1.GetRoleRequest
-	(*GetRoleResponse)(nil),                 // 41: sower.v1.GetRoleResponse
-	(*ListRoleMembersRequest)(nil),          // 42: sower.v1.ListRoleMembersRequest
-	(*ListRoleMembersResponse)(nil),         // 43: sower.v1.ListRoleMembersResponse
-	(*ListRoleMembershipsRequest)(nil),      // 44: sower.v1.ListRoleMembershipsRequest
-	(*ListRoleMembershipsResponse)(nil),     // 45: sower.v1.ListRoleMembershipsResponse
+	(*GetEffectivePolicyRequest)(nil),       // 29: sower.v1.GetEffectivePolicyRequest
+	(*GetEffectivePolicyResponse)(nil),      // 30: sower.v1.GetEffectivePolicyResponse
+	(*PolicyVersion)(nil),                   // 31: sower.v1.PolicyVersion
+	(*GetPolicyResponse)(nil),               // 32: sower.v1.GetPolicyResponse
+	(*ResourceInfo)(nil),                    // 33: sower.v1.ResourceInfo
+	(*CheckPermissionRequest)(nil),          // 34: sower.v1.CheckPermissionRequest
+	(*CheckPermissionResponse)(nil),         // 35: sower.v1.CheckPermissionResponse
+	(*ListResourcesRequest)(nil),            // 36: sower.v1.ListResourcesRequest
+	(*ListResourcesResponse)(nil),           // 37: sower.v1.ListResourcesResponse
+	(*GetResourceRequest)(nil),              // 38: sower.v1.GetResourceRequest
+	(*GetResourceResponse)(nil),             // 39: sower.v1.GetResourceResponse
+	(*ListPermittedRolesRequest)(nil),       // 40: sower.v1.ListPermittedRolesRequest
+	(*ListPermittedRolesResponse)(nil),      // 41: sower.v1.ListPermittedRolesResponse
+	(*GetRoleRequest)(nil),                  // 42: sower.v1.GetRoleRequest
+	(*GetRoleResponse)(nil),                 // 43: sower.v1.GetRoleResponse
+	(*ListRoleMembersRequest)(nil),          // 44: sower.v1.ListRoleMembersRequest
+	(*ListRoleMembersResponse)(nil),         // 45: sower.v1.ListRoleMembersResponse
+	(*ListRoleMembershipsRequest)(nil),      // 46: sower.v1.ListRoleMembershipsRequest
+	(*ListRoleMembershipsResponse)(nil),     // 47: sower.v1.ListRoleMembershipsResponse
 }
 var file_sower_v1_policy_proto_depIdxs = []int32{
 	2,  // 0: sower.v1.CreateHostFactoryTokensResponse.tokens:type_name -> sower.v1.HostFactoryToken
 	20, // 1: sower.v1.CreateHostWithTokenRequest.annotations:type_name -> sower.v1.ResourceAnnotation
-	31, // 2: sower.v1.CreateHostWithTokenResponse.host:type_name -> sower.v1.ResourceInfo
+	33, // 2: sower.v1.CreateHostWithTokenResponse.host:type_name -> sower.v1.ResourceInfo
 	10, // 3: sower.v1.GetRoleGraphResponse.edges:type_name -> sower.v1.RoleGraphEdge
 	0,  // 4: sower.v1.LoadPolicyRequest.mode:type_name -> sower.v1.LoadMode
 	0,  // 5: sower.v1.PolicyLoad.mode:type_name -> sower.v1.LoadMode
@@ -3668,47 +3813,49 @@ var file_sower_v1_policy_proto_depIdxs = []int32{
 	24, // 27: sower.v1.SyncPoliciesResponse.versions:type_name -> sower.v1.PolicyVersionRef
 	21, // 28: sower.v1.SyncPoliciesResponse.changes:type_name -> sower.v1.PolicyChanges
 	0,  // 29: sower.v1.PolicyVersion.mode:type_name -> sower.v1.LoadMode
-	31, // 30: sower.v1.GetPolicyResponse.resource:type_name -> sower.v1.ResourceInfo
-	29, // 31: sower.v1.GetPolicyResponse.versions:type_name -> sower.v1.PolicyVersion
+	33, // 30: sower.v1.GetPolicyResponse.resource:type_name -> sower.v1.ResourceInfo
+	31, // 31: sower.v1.GetPolicyResponse.versions:type_name -> sower.v1.PolicyVersion
 	19, // 32: sower.v1.ResourceInfo.permissions:type_name -> sower.v1.ResourcePermission
 	20, // 33: sower.v1.ResourceInfo.annotations:type_name -> sower.v1.ResourceAnnotation
-	29, // 34: sower.v1.ResourceInfo.policy_versions:type_name -> sower.v1.PolicyVersion
+	31, // 34: sower.v1.ResourceInfo.policy_versions:type_name -> sower.v1.PolicyVersion
 	2,  // 35: sower.v1.ResourceInfo.tokens:type_name -> sower.v1.HostFactoryToken
-	31, // 36: sower.v1.ListResourcesResponse.resources:type_name -> sower.v1.ResourceInfo
-	31, // 37: sower.v1.GetResourceResponse.resource:type_name -> sower.v1.ResourceInfo
+	33, // 36: sower.v1.ListResourcesResponse.resources:type_name -> sower.v1.ResourceInfo
+	33, // 37: sower.v1.GetResourceResponse.resource:type_name -> sower.v1.ResourceInfo
 	18, // 38: sower.v1.GetRoleResponse.members:type_name -> sower.v1.RoleMembership
 	18, // 39: sower.v1.ListRoleMembersResponse.members:type_name -> sower.v1.RoleMembership
 	18, // 40: sower.v1.ListRoleMembershipsResponse.memberships:type_name -> sower.v1.RoleMembership
 	11, // 41: sower.v1.PolicyService.LoadPolicy:input_type -> sower.v1.LoadPolicyRequest
 	26, // 42: sower.v1.PolicyService.SyncPolicies:input_type -> sower.v1.SyncPoliciesRequest
 	28, // 43: sower.v1.PolicyService.GetPolicy:input_type -> sower.v1.GetPolicyRequest
-	32, // 44: sower.v1.PolicyService.CheckPermission:input_type -> sower.v1.CheckPermissionRequest
-	34, // 45: sower.v1.PolicyService.ListResources:input_type -> sower.v1.ListResourcesRequest
-	36, // 46: sower.v1.PolicyService.GetResource:input_type -> sower.v1.GetResourceRequest
-	38, // 47: sower.v1.PolicyService.ListPermittedRoles:input_type -> sower.v1.ListPermittedRolesRequest
-	40, // 48: sower.v1.PolicyService.GetRole:input_type -> sower.v1.GetRoleRequest
-	42, // 49: sower.v1.PolicyService.ListRoleMembers:input_type -> sower.v1.ListRoleMembersRequest
-	44, // 50: sower.v1.PolicyService.ListRoleMemberships:input_type -> sower.v1.ListRoleMembershipsRequest
-	8,  // 51: sower.v1.PolicyService.GetRoleGraph:input_type -> sower.v1.GetRoleGraphRequest
-	1,  // 52: sower.v1.PolicyService.CreateHostFactoryTokens:input_type -> sower.v1.CreateHostFactoryTokensRequest
-	4,  // 53: sower.v1.PolicyService.RevokeHostFactoryToken:input_type -> sower.v1.RevokeHostFactoryTokenRequest
-	6,  // 54: sower.v1.PolicyService.CreateHostWithToken:input_type -> sower.v1.CreateHostWithTokenRequest
-	25, // 55: sower.v1.PolicyService.LoadPolicy:output_type -> sower.v1.LoadPolicyResponse
-	27, // 56: sower.v1.PolicyService.SyncPolicies:output_type -> sower.v1.SyncPoliciesResponse
-	30, // 57: sower.v1.PolicyService.GetPolicy:output_type -> sower.v1.GetPolicyResponse
-	33, // 58: sower.v1.PolicyService.CheckPermission:output_type -> sower.v1.CheckPermissionResponse
-	35, // 59: sower.v1.PolicyService.ListResources:output_type -> sower.v1.ListResourcesResponse
-	37, // 60: sower.v1.PolicyService.GetResource:output_type -> sower.v1.GetResourceResponse
-	39, // 61: sower.v1.PolicyService.ListPermittedRoles:output_type -> sower.v1.ListPermittedRolesResponse
-	41, // 62: sower.v1.PolicyService.GetRole:output_type -> sower.v1.GetRoleResponse
-	43, // 63: sower.v1.PolicyService.ListRoleMembers:output_type -> sower.v1.ListRoleMembersResponse
-	45, // 64: sower.v1.PolicyService.ListRoleMemberships:output_type -> sower.v1.ListRoleMembershipsResponse
-	9,  // 65: sower.v1.PolicyService.GetRoleGraph:output_type -> sower.v1.GetRoleGraphResponse
-	3,  // 66: sower.v1.PolicyService.CreateHostFactoryTokens:output_type -> sower.v1.CreateHostFactoryTokensResponse
-	5,  // 67: sower.v1.PolicyService.RevokeHostFactoryToken:output_type -> sower.v1.RevokeHostFactoryTokenResponse
-	7,  // 68: sower.v1.PolicyService.CreateHostWithToken:output_type -> sower.v1.CreateHostWithTokenResponse
-	55, // [55:69] is the sub-list for method output_type
-	41, // [41:55] is the sub-list for method input_type
+	29, // 44: sower.v1.PolicyService.GetEffectivePolicy:input_type -> sower.v1.GetEffectivePolicyRequest
+	34, // 45: sower.v1.PolicyService.CheckPermission:input_type -> sower.v1.CheckPermissionRequest
+	36, // 46: sower.v1.PolicyService.ListResources:input_type -> sower.v1.ListResourcesRequest
+	38, // 47: sower.v1.PolicyService.GetResource:input_type -> sower.v1.GetResourceRequest
+	40, // 48: sower.v1.PolicyService.ListPermittedRoles:input_type -> sower.v1.ListPermittedRolesRequest
+	42, // 49: sower.v1.PolicyService.GetRole:input_type -> sower.v1.GetRoleRequest
+	44, // 50: sower.v1.PolicyService.ListRoleMembers:input_type -> sower.v1.ListRoleMembersRequest
+	46, // 51: sower.v1.PolicyService.ListRoleMemberships:input_type -> sower.v1.ListRoleMembershipsRequest
+	8,  // 52: sower.v1.PolicyService.GetRoleGraph:input_type -> sower.v1.GetRoleGraphRequest
+	1,  // 53: sower.v1.PolicyService.CreateHostFactoryTokens:input_type -> sower.v1.CreateHostFactoryTokensRequest
+	4,  // 54: sower.v1.PolicyService.RevokeHostFactoryToken:input_type -> sower.v1.RevokeHostFactoryTokenRequest
+	6,  // 55: sower.v1.PolicyService.CreateHostWithToken:input_type -> sower.v1.CreateHostWithTokenRequest
+	25, // 56: sower.v1.PolicyService.LoadPolicy:output_type -> sower.v1.LoadPolicyResponse
+	27, // 57: sower.v1.PolicyService.SyncPolicies:output_type -> sower.v1.SyncPoliciesResponse
+	32, // 58: sower.v1.PolicyService.GetPolicy:output_type -> sower.v1.GetPolicyResponse
+	30, // 59: sower.v1.PolicyService.GetEffectivePolicy:output_type -> sower.v1.GetEffectivePolicyResponse
+	35, // 60: sower.v1.PolicyService.CheckPermission:output_type -> sower.v1.CheckPermissionResponse
+	37, // 61: sower.v1.PolicyService.ListResources:output_type -> sower.v1.ListResourcesResponse
+	39, // 62: sower.v1.PolicyService.GetResource:output_type -> sower.v1.GetResourceResponse
+	41, // 63: sower.v1.PolicyService.ListPermittedRoles:output_type -> sower.v1.ListPermittedRolesResponse
+	43, // 64: sower.v1.PolicyService.GetRole:output_type -> sower.v1.GetRoleResponse
+	45, // 65: sower.v1.PolicyService.ListRoleMembers:output_type -> sower.v1.ListRoleMembersResponse
+	47, // 66: sower.v1.PolicyService.ListRoleMemberships:output_type -> sower.v1.ListRoleMembershipsResponse
+	9,  // 67: sower.v1.PolicyService.GetRoleGraph:output_type -> sower.v1.GetRoleGraphResponse
+	3,  // 68: sower.v1.PolicyService.CreateHostFactoryTokens:output_type -> sower.v1.CreateHostFactoryTokensResponse
+	5,  // 69: sower.v1.PolicyService.RevokeHostFactoryToken:output_type -> sower.v1.RevokeHostFactoryTokenResponse
+	7,  // 70: sower.v1.PolicyService.CreateHostWithToken:output_type -> sower.v1.CreateHostWithTokenResponse
+	56, // [56:71] is the sub-list for method output_type
+	41, // [41:56] is the sub-list for method input_type
 	41, // [41:41] is the sub-list for extension type_name
 	41, // [41:41] is the sub-list for extension extendee
 	0,  // [0:41] is the sub-list for field type_name
@@ -3726,13 +3873,14 @@ func file_sower_v1_policy_proto_init() {
 		(*PolicyFact_Permission)(nil),
 		(*PolicyFact_Annotation)(nil),
 	}
+	file_sower_v1_policy_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sower_v1_policy_proto_rawDesc), len(file_sower_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

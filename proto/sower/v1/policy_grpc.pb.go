@@ -22,6 +22,7 @@ const (
 	PolicyService_LoadPolicy_FullMethodName              = "/sower.v1.PolicyService/LoadPolicy"
 	PolicyService_SyncPolicies_FullMethodName            = "/sower.v1.PolicyService/SyncPolicies"
 	PolicyService_GetPolicy_FullMethodName               = "/sower.v1.PolicyService/GetPolicy"
+	PolicyService_GetEffectivePolicy_FullMethodName      = "/sower.v1.PolicyService/GetEffectivePolicy"
 	PolicyService_CheckPermission_FullMethodName         = "/sower.v1.PolicyService/CheckPermission"
 	PolicyService_ListResources_FullMethodName           = "/sower.v1.PolicyService/ListResources"
 	PolicyService_GetResource_FullMethodName             = "/sower.v1.PolicyService/GetResource"
@@ -69,6 +70,11 @@ type PolicyServiceClient interface {
 	// GetPolicy returns a policy and the versions it keeps (the text of each
 	// load, who loaded it, when).
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error)
+	// GetEffectivePolicy returns the effective policy of a branch: every
+	// statement in force under the policy, nested policies to the depth
+	// asked, as policy YAML or as Conjur's JSON statement list (Conjur's
+	// `policy fetch`). The caller must hold the policy's owner role.
+	GetEffectivePolicy(ctx context.Context, in *GetEffectivePolicyRequest, opts ...grpc.CallOption) (*GetEffectivePolicyResponse, error)
 	// CheckPermission answers whether a role (the caller by default) may
 	// exercise a privilege on a resource. Asking about another role needs
 	// that the caller may see it (PermissionDenied otherwise).
@@ -140,6 +146,16 @@ func (c *policyServiceClient) GetPolicy(ctx context.Context, in *GetPolicyReques
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetPolicyResponse)
 	err := c.cc.Invoke(ctx, PolicyService_GetPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) GetEffectivePolicy(ctx context.Context, in *GetEffectivePolicyRequest, opts ...grpc.CallOption) (*GetEffectivePolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEffectivePolicyResponse)
+	err := c.cc.Invoke(ctx, PolicyService_GetEffectivePolicy_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -290,6 +306,11 @@ type PolicyServiceServer interface {
 	// GetPolicy returns a policy and the versions it keeps (the text of each
 	// load, who loaded it, when).
 	GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error)
+	// GetEffectivePolicy returns the effective policy of a branch: every
+	// statement in force under the policy, nested policies to the depth
+	// asked, as policy YAML or as Conjur's JSON statement list (Conjur's
+	// `policy fetch`). The caller must hold the policy's owner role.
+	GetEffectivePolicy(context.Context, *GetEffectivePolicyRequest) (*GetEffectivePolicyResponse, error)
 	// CheckPermission answers whether a role (the caller by default) may
 	// exercise a privilege on a resource. Asking about another role needs
 	// that the caller may see it (PermissionDenied otherwise).
@@ -345,6 +366,9 @@ func (UnimplementedPolicyServiceServer) SyncPolicies(context.Context, *SyncPolic
 }
 func (UnimplementedPolicyServiceServer) GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicy not implemented")
+}
+func (UnimplementedPolicyServiceServer) GetEffectivePolicy(context.Context, *GetEffectivePolicyRequest) (*GetEffectivePolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEffectivePolicy not implemented")
 }
 func (UnimplementedPolicyServiceServer) CheckPermission(context.Context, *CheckPermissionRequest) (*CheckPermissionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CheckPermission not implemented")
@@ -450,6 +474,24 @@ func _PolicyService_GetPolicy_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PolicyServiceServer).GetPolicy(ctx, req.(*GetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_GetEffectivePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEffectivePolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).GetEffectivePolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_GetEffectivePolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).GetEffectivePolicy(ctx, req.(*GetEffectivePolicyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -670,6 +712,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPolicy",
 			Handler:    _PolicyService_GetPolicy_Handler,
+		},
+		{
+			MethodName: "GetEffectivePolicy",
+			Handler:    _PolicyService_GetEffectivePolicy_Handler,
 		},
 		{
 			MethodName: "CheckPermission",
