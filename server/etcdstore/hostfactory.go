@@ -17,14 +17,20 @@ import (
 
 // Key layout of host factory tokens:
 //
-//	/sower/authn/host-factory-tokens/<escaped host factory id>/<sha256 of the token>
+//	/sower/authn/host-factory-tokens/<escaped host factory id>/<sha256 of the token>   the record
+//	/sower/authn/host-factory-token-index/<sha256 of the token>                        the record's key
 //
-// The value is the token's record (hostfactory.Token as JSON: expiration,
-// networks, who made it); the token itself is never stored. Keying by the
-// host factory lets the policy store delete a factory's tokens with the
-// factory, in the same transaction, as Conjur's foreign key does. Tokens are
-// not replicated to Followers: they serve no writes.
-const hostFactoryTokenPrefix = "/sower/authn/host-factory-tokens/"
+// The record is the token's (hostfactory.Token as JSON: expiration,
+// networks, who made it); the token itself is never stored. Keying records
+// by the host factory lets the policy store delete a factory's tokens with
+// the factory, in the same transaction, as Conjur's foreign key does; the
+// index finds a presented token in one read (an index entry whose record
+// went with its factory finds nothing). Tokens are not replicated to
+// Followers: they serve no writes.
+const (
+	hostFactoryTokenPrefix = "/sower/authn/host-factory-tokens/"
+	hostFactoryIndexPrefix = "/sower/authn/host-factory-token-index/"
+)
 
 // ErrTooManyTokens is wrapped when a host factory would hold more than
 // hostfactory.MaxTokensPerFactory live tokens.
@@ -80,7 +86,7 @@ func (s *HostFactoryTokens) Create(ctx context.Context, toks []hostfactory.Token
 	live := 0
 	for _, t := range old {
 		if t.Expired(now) {
-			ops = append(ops, clientv3.OpDelete(hostFactoryTokenKey(t)))
+			ops = append(ops, clientv3.OpDelete(hostFactoryTokenKey(t)), clientv3.OpDelete(hostFactoryIndexPrefix+t.Hash))
 		} else {
 			live++
 		}
@@ -97,7 +103,7 @@ func (s *HostFactoryTokens) Create(ctx context.Context, toks []hostfactory.Token
 		if err != nil {
 			return err
 		}
-		ops = append(ops, clientv3.OpPut(hostFactoryTokenKey(t), string(raw)))
+		ops = append(ops, clientv3.OpPut(hostFactoryTokenKey(t), string(raw)), clientv3.OpPut(hostFactoryIndexPrefix+t.Hash, hostFactoryTokenKey(t)))
 	}
 	ops = append(ops, AuditOp(now, "host-factory-tokens-created", map[string]any{"host_factory": hf, "count": len(toks), "by": toks[0].CreatedBy}))
 	if _, err := s.writer().Txn(ctx).Then(ops...).Commit(); err != nil {
@@ -109,19 +115,21 @@ func (s *HostFactoryTokens) Create(ctx context.Context, toks []hostfactory.Token
 // Find returns the token whose hash is hash, or an error matching
 // hostfactory.ErrNotFound.
 func (s *HostFactoryTokens) Find(ctx context.Context, hash string) (hostfactory.Token, error) {
-	// The hash is the last key segment; a keys-only scan of every token
-	// finds it (tokens are few: at most MaxTokensPerFactory per factory,
-	// expired ones pruned).
-	resp, err := s.cli.Get(ctx, hostFactoryTokenPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if len(hash) != 64 || strings.Trim(hash, "0123456789abcdef") != "" {
+		return hostfactory.Token{}, hostfactory.ErrNotFound
+	}
+	resp, err := s.cli.Get(ctx, hostFactoryIndexPrefix+hash)
 	if err != nil {
-		return hostfactory.Token{}, fmt.Errorf("etcdstore: read host factory tokens: %w", err)
+		return hostfactory.Token{}, fmt.Errorf("etcdstore: read host factory token index: %w", err)
 	}
-	for _, kv := range resp.Kvs {
-		if strings.HasSuffix(string(kv.Key), "/"+hash) {
-			return s.get(ctx, string(kv.Key))
-		}
+	if len(resp.Kvs) == 0 {
+		return hostfactory.Token{}, hostfactory.ErrNotFound
 	}
-	return hostfactory.Token{}, hostfactory.ErrNotFound
+	key := string(resp.Kvs[0].Value)
+	if !strings.HasPrefix(key, hostFactoryTokenPrefix) || !strings.HasSuffix(key, "/"+hash) {
+		return hostfactory.Token{}, fmt.Errorf("etcdstore: host factory token index entry %s is corrupt", hash)
+	}
+	return s.get(ctx, key)
 }
 
 func (s *HostFactoryTokens) get(ctx context.Context, key string) (hostfactory.Token, error) {
@@ -148,7 +156,7 @@ func decodeToken(key string, raw []byte) (hostfactory.Token, error) {
 func (s *HostFactoryTokens) Delete(ctx context.Context, t hostfactory.Token, by string) error {
 	key := hostFactoryTokenKey(t)
 	txn, err := s.writer().Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
-		Then(clientv3.OpDelete(key), AuditOp(time.Now(), "host-factory-token-revoked", map[string]any{"host_factory": t.HostFactory, "by": by})).
+		Then(clientv3.OpDelete(key), clientv3.OpDelete(hostFactoryIndexPrefix+t.Hash), AuditOp(time.Now(), "host-factory-token-revoked", map[string]any{"host_factory": t.HostFactory, "by": by})).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("etcdstore: revoke host factory token: %w", err)
