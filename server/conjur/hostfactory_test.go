@@ -357,3 +357,41 @@ func TestCLIHostFactoryHostRefusals(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// The same host factory through sower's /v1 API: the tokens RPC with an
+// access token, the host RPC with the host factory token alone.
+func TestV1HostFactory(t *testing.T) {
+	l := startLeader(t)
+	admin := newClient(t, l, "admin", l.adminKey)
+	load(t, admin, conjurapi.PolicyModePost, "root", hostFactoryPolicy)
+	exp := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	code, body := call(t, admin, "POST", l.url+"/v1/host-factory-tokens", `{"hostFactory":"`+factoryID+`","expiration":"`+exp+`","count":1}`,
+		"Content-Type", "application/json")
+	var toks struct {
+		Tokens []struct{ Token, Expiration string }
+	}
+	if code != http.StatusOK || json.Unmarshal(body, &toks) != nil || len(toks.Tokens) != 1 || toks.Tokens[0].Expiration != exp {
+		t.Fatalf("POST /v1/host-factory-tokens: %d %s", code, body)
+	}
+	req, err := http.NewRequest("POST", l.url+"/v1/host-factory-hosts", strings.NewReader(`{"token":"`+toks.Tokens[0].Token+`","id":"v1-host"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := plainClient(t, l, "127.0.0.1").Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var host struct {
+		Host   struct{ ID, Owner string }
+		APIKey string `json:"apiKey"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&host); err != nil || resp.StatusCode != http.StatusOK ||
+		host.Host.ID != "acme:host:v1-host" || host.Host.Owner != factoryID || host.APIKey == "" {
+		t.Fatalf("POST /v1/host-factory-hosts: %d %+v %v", resp.StatusCode, host, err)
+	}
+	if _, err := admin.Login("host/v1-host", host.APIKey); err != nil {
+		t.Fatalf("the /v1 host logs in: %v", err)
+	}
+}
