@@ -216,18 +216,26 @@ func (s *Service) CreateHostWithToken(ctx context.Context, req *sowerv1.CreateHo
 		return nil, err
 	}
 	host := policy.NewID(s.c.Account, policy.KindHost, strings.TrimPrefix(id, "/"))
-	select {
-	case s.loadLock <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	var resp *sowerv1.CreateHostWithTokenResponse
+	err = s.locked(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = s.enrolLocked(ctx, hf, host, req.GetAnnotations(), peer)
+		return err
+	})
+	if err != nil {
+		return nil, s.toStatus(ctx, "host factory host", err)
 	}
-	defer func() { <-s.loadLock }()
-	ctx, cancel := context.WithTimeoutCause(ctx, s.c.LoadTimeout, ErrLoadTimeout)
-	defer cancel()
+	return resp, nil
+}
+
+// enrolLocked creates host for hf, or rotates its key, holding the policy
+// lock: planned against a snapshot, committed through the policy store's
+// fenced transaction, planned again when another load got in first.
+func (s *Service) enrolLocked(ctx context.Context, hf, host policy.ID, annotations []*sowerv1.ResourceAnnotation, peer string) (*sowerv1.CreateHostWithTokenResponse, error) {
 	for attempt := 1; ; attempt++ {
 		snap, err := s.c.Store.Begin(ctx)
 		if err != nil {
-			return nil, s.toStatus(ctx, "host factory host", err)
+			return nil, err
 		}
 		g := s.c.Store.Graph()
 		if _, ok := g.Resource(hf); !ok {
@@ -245,22 +253,22 @@ func (s *Service) CreateHostWithToken(ctx context.Context, req *sowerv1.CreateHo
 			}
 			key, cred, err := s.c.Keys.Prepare(host.String())
 			if err != nil {
-				return nil, s.toStatus(ctx, "host factory host", err)
+				return nil, err
 			}
 			apiKey = key
 			commit = etcdstore.PolicyCommit{ChangeSet: &policy.ChangeSet{Revision: g.Revision()}, Credentials: []*apikey.Credential{cred}}
 		} else {
 			root := policy.NewID(s.c.Account, policy.KindPolicy, "root")
 			cs, err := g.PlanContext(ctx, policy.LoadRequest{Policy: root, Mode: policy.Append, Filename: "host factory " + hf.Name,
-				Text: hostPolicy(host.Name, hf.Name, layersOf(g, hf), req.GetAnnotations())})
+				Text: hostPolicy(host.Name, hf.Name, layersOf(g, hf), annotations)})
 			if err != nil {
-				return nil, s.toStatus(ctx, "host factory host", err)
+				return nil, err
 			}
 			commit = etcdstore.PolicyCommit{ChangeSet: cs}
 			for _, r := range cs.NewRoles {
 				key, cred, err := s.c.Keys.Prepare(r.String())
 				if err != nil {
-					return nil, s.toStatus(ctx, "host factory host", err)
+					return nil, err
 				}
 				commit.Credentials = append(commit.Credentials, cred)
 				if r == host {
@@ -273,11 +281,11 @@ func (s *Service) CreateHostWithToken(ctx context.Context, req *sowerv1.CreateHo
 			continue
 		}
 		if err != nil {
-			return nil, s.toStatus(ctx, "host factory host", err)
+			return nil, err
 		}
 		info, ok := s.c.Store.Graph().Resource(host)
 		if !ok {
-			return nil, s.toStatus(ctx, "host factory host", fmt.Errorf("policy service: %s missing after its commit", host))
+			return nil, fmt.Errorf("policy service: %s missing after its commit", host)
 		}
 		s.c.Logger.InfoContext(ctx, "host factory host enrolled", "host", host.String(), "host_factory", hf.String(),
 			"rotated", commit.ChangeSet.Empty(), "peer", peer)
