@@ -31,8 +31,9 @@ type EffectiveQuery struct {
 	// Depth is how many levels of ids below the policy are shown (0: the
 	// policy alone; MaxEffectiveDepth at most).
 	Depth int
-	// Limit bounds the records, annotations and permissions counted in
-	// the branch (MaxEffectiveLimit at most).
+	// Limit bounds the records (users aside, as Conjur counts them), their
+	// annotations and permissions in the branch (MaxEffectiveLimit at
+	// most).
 	Limit int
 }
 
@@ -149,7 +150,11 @@ func (g *Graph) EffectivePolicy(q EffectiveQuery) ([]Statement, error) {
 		if inBranch(r.ID) && (top == "" || path(r.ID) != top || r.ID.Kind == KindPolicy) {
 			scope = append(scope, r)
 			inScope[r.ID] = true
-			count += 1 + len(r.Annotations) + len(r.Permissions)
+			if r.ID.Kind != KindUser {
+				// Conjur counts the records but users, with their
+				// annotations and permissions.
+				count += 1 + len(r.Annotations) + len(r.Permissions)
+			}
 		}
 	}
 	if count > q.Limit {
