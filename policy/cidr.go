@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -115,4 +116,14 @@ func unionCIDRs(old, add []string) []string {
 		}
 	}
 	return out
+}
+
+// CanonicalCIDR checks an address or network as restricted_to entries are
+// checked and returns it as Conjur shows it ("10.1.2.3" is "10.1.2.3/32").
+// The error's message is Conjur's. Host factory tokens' networks use it.
+func CanonicalCIDR(s string) (string, error) {
+	if msg := checkCIDR(s); msg != "" {
+		return "", errors.New(msg)
+	}
+	return canonicalCIDR(s), nil
 }

@@ -26,6 +26,10 @@ func TestFollowerTellsWritesFromReads(t *testing.T) {
 		"v1 seed":             {"POST", "/v1/seeds/follower", true},
 		"v1 member removal":   {"DELETE", "/v1/cluster/members/standby-1", true},
 		"login-named path v1": {"POST", "/v1/policies/acme/login", true},
+		"hf token":            {"POST", "/host_factory_tokens", true},
+		"hf token revoke":     {"DELETE", "/host_factory_tokens/abc", true},
+		"hf host":             {"POST", "/host_factories/hosts", true},
+		"v1 hf host":          {"POST", "/v1/host-factory-hosts", true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -136,6 +136,11 @@ var leaderOnlyMethods = map[string]bool{
 	"/sower.v1.ClusterService/MoveLeader":        true,
 	"/sower.v1.ClusterService/Enroll":            true,
 	"/sower.v1.ClusterService/AbandonEnrollment": true,
+
+	// Host factories: tokens and the hosts they enrol.
+	"/sower.v1.PolicyService/CreateHostFactoryTokens": true,
+	"/sower.v1.PolicyService/RevokeHostFactoryToken":  true,
+	"/sower.v1.PolicyService/CreateHostWithToken":     true,
 }
 
 // leaderOnly refuses a write RPC on a node that is not the Leader.

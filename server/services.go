@@ -58,7 +58,11 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	if err != nil {
 		return nil, err
 	}
-	pol, err := policyapi.New(policyapi.Config{Account: s.c.Account, Store: d.policies, Keys: d.authn.keys, Logger: s.lg, LoadTimeout: s.c.PolicyLoadTimeout, Secrets: d.authn.secrets})
+	// Host factory tokens commit only during this node's term as Leader.
+	hfTokens := etcdstore.NewHostFactoryTokens(d.etcd.Client())
+	hfTokens.FenceWrites(d.quorum.election.FencedClient(d.etcd.Client()))
+	pol, err := policyapi.New(policyapi.Config{Account: s.c.Account, Store: d.policies, Keys: d.authn.keys, Logger: s.lg, LoadTimeout: s.c.PolicyLoadTimeout, Secrets: d.authn.secrets,
+		HostFactoryTokens: hfTokens})
 	if err != nil {
 		return nil, err
 	}

@@ -202,10 +202,8 @@ func TestCLIErrorsAsConjur(t *testing.T) {
 			want{status: 422, code: "unprocessable_entity", message: "'limit' contains an invalid value. 'limit' must be a positive integer."}},
 		"issuers (conjur issuer list)": {admin, "GET", l.url + "/issuers/acme", "",
 			want{status: 404, code: "not_found", message: "issuers are part of Conjur's dynamic secrets, which sower does not provide: store static secrets in variables instead"}},
-		"conjur hostfactory tokens create": {admin, "POST", l.url + "/host_factory_tokens", "host_factory=acme:host_factory:f&expiration=2030-01-01T00:00:00Z",
-			want{status: 404, code: "not_found"}},
-		"conjur hostfactory hosts create": {admin, "POST", l.url + "/host_factories/hosts", "id=h",
-			want{status: 404, code: "not_found"}},
+		"conjur hostfactory tokens create of a missing factory": {admin, "POST", l.url + "/host_factory_tokens?host_factory=acme:host_factory:f&expiration=2030-01-01T00:00:00Z", "",
+			want{status: 404, code: "not_found", message: "Host_factory 'f' not found in account 'acme'"}},
 		"an unknown route": {admin, "GET", l.url + "/no/such/route", "",
 			want{status: 404, code: "not_found"}},
 		"a method Conjur has no route for": {admin, "DELETE", policyURL, "",
@@ -434,7 +432,7 @@ func TestCLIResourceShowsSecretVersions(t *testing.T) {
 }
 
 // conjur resource show of a host factory lists its layers and tokens
-// (cucumber/api host_factory_show.feature); sower issues no tokens.
+// (cucumber/api host_factory_show.feature); this one has no tokens yet.
 func TestCLIHostFactoryShowsLayers(t *testing.T) {
 	l := startLeader(t)
 	admin := newClient(t, l, "admin", l.adminKey)

@@ -68,14 +68,14 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /secrets", h.batchSecrets)
 	mux.HandleFunc("GET /secrets/{$}", h.batchSecrets) // conjur-api-go's form
 	h.registerAuthenticators(mux)
+	mux.HandleFunc("POST /host_factory_tokens", h.createHostFactoryTokens)
+	mux.HandleFunc("DELETE /host_factory_tokens/{token}", h.revokeHostFactoryToken)
+	mux.HandleFunc("POST /host_factories/hosts", h.createHostWithToken)
 	// Conjur serves issuers only with its dynamic secrets feature on;
 	// without it the routes do not exist. sower has no dynamic secrets.
 	mux.HandleFunc("/issuers/{account}", h.noIssuers)
 	mux.HandleFunc("/issuers/{account}/{identifier...}", h.noIssuers)
 	// Conjur endpoints sower does not provide, answered with what to do.
-	mux.HandleFunc("POST /host_factory_tokens", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load), or enrol Followers with seeds"))
-	mux.HandleFunc("DELETE /host_factory_tokens/{token}", missing("sower does not issue host factory tokens"))
-	mux.HandleFunc("POST /host_factories/hosts", missing("sower does not issue host factory tokens: declare hosts in policy (conjur policy load)"))
 	mux.HandleFunc("GET /public_keys/{account}/{kind}/{identifier...}", h.publicKeys)
 	// Everything else outside /v1 is a route Conjur does not have.
 	mux.HandleFunc("/", h.unknownRoute)

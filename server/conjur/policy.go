@@ -236,17 +236,23 @@ func splitID(id string) (account, kind, identifier string) {
 // (Content-Type or Accept application/json), else the text of the latest
 // version (or of ?version=N) as YAML.
 func (h *Handler) getPolicy(w http.ResponseWriter, r *http.Request) {
-	var version int64
-	if v := r.URL.Query().Get("version"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 1 {
-			badRequest(w, "version must be a positive number")
-			return
-		}
-		version = n
+	if _, ok := r.URL.Query()["version"]; ok {
+		h.getPolicyVersions(w, r)
+		return
+	}
+	h.getEffectivePolicy(w, r)
+}
+
+// getPolicyVersions is sower's ?version=N on GET /policies/...: the
+// versions (JSON) or the text of version N (YAML).
+func (h *Handler) getPolicyVersions(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.ParseInt(r.URL.Query().Get("version"), 10, 64)
+	if err != nil || n < 1 {
+		badRequest(w, "version must be a positive number")
+		return
 	}
 	resp, err := h.policy.GetPolicy(outgoing(r), &sowerv1.GetPolicyRequest{
-		Account: r.PathValue("account"), Identifier: r.PathValue("identifier"), Version: version,
+		Account: r.PathValue("account"), Identifier: r.PathValue("identifier"), Version: n,
 	})
 	if err != nil {
 		writeError(w, err)

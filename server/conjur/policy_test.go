@@ -319,8 +319,8 @@ func TestConjurPolicyWireFormat(t *testing.T) {
 		}
 	}
 
-	// The policy's versions: as JSON, and its text as YAML.
-	r, _ := http.NewRequest(http.MethodGet, l.url+"/policies/acme/policy/root", nil)
+	// The policy's versions (sower's ?version=N), as JSON.
+	r, _ := http.NewRequest(http.MethodGet, l.url+"/policies/acme/policy/root?version=1", nil)
 	r.Header.Set("Accept", "application/json")
 	code, body = submit(t, admin, r, nil)
 	var versions []map[string]any

@@ -3,7 +3,6 @@ package conjur
 import (
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -139,46 +138,21 @@ func (h *Handler) resource(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	out := toResourceJSON(resp.GetResource())
-	if kind == "host_factory" {
-		h.hostFactoryFields(r, &out)
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-// hostFactoryFields adds what Conjur shows of a host factory: the layers it
-// enrols hosts into (the layers its role belongs to) and its tokens, which
-// sower does not issue (always []).
-func (h *Handler) hostFactoryFields(r *http.Request, out *resourceJSON) {
-	layers, tokens := []string{}, []any{}
-	out.Layers, out.Tokens = &layers, &tokens
-	resp, err := h.policy.ListRoleMemberships(outgoing(r), &sowerv1.ListRoleMembershipsRequest{
-		Account: r.PathValue("account"), Kind: r.PathValue("kind"), Identifier: r.PathValue("identifier"),
-	})
-	if err != nil {
-		return
-	}
-	for _, m := range resp.GetMemberships() {
-		if _, kind, _ := splitID(m.GetRole()); kind == "layer" {
-			layers = append(layers, m.GetRole())
-		}
-	}
-	slices.Sort(layers)
-	out.Layers = &layers
+	writeJSON(w, http.StatusOK, toResourceJSON(resp.GetResource()))
 }
 
 // resourceJSON is a resource as Conjur shows it.
 type resourceJSON struct {
-	ID             string               `json:"id"`
-	Owner          string               `json:"owner"`
-	Policy         string               `json:"policy,omitempty"`
-	Permissions    []permissionJSON     `json:"permissions"`
-	Annotations    []annotationJSON     `json:"annotations"`
-	Secrets        *[]any               `json:"secrets,omitempty"`
-	PolicyVersions *[]policyVersionJSON `json:"policy_versions,omitempty"`
-	RestrictedTo   *[]string            `json:"restricted_to,omitempty"`
-	Layers         *[]string            `json:"layers,omitempty"`
-	Tokens         *[]any               `json:"tokens,omitempty"`
+	ID             string                  `json:"id"`
+	Owner          string                  `json:"owner"`
+	Policy         string                  `json:"policy,omitempty"`
+	Permissions    []permissionJSON        `json:"permissions"`
+	Annotations    []annotationJSON        `json:"annotations"`
+	Secrets        *[]any                  `json:"secrets,omitempty"`
+	PolicyVersions *[]policyVersionJSON    `json:"policy_versions,omitempty"`
+	RestrictedTo   *[]string               `json:"restricted_to,omitempty"`
+	Layers         *[]string               `json:"layers,omitempty"`
+	Tokens         *[]hostFactoryTokenJSON `json:"tokens,omitempty"`
 }
 
 // secretVersionJSON is a version of a variable's value as Conjur lists it.
@@ -211,8 +185,8 @@ func toResourceJSON(r *sowerv1.ResourceInfo) resourceJSON {
 	_, kind, _ := splitID(r.GetId())
 	switch kind {
 	case "variable":
-		// Conjur's secrets: each kept version; sower's values do not
-		// expire. Listings leave them out (empty).
+		// Conjur's secrets: each kept version, in a listing too; sower's
+		// values do not expire.
 		vs := make([]any, 0, len(r.GetSecretVersions()))
 		for _, v := range r.GetSecretVersions() {
 			vs = append(vs, secretVersionJSON{Version: v})
@@ -226,6 +200,15 @@ func toResourceJSON(r *sowerv1.ResourceInfo) resourceJSON {
 	case "user", "host":
 		rt := nonNil(r.GetRestrictedTo())
 		out.RestrictedTo = &rt
+	case "host_factory":
+		// Conjur's tokens and layers; sower never shows a token itself
+		// (it keeps only its hash).
+		layers := nonNil(r.GetLayers())
+		toks := make([]hostFactoryTokenJSON, 0, len(r.GetTokens()))
+		for _, t := range r.GetTokens() {
+			toks = append(toks, toTokenJSON(t))
+		}
+		out.Layers, out.Tokens = &layers, &toks
 	}
 	return out
 }

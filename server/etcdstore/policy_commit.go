@@ -263,12 +263,22 @@ type opSource struct {
 // deletedValues is the write that deletes a variable's secret values when
 // f is the variable's resource: a deleted variable's values go with it, as
 // in Conjur, so a variable declared again later starts without a value.
+//
+// A deleted host factory's tokens go with it likewise.
 func deletedValues(f policy.Fact) (op, bool) {
 	r, ok := f.(policy.Resource)
-	if !ok || r.ID.Kind != policy.KindVariable {
+	if !ok {
 		return op{}, false
 	}
-	prefix := SecretPrefix(r.ID.String())
+	var prefix string
+	switch r.ID.Kind {
+	case policy.KindVariable:
+		prefix = SecretPrefix(r.ID.String())
+	case policy.KindHostFactory:
+		prefix = HostFactoryTokenPrefix(r.ID.String())
+	default:
+		return op{}, false
+	}
 	return op{Key: prefix, End: clientv3.GetPrefixRangeEnd(prefix), Delete: true}, true
 }
 

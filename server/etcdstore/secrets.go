@@ -328,3 +328,47 @@ func (s *Secrets) watch(ctx context.Context) error {
 	}
 	return ctx.Err()
 }
+
+// VersionsOf returns the kept version numbers of many resources' values at
+// once, oldest first, leaving out resources without a value: one keys-only
+// read of every value when there are many resources (a resource listing),
+// one read each when there are few.
+func (s *Secrets) VersionsOf(ctx context.Context, resourceIDs []string) (map[string][]int64, error) {
+	out := make(map[string][]int64, len(resourceIDs))
+	if len(resourceIDs) <= versionsOfSingleReads {
+		for _, id := range resourceIDs {
+			vs, err := s.Versions(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if len(vs) > 0 {
+				out[id] = vs
+			}
+		}
+		return out, nil
+	}
+	want := make(map[string]bool, len(resourceIDs))
+	for _, id := range resourceIDs {
+		want[id] = true
+	}
+	resp, err := s.cli.Get(ctx, secretPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("etcdstore: read secret versions: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		id, ok := resourceOfKey(string(kv.Key))
+		if !ok || !want[id] {
+			continue
+		}
+		v, err := parseVersion(SecretPrefix(id), string(kv.Key))
+		if err != nil {
+			return nil, err
+		}
+		out[id] = append(out[id], v)
+	}
+	return out, nil
+}
+
+// versionsOfSingleReads is how many resources VersionsOf reads one by one
+// before it reads every value's key at once instead.
+const versionsOfSingleReads = 32

@@ -82,6 +82,403 @@ func (LoadMode) EnumDescriptor() ([]byte, []int) {
 	return file_sower_v1_policy_proto_rawDescGZIP(), []int{0}
 }
 
+// CreateHostFactoryTokensRequest asks for tokens of a host factory.
+type CreateHostFactoryTokensRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// account is the cluster's account.
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// host_factory is the host factory's full id
+	// ("acme:host_factory:apps/factory").
+	HostFactory string `protobuf:"bytes,2,opt,name=host_factory,json=hostFactory,proto3" json:"host_factory,omitempty"`
+	// expiration is when the tokens stop working, RFC 3339, in the future.
+	Expiration string `protobuf:"bytes,3,opt,name=expiration,proto3" json:"expiration,omitempty"`
+	// cidr are the networks the tokens may be used from (addresses or CIDR
+	// networks); none means from anywhere.
+	Cidr []string `protobuf:"bytes,4,rep,name=cidr,proto3" json:"cidr,omitempty"`
+	// count is how many tokens to make: 1 when 0, at most 100.
+	Count         int32 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateHostFactoryTokensRequest) Reset() {
+	*x = CreateHostFactoryTokensRequest{}
+	mi := &file_sower_v1_policy_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateHostFactoryTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateHostFactoryTokensRequest) ProtoMessage() {}
+
+func (x *CreateHostFactoryTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateHostFactoryTokensRequest.ProtoReflect.Descriptor instead.
+func (*CreateHostFactoryTokensRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CreateHostFactoryTokensRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *CreateHostFactoryTokensRequest) GetHostFactory() string {
+	if x != nil {
+		return x.HostFactory
+	}
+	return ""
+}
+
+func (x *CreateHostFactoryTokensRequest) GetExpiration() string {
+	if x != nil {
+		return x.Expiration
+	}
+	return ""
+}
+
+func (x *CreateHostFactoryTokensRequest) GetCidr() []string {
+	if x != nil {
+		return x.Cidr
+	}
+	return nil
+}
+
+func (x *CreateHostFactoryTokensRequest) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// HostFactoryToken is a token as Conjur shows it.
+type HostFactoryToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the token itself: set only in the answer that creates it.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// expiration is when it stops working, RFC 3339 in UTC.
+	Expiration string `protobuf:"bytes,2,opt,name=expiration,proto3" json:"expiration,omitempty"`
+	// cidr are the networks it may be used from, in CIDR notation.
+	Cidr          []string `protobuf:"bytes,3,rep,name=cidr,proto3" json:"cidr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostFactoryToken) Reset() {
+	*x = HostFactoryToken{}
+	mi := &file_sower_v1_policy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostFactoryToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostFactoryToken) ProtoMessage() {}
+
+func (x *HostFactoryToken) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostFactoryToken.ProtoReflect.Descriptor instead.
+func (*HostFactoryToken) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HostFactoryToken) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *HostFactoryToken) GetExpiration() string {
+	if x != nil {
+		return x.Expiration
+	}
+	return ""
+}
+
+func (x *HostFactoryToken) GetCidr() []string {
+	if x != nil {
+		return x.Cidr
+	}
+	return nil
+}
+
+// CreateHostFactoryTokensResponse holds the new tokens.
+type CreateHostFactoryTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tokens are the tokens made, each with its secret.
+	Tokens        []*HostFactoryToken `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateHostFactoryTokensResponse) Reset() {
+	*x = CreateHostFactoryTokensResponse{}
+	mi := &file_sower_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateHostFactoryTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateHostFactoryTokensResponse) ProtoMessage() {}
+
+func (x *CreateHostFactoryTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateHostFactoryTokensResponse.ProtoReflect.Descriptor instead.
+func (*CreateHostFactoryTokensResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateHostFactoryTokensResponse) GetTokens() []*HostFactoryToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+// RevokeHostFactoryTokenRequest names a token.
+type RevokeHostFactoryTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the token to revoke.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeHostFactoryTokenRequest) Reset() {
+	*x = RevokeHostFactoryTokenRequest{}
+	mi := &file_sower_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeHostFactoryTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeHostFactoryTokenRequest) ProtoMessage() {}
+
+func (x *RevokeHostFactoryTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeHostFactoryTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeHostFactoryTokenRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RevokeHostFactoryTokenRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// RevokeHostFactoryTokenResponse is empty.
+type RevokeHostFactoryTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeHostFactoryTokenResponse) Reset() {
+	*x = RevokeHostFactoryTokenResponse{}
+	mi := &file_sower_v1_policy_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeHostFactoryTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeHostFactoryTokenResponse) ProtoMessage() {}
+
+func (x *RevokeHostFactoryTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeHostFactoryTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeHostFactoryTokenResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{4}
+}
+
+// CreateHostWithTokenRequest asks a host factory for a host.
+type CreateHostWithTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is one of the host factory's tokens.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// id is the host's identifier, as Conjur takes it: from the root of the
+	// account ("app-01" is acme:host:app-01), not under "conjur/".
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// annotations are set on a host the request creates (name and value).
+	Annotations   []*ResourceAnnotation `protobuf:"bytes,3,rep,name=annotations,proto3" json:"annotations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateHostWithTokenRequest) Reset() {
+	*x = CreateHostWithTokenRequest{}
+	mi := &file_sower_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateHostWithTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateHostWithTokenRequest) ProtoMessage() {}
+
+func (x *CreateHostWithTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateHostWithTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateHostWithTokenRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CreateHostWithTokenRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateHostWithTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CreateHostWithTokenRequest) GetAnnotations() []*ResourceAnnotation {
+	if x != nil {
+		return x.Annotations
+	}
+	return nil
+}
+
+// CreateHostWithTokenResponse is the host and its API key.
+type CreateHostWithTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host is the host's resource.
+	Host *ResourceInfo `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	// api_key is the host's new API key, shown only here.
+	ApiKey        string `protobuf:"bytes,2,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateHostWithTokenResponse) Reset() {
+	*x = CreateHostWithTokenResponse{}
+	mi := &file_sower_v1_policy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateHostWithTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateHostWithTokenResponse) ProtoMessage() {}
+
+func (x *CreateHostWithTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateHostWithTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateHostWithTokenResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CreateHostWithTokenResponse) GetHost() *ResourceInfo {
+	if x != nil {
+		return x.Host
+	}
+	return nil
+}
+
+func (x *CreateHostWithTokenResponse) GetApiKey() string {
+	if x != nil {
+		return x.ApiKey
+	}
+	return ""
+}
+
 // GetRoleGraphRequest names a role.
 type GetRoleGraphRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -97,7 +494,7 @@ type GetRoleGraphRequest struct {
 
 func (x *GetRoleGraphRequest) Reset() {
 	*x = GetRoleGraphRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[0]
+	mi := &file_sower_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -109,7 +506,7 @@ func (x *GetRoleGraphRequest) String() string {
 func (*GetRoleGraphRequest) ProtoMessage() {}
 
 func (x *GetRoleGraphRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[0]
+	mi := &file_sower_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -122,7 +519,7 @@ func (x *GetRoleGraphRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleGraphRequest.ProtoReflect.Descriptor instead.
 func (*GetRoleGraphRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{0}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetRoleGraphRequest) GetAccount() string {
@@ -157,7 +554,7 @@ type GetRoleGraphResponse struct {
 
 func (x *GetRoleGraphResponse) Reset() {
 	*x = GetRoleGraphResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[1]
+	mi := &file_sower_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +566,7 @@ func (x *GetRoleGraphResponse) String() string {
 func (*GetRoleGraphResponse) ProtoMessage() {}
 
 func (x *GetRoleGraphResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[1]
+	mi := &file_sower_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +579,7 @@ func (x *GetRoleGraphResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleGraphResponse.ProtoReflect.Descriptor instead.
 func (*GetRoleGraphResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{1}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetRoleGraphResponse) GetEdges() []*RoleGraphEdge {
@@ -205,7 +602,7 @@ type RoleGraphEdge struct {
 
 func (x *RoleGraphEdge) Reset() {
 	*x = RoleGraphEdge{}
-	mi := &file_sower_v1_policy_proto_msgTypes[2]
+	mi := &file_sower_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -217,7 +614,7 @@ func (x *RoleGraphEdge) String() string {
 func (*RoleGraphEdge) ProtoMessage() {}
 
 func (x *RoleGraphEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[2]
+	mi := &file_sower_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -230,7 +627,7 @@ func (x *RoleGraphEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGraphEdge.ProtoReflect.Descriptor instead.
 func (*RoleGraphEdge) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RoleGraphEdge) GetParent() string {
@@ -272,7 +669,7 @@ type LoadPolicyRequest struct {
 
 func (x *LoadPolicyRequest) Reset() {
 	*x = LoadPolicyRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[3]
+	mi := &file_sower_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +681,7 @@ func (x *LoadPolicyRequest) String() string {
 func (*LoadPolicyRequest) ProtoMessage() {}
 
 func (x *LoadPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[3]
+	mi := &file_sower_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +694,7 @@ func (x *LoadPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadPolicyRequest.ProtoReflect.Descriptor instead.
 func (*LoadPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LoadPolicyRequest) GetAccount() string {
@@ -362,7 +759,7 @@ type PolicyFile struct {
 
 func (x *PolicyFile) Reset() {
 	*x = PolicyFile{}
-	mi := &file_sower_v1_policy_proto_msgTypes[4]
+	mi := &file_sower_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +771,7 @@ func (x *PolicyFile) String() string {
 func (*PolicyFile) ProtoMessage() {}
 
 func (x *PolicyFile) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[4]
+	mi := &file_sower_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +784,7 @@ func (x *PolicyFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyFile.ProtoReflect.Descriptor instead.
 func (*PolicyFile) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PolicyFile) GetName() string {
@@ -419,7 +816,7 @@ type PolicyLoad struct {
 
 func (x *PolicyLoad) Reset() {
 	*x = PolicyLoad{}
-	mi := &file_sower_v1_policy_proto_msgTypes[5]
+	mi := &file_sower_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +828,7 @@ func (x *PolicyLoad) String() string {
 func (*PolicyLoad) ProtoMessage() {}
 
 func (x *PolicyLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[5]
+	mi := &file_sower_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +841,7 @@ func (x *PolicyLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyLoad.ProtoReflect.Descriptor instead.
 func (*PolicyLoad) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PolicyLoad) GetIdentifier() string {
@@ -482,7 +879,7 @@ type CreatedRole struct {
 
 func (x *CreatedRole) Reset() {
 	*x = CreatedRole{}
-	mi := &file_sower_v1_policy_proto_msgTypes[6]
+	mi := &file_sower_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +891,7 @@ func (x *CreatedRole) String() string {
 func (*CreatedRole) ProtoMessage() {}
 
 func (x *CreatedRole) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[6]
+	mi := &file_sower_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +904,7 @@ func (x *CreatedRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatedRole.ProtoReflect.Descriptor instead.
 func (*CreatedRole) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreatedRole) GetId() string {
@@ -543,7 +940,7 @@ type PolicyFact struct {
 
 func (x *PolicyFact) Reset() {
 	*x = PolicyFact{}
-	mi := &file_sower_v1_policy_proto_msgTypes[7]
+	mi := &file_sower_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +952,7 @@ func (x *PolicyFact) String() string {
 func (*PolicyFact) ProtoMessage() {}
 
 func (x *PolicyFact) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[7]
+	mi := &file_sower_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +965,7 @@ func (x *PolicyFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyFact.ProtoReflect.Descriptor instead.
 func (*PolicyFact) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PolicyFact) GetFact() isPolicyFact_Fact {
@@ -677,7 +1074,7 @@ type RoleFact struct {
 
 func (x *RoleFact) Reset() {
 	*x = RoleFact{}
-	mi := &file_sower_v1_policy_proto_msgTypes[8]
+	mi := &file_sower_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +1086,7 @@ func (x *RoleFact) String() string {
 func (*RoleFact) ProtoMessage() {}
 
 func (x *RoleFact) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[8]
+	mi := &file_sower_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +1099,7 @@ func (x *RoleFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleFact.ProtoReflect.Descriptor instead.
 func (*RoleFact) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RoleFact) GetId() string {
@@ -741,7 +1138,7 @@ type ResourceFact struct {
 
 func (x *ResourceFact) Reset() {
 	*x = ResourceFact{}
-	mi := &file_sower_v1_policy_proto_msgTypes[9]
+	mi := &file_sower_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +1150,7 @@ func (x *ResourceFact) String() string {
 func (*ResourceFact) ProtoMessage() {}
 
 func (x *ResourceFact) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[9]
+	mi := &file_sower_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +1163,7 @@ func (x *ResourceFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceFact.ProtoReflect.Descriptor instead.
 func (*ResourceFact) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResourceFact) GetId() string {
@@ -809,7 +1206,7 @@ type RoleMembership struct {
 
 func (x *RoleMembership) Reset() {
 	*x = RoleMembership{}
-	mi := &file_sower_v1_policy_proto_msgTypes[10]
+	mi := &file_sower_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +1218,7 @@ func (x *RoleMembership) String() string {
 func (*RoleMembership) ProtoMessage() {}
 
 func (x *RoleMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[10]
+	mi := &file_sower_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +1231,7 @@ func (x *RoleMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleMembership.ProtoReflect.Descriptor instead.
 func (*RoleMembership) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RoleMembership) GetRole() string {
@@ -889,7 +1286,7 @@ type ResourcePermission struct {
 
 func (x *ResourcePermission) Reset() {
 	*x = ResourcePermission{}
-	mi := &file_sower_v1_policy_proto_msgTypes[11]
+	mi := &file_sower_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1298,7 @@ func (x *ResourcePermission) String() string {
 func (*ResourcePermission) ProtoMessage() {}
 
 func (x *ResourcePermission) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[11]
+	mi := &file_sower_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1311,7 @@ func (x *ResourcePermission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourcePermission.ProtoReflect.Descriptor instead.
 func (*ResourcePermission) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResourcePermission) GetRole() string {
@@ -962,7 +1359,7 @@ type ResourceAnnotation struct {
 
 func (x *ResourceAnnotation) Reset() {
 	*x = ResourceAnnotation{}
-	mi := &file_sower_v1_policy_proto_msgTypes[12]
+	mi := &file_sower_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1371,7 @@ func (x *ResourceAnnotation) String() string {
 func (*ResourceAnnotation) ProtoMessage() {}
 
 func (x *ResourceAnnotation) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[12]
+	mi := &file_sower_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1384,7 @@ func (x *ResourceAnnotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceAnnotation.ProtoReflect.Descriptor instead.
 func (*ResourceAnnotation) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResourceAnnotation) GetResource() string {
@@ -1044,7 +1441,7 @@ type PolicyChanges struct {
 
 func (x *PolicyChanges) Reset() {
 	*x = PolicyChanges{}
-	mi := &file_sower_v1_policy_proto_msgTypes[13]
+	mi := &file_sower_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1453,7 @@ func (x *PolicyChanges) String() string {
 func (*PolicyChanges) ProtoMessage() {}
 
 func (x *PolicyChanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[13]
+	mi := &file_sower_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1466,7 @@ func (x *PolicyChanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyChanges.ProtoReflect.Descriptor instead.
 func (*PolicyChanges) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PolicyChanges) GetCreated() []*PolicyFact {
@@ -1138,7 +1535,7 @@ type RecordChanges struct {
 
 func (x *RecordChanges) Reset() {
 	*x = RecordChanges{}
-	mi := &file_sower_v1_policy_proto_msgTypes[14]
+	mi := &file_sower_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1547,7 @@ func (x *RecordChanges) String() string {
 func (*RecordChanges) ProtoMessage() {}
 
 func (x *RecordChanges) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[14]
+	mi := &file_sower_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1560,7 @@ func (x *RecordChanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordChanges.ProtoReflect.Descriptor instead.
 func (*RecordChanges) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecordChanges) GetCreated() []*Record {
@@ -1225,7 +1622,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_sower_v1_policy_proto_msgTypes[15]
+	mi := &file_sower_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1634,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[15]
+	mi := &file_sower_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1647,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Record) GetId() string {
@@ -1336,7 +1733,7 @@ type PolicyVersionRef struct {
 
 func (x *PolicyVersionRef) Reset() {
 	*x = PolicyVersionRef{}
-	mi := &file_sower_v1_policy_proto_msgTypes[16]
+	mi := &file_sower_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1745,7 @@ func (x *PolicyVersionRef) String() string {
 func (*PolicyVersionRef) ProtoMessage() {}
 
 func (x *PolicyVersionRef) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[16]
+	mi := &file_sower_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1758,7 @@ func (x *PolicyVersionRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyVersionRef.ProtoReflect.Descriptor instead.
 func (*PolicyVersionRef) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PolicyVersionRef) GetPolicy() string {
@@ -1397,7 +1794,7 @@ type LoadPolicyResponse struct {
 
 func (x *LoadPolicyResponse) Reset() {
 	*x = LoadPolicyResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[17]
+	mi := &file_sower_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1806,7 @@ func (x *LoadPolicyResponse) String() string {
 func (*LoadPolicyResponse) ProtoMessage() {}
 
 func (x *LoadPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[17]
+	mi := &file_sower_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1819,7 @@ func (x *LoadPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadPolicyResponse.ProtoReflect.Descriptor instead.
 func (*LoadPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LoadPolicyResponse) GetCreatedRoles() []*CreatedRole {
@@ -1470,7 +1867,7 @@ type SyncPoliciesRequest struct {
 
 func (x *SyncPoliciesRequest) Reset() {
 	*x = SyncPoliciesRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[18]
+	mi := &file_sower_v1_policy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1879,7 @@ func (x *SyncPoliciesRequest) String() string {
 func (*SyncPoliciesRequest) ProtoMessage() {}
 
 func (x *SyncPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[18]
+	mi := &file_sower_v1_policy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1892,7 @@ func (x *SyncPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*SyncPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SyncPoliciesRequest) GetAccount() string {
@@ -1542,7 +1939,7 @@ type SyncPoliciesResponse struct {
 
 func (x *SyncPoliciesResponse) Reset() {
 	*x = SyncPoliciesResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[19]
+	mi := &file_sower_v1_policy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1951,7 @@ func (x *SyncPoliciesResponse) String() string {
 func (*SyncPoliciesResponse) ProtoMessage() {}
 
 func (x *SyncPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[19]
+	mi := &file_sower_v1_policy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1964,7 @@ func (x *SyncPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*SyncPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SyncPoliciesResponse) GetCreatedRoles() []*CreatedRole {
@@ -1606,7 +2003,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[20]
+	mi := &file_sower_v1_policy_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +2015,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[20]
+	mi := &file_sower_v1_policy_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +2028,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetPolicyRequest) GetAccount() string {
@@ -1653,6 +2050,136 @@ func (x *GetPolicyRequest) GetVersion() int64 {
 		return x.Version
 	}
 	return 0
+}
+
+// GetEffectivePolicyRequest names a branch.
+type GetEffectivePolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// account is the cluster's account.
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// identifier is the policy at the top of the branch ("root" for all).
+	Identifier string `protobuf:"bytes,2,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	// depth is how many levels of ids below the policy are shown, 0 to 64
+	// (unset: 64).
+	Depth *int32 `protobuf:"varint,3,opt,name=depth,proto3,oneof" json:"depth,omitempty"`
+	// limit bounds the records, annotations and permissions of the branch,
+	// 0 to 100000 (unset: 100000); a larger branch is refused.
+	Limit *int32 `protobuf:"varint,4,opt,name=limit,proto3,oneof" json:"limit,omitempty"`
+	// json asks for Conjur's JSON statement list instead of YAML.
+	Json          bool `protobuf:"varint,5,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEffectivePolicyRequest) Reset() {
+	*x = GetEffectivePolicyRequest{}
+	mi := &file_sower_v1_policy_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEffectivePolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEffectivePolicyRequest) ProtoMessage() {}
+
+func (x *GetEffectivePolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEffectivePolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetEffectivePolicyRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetEffectivePolicyRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *GetEffectivePolicyRequest) GetIdentifier() string {
+	if x != nil {
+		return x.Identifier
+	}
+	return ""
+}
+
+func (x *GetEffectivePolicyRequest) GetDepth() int32 {
+	if x != nil && x.Depth != nil {
+		return *x.Depth
+	}
+	return 0
+}
+
+func (x *GetEffectivePolicyRequest) GetLimit() int32 {
+	if x != nil && x.Limit != nil {
+		return *x.Limit
+	}
+	return 0
+}
+
+func (x *GetEffectivePolicyRequest) GetJson() bool {
+	if x != nil {
+		return x.Json
+	}
+	return false
+}
+
+// GetEffectivePolicyResponse is the effective policy.
+type GetEffectivePolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// text is the policy: YAML, or JSON when asked.
+	Text          string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEffectivePolicyResponse) Reset() {
+	*x = GetEffectivePolicyResponse{}
+	mi := &file_sower_v1_policy_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEffectivePolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEffectivePolicyResponse) ProtoMessage() {}
+
+func (x *GetEffectivePolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_policy_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEffectivePolicyResponse.ProtoReflect.Descriptor instead.
+func (*GetEffectivePolicyResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetEffectivePolicyResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
 }
 
 // PolicyVersion is one load of a policy, as Conjur keeps it.
@@ -1682,7 +2209,7 @@ type PolicyVersion struct {
 
 func (x *PolicyVersion) Reset() {
 	*x = PolicyVersion{}
-	mi := &file_sower_v1_policy_proto_msgTypes[21]
+	mi := &file_sower_v1_policy_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +2221,7 @@ func (x *PolicyVersion) String() string {
 func (*PolicyVersion) ProtoMessage() {}
 
 func (x *PolicyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[21]
+	mi := &file_sower_v1_policy_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +2234,7 @@ func (x *PolicyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyVersion.ProtoReflect.Descriptor instead.
 func (*PolicyVersion) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PolicyVersion) GetId() string {
@@ -1786,7 +2313,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[22]
+	mi := &file_sower_v1_policy_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +2325,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[22]
+	mi := &file_sower_v1_policy_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +2338,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetPolicyResponse) GetResource() *ResourceInfo {
@@ -1845,16 +2372,21 @@ type ResourceInfo struct {
 	RestrictedTo []string `protobuf:"bytes,6,rep,name=restricted_to,json=restrictedTo,proto3" json:"restricted_to,omitempty"`
 	// policy_versions are, for a policy shown on its own, its versions.
 	PolicyVersions []*PolicyVersion `protobuf:"bytes,7,rep,name=policy_versions,json=policyVersions,proto3" json:"policy_versions,omitempty"`
-	// secret_versions are, for a variable shown on its own, the versions of
-	// its value that are kept, oldest first.
+	// secret_versions are, for a variable, the versions of its value that
+	// are kept, oldest first.
 	SecretVersions []int64 `protobuf:"varint,8,rep,packed,name=secret_versions,json=secretVersions,proto3" json:"secret_versions,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// layers are, for a host factory, the layers it enrols hosts into.
+	Layers []string `protobuf:"bytes,9,rep,name=layers,proto3" json:"layers,omitempty"`
+	// tokens are, for a host factory, its live tokens (without the token
+	// itself, which the node does not keep).
+	Tokens        []*HostFactoryToken `protobuf:"bytes,10,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResourceInfo) Reset() {
 	*x = ResourceInfo{}
-	mi := &file_sower_v1_policy_proto_msgTypes[23]
+	mi := &file_sower_v1_policy_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2398,7 @@ func (x *ResourceInfo) String() string {
 func (*ResourceInfo) ProtoMessage() {}
 
 func (x *ResourceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[23]
+	mi := &file_sower_v1_policy_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2411,7 @@ func (x *ResourceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceInfo.ProtoReflect.Descriptor instead.
 func (*ResourceInfo) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ResourceInfo) GetId() string {
@@ -1938,6 +2470,20 @@ func (x *ResourceInfo) GetSecretVersions() []int64 {
 	return nil
 }
 
+func (x *ResourceInfo) GetLayers() []string {
+	if x != nil {
+		return x.Layers
+	}
+	return nil
+}
+
+func (x *ResourceInfo) GetTokens() []*HostFactoryToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
 // CheckPermissionRequest asks whether a role may do something.
 type CheckPermissionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1958,7 +2504,7 @@ type CheckPermissionRequest struct {
 
 func (x *CheckPermissionRequest) Reset() {
 	*x = CheckPermissionRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[24]
+	mi := &file_sower_v1_policy_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2516,7 @@ func (x *CheckPermissionRequest) String() string {
 func (*CheckPermissionRequest) ProtoMessage() {}
 
 func (x *CheckPermissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[24]
+	mi := &file_sower_v1_policy_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2529,7 @@ func (x *CheckPermissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPermissionRequest.ProtoReflect.Descriptor instead.
 func (*CheckPermissionRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CheckPermissionRequest) GetAccount() string {
@@ -2032,7 +2578,7 @@ type CheckPermissionResponse struct {
 
 func (x *CheckPermissionResponse) Reset() {
 	*x = CheckPermissionResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[25]
+	mi := &file_sower_v1_policy_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2590,7 @@ func (x *CheckPermissionResponse) String() string {
 func (*CheckPermissionResponse) ProtoMessage() {}
 
 func (x *CheckPermissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[25]
+	mi := &file_sower_v1_policy_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2603,7 @@ func (x *CheckPermissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPermissionResponse.ProtoReflect.Descriptor instead.
 func (*CheckPermissionResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{25}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CheckPermissionResponse) GetAllowed() bool {
@@ -2091,7 +2637,7 @@ type ListResourcesRequest struct {
 
 func (x *ListResourcesRequest) Reset() {
 	*x = ListResourcesRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[26]
+	mi := &file_sower_v1_policy_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2103,7 +2649,7 @@ func (x *ListResourcesRequest) String() string {
 func (*ListResourcesRequest) ProtoMessage() {}
 
 func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[26]
+	mi := &file_sower_v1_policy_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2116,7 +2662,7 @@ func (x *ListResourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListResourcesRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{26}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListResourcesRequest) GetAccount() string {
@@ -2181,7 +2727,7 @@ type ListResourcesResponse struct {
 
 func (x *ListResourcesResponse) Reset() {
 	*x = ListResourcesResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[27]
+	mi := &file_sower_v1_policy_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +2739,7 @@ func (x *ListResourcesResponse) String() string {
 func (*ListResourcesResponse) ProtoMessage() {}
 
 func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[27]
+	mi := &file_sower_v1_policy_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,7 +2752,7 @@ func (x *ListResourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListResourcesResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{27}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListResourcesResponse) GetResources() []*ResourceInfo {
@@ -2238,7 +2784,7 @@ type GetResourceRequest struct {
 
 func (x *GetResourceRequest) Reset() {
 	*x = GetResourceRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[28]
+	mi := &file_sower_v1_policy_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2796,7 @@ func (x *GetResourceRequest) String() string {
 func (*GetResourceRequest) ProtoMessage() {}
 
 func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[28]
+	mi := &file_sower_v1_policy_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2809,7 @@ func (x *GetResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceRequest.ProtoReflect.Descriptor instead.
 func (*GetResourceRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{28}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetResourceRequest) GetAccount() string {
@@ -2298,7 +2844,7 @@ type GetResourceResponse struct {
 
 func (x *GetResourceResponse) Reset() {
 	*x = GetResourceResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[29]
+	mi := &file_sower_v1_policy_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2856,7 @@ func (x *GetResourceResponse) String() string {
 func (*GetResourceResponse) ProtoMessage() {}
 
 func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[29]
+	mi := &file_sower_v1_policy_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2869,7 @@ func (x *GetResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResourceResponse.ProtoReflect.Descriptor instead.
 func (*GetResourceResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{29}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetResourceResponse) GetResource() *ResourceInfo {
@@ -2350,7 +2896,7 @@ type ListPermittedRolesRequest struct {
 
 func (x *ListPermittedRolesRequest) Reset() {
 	*x = ListPermittedRolesRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[30]
+	mi := &file_sower_v1_policy_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2908,7 @@ func (x *ListPermittedRolesRequest) String() string {
 func (*ListPermittedRolesRequest) ProtoMessage() {}
 
 func (x *ListPermittedRolesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[30]
+	mi := &file_sower_v1_policy_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2921,7 @@ func (x *ListPermittedRolesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPermittedRolesRequest.ProtoReflect.Descriptor instead.
 func (*ListPermittedRolesRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{30}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListPermittedRolesRequest) GetAccount() string {
@@ -2417,7 +2963,7 @@ type ListPermittedRolesResponse struct {
 
 func (x *ListPermittedRolesResponse) Reset() {
 	*x = ListPermittedRolesResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[31]
+	mi := &file_sower_v1_policy_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2975,7 @@ func (x *ListPermittedRolesResponse) String() string {
 func (*ListPermittedRolesResponse) ProtoMessage() {}
 
 func (x *ListPermittedRolesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[31]
+	mi := &file_sower_v1_policy_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2988,7 @@ func (x *ListPermittedRolesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPermittedRolesResponse.ProtoReflect.Descriptor instead.
 func (*ListPermittedRolesResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{31}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListPermittedRolesResponse) GetRoleIds() []string {
@@ -2467,7 +3013,7 @@ type GetRoleRequest struct {
 
 func (x *GetRoleRequest) Reset() {
 	*x = GetRoleRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[32]
+	mi := &file_sower_v1_policy_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +3025,7 @@ func (x *GetRoleRequest) String() string {
 func (*GetRoleRequest) ProtoMessage() {}
 
 func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[32]
+	mi := &file_sower_v1_policy_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +3038,7 @@ func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleRequest.ProtoReflect.Descriptor instead.
 func (*GetRoleRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{32}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetRoleRequest) GetAccount() string {
@@ -2533,7 +3079,7 @@ type GetRoleResponse struct {
 
 func (x *GetRoleResponse) Reset() {
 	*x = GetRoleResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[33]
+	mi := &file_sower_v1_policy_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +3091,7 @@ func (x *GetRoleResponse) String() string {
 func (*GetRoleResponse) ProtoMessage() {}
 
 func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[33]
+	mi := &file_sower_v1_policy_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +3104,7 @@ func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleResponse.ProtoReflect.Descriptor instead.
 func (*GetRoleResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{33}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetRoleResponse) GetId() string {
@@ -2610,7 +3156,7 @@ type ListRoleMembersRequest struct {
 
 func (x *ListRoleMembersRequest) Reset() {
 	*x = ListRoleMembersRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[34]
+	mi := &file_sower_v1_policy_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +3168,7 @@ func (x *ListRoleMembersRequest) String() string {
 func (*ListRoleMembersRequest) ProtoMessage() {}
 
 func (x *ListRoleMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[34]
+	mi := &file_sower_v1_policy_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +3181,7 @@ func (x *ListRoleMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListRoleMembersRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{34}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListRoleMembersRequest) GetAccount() string {
@@ -2693,7 +3239,7 @@ type ListRoleMembersResponse struct {
 
 func (x *ListRoleMembersResponse) Reset() {
 	*x = ListRoleMembersResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[35]
+	mi := &file_sower_v1_policy_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2705,7 +3251,7 @@ func (x *ListRoleMembersResponse) String() string {
 func (*ListRoleMembersResponse) ProtoMessage() {}
 
 func (x *ListRoleMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[35]
+	mi := &file_sower_v1_policy_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2718,7 +3264,7 @@ func (x *ListRoleMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListRoleMembersResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{35}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListRoleMembersResponse) GetMembers() []*RoleMembership {
@@ -2756,7 +3302,7 @@ type ListRoleMembershipsRequest struct {
 
 func (x *ListRoleMembershipsRequest) Reset() {
 	*x = ListRoleMembershipsRequest{}
-	mi := &file_sower_v1_policy_proto_msgTypes[36]
+	mi := &file_sower_v1_policy_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2768,7 +3314,7 @@ func (x *ListRoleMembershipsRequest) String() string {
 func (*ListRoleMembershipsRequest) ProtoMessage() {}
 
 func (x *ListRoleMembershipsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[36]
+	mi := &file_sower_v1_policy_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2781,7 +3327,7 @@ func (x *ListRoleMembershipsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembershipsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoleMembershipsRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{36}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListRoleMembershipsRequest) GetAccount() string {
@@ -2839,7 +3385,7 @@ type ListRoleMembershipsResponse struct {
 
 func (x *ListRoleMembershipsResponse) Reset() {
 	*x = ListRoleMembershipsResponse{}
-	mi := &file_sower_v1_policy_proto_msgTypes[37]
+	mi := &file_sower_v1_policy_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2851,7 +3397,7 @@ func (x *ListRoleMembershipsResponse) String() string {
 func (*ListRoleMembershipsResponse) ProtoMessage() {}
 
 func (x *ListRoleMembershipsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_policy_proto_msgTypes[37]
+	mi := &file_sower_v1_policy_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2864,7 +3410,7 @@ func (x *ListRoleMembershipsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoleMembershipsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoleMembershipsResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_policy_proto_rawDescGZIP(), []int{37}
+	return file_sower_v1_policy_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListRoleMembershipsResponse) GetMemberships() []*RoleMembership {
@@ -2885,7 +3431,33 @@ var File_sower_v1_policy_proto protoreflect.FileDescriptor
 
 const file_sower_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x15sower/v1/policy.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"c\n" +
+	"\x15sower/v1/policy.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"\xa7\x01\n" +
+	"\x1eCreateHostFactoryTokensRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12!\n" +
+	"\fhost_factory\x18\x02 \x01(\tR\vhostFactory\x12\x1e\n" +
+	"\n" +
+	"expiration\x18\x03 \x01(\tR\n" +
+	"expiration\x12\x12\n" +
+	"\x04cidr\x18\x04 \x03(\tR\x04cidr\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x05R\x05count\"\\\n" +
+	"\x10HostFactoryToken\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1e\n" +
+	"\n" +
+	"expiration\x18\x02 \x01(\tR\n" +
+	"expiration\x12\x12\n" +
+	"\x04cidr\x18\x03 \x03(\tR\x04cidr\"U\n" +
+	"\x1fCreateHostFactoryTokensResponse\x122\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x1a.sower.v1.HostFactoryTokenR\x06tokens\"5\n" +
+	"\x1dRevokeHostFactoryTokenRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\" \n" +
+	"\x1eRevokeHostFactoryTokenResponse\"\x82\x01\n" +
+	"\x1aCreateHostWithTokenRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12>\n" +
+	"\vannotations\x18\x03 \x03(\v2\x1c.sower.v1.ResourceAnnotationR\vannotations\"b\n" +
+	"\x1bCreateHostWithTokenResponse\x12*\n" +
+	"\x04host\x18\x01 \x01(\v2\x16.sower.v1.ResourceInfoR\x04host\x12\x17\n" +
+	"\aapi_key\x18\x02 \x01(\tR\x06apiKey\"c\n" +
 	"\x13GetRoleGraphRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1e\n" +
@@ -3008,7 +3580,19 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"identifier\x18\x02 \x01(\tR\n" +
 	"identifier\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x03R\aversion\"\x98\x02\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\"\xb3\x01\n" +
+	"\x19GetEffectivePolicyRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x1e\n" +
+	"\n" +
+	"identifier\x18\x02 \x01(\tR\n" +
+	"identifier\x12\x19\n" +
+	"\x05depth\x18\x03 \x01(\x05H\x00R\x05depth\x88\x01\x01\x12\x19\n" +
+	"\x05limit\x18\x04 \x01(\x05H\x01R\x05limit\x88\x01\x01\x12\x12\n" +
+	"\x04json\x18\x05 \x01(\bR\x04jsonB\b\n" +
+	"\x06_depthB\b\n" +
+	"\x06_limit\"0\n" +
+	"\x1aGetEffectivePolicyResponse\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\"\x98\x02\n" +
 	"\rPolicyVersion\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x1d\n" +
@@ -3024,7 +3608,7 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\x04mode\x18\t \x01(\x0e2\x12.sower.v1.LoadModeR\x04mode\"|\n" +
 	"\x11GetPolicyResponse\x122\n" +
 	"\bresource\x18\x01 \x01(\v2\x16.sower.v1.ResourceInfoR\bresource\x123\n" +
-	"\bversions\x18\x02 \x03(\v2\x17.sower.v1.PolicyVersionR\bversions\"\xdc\x02\n" +
+	"\bversions\x18\x02 \x03(\v2\x17.sower.v1.PolicyVersionR\bversions\"\xa8\x03\n" +
 	"\fResourceInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x16\n" +
@@ -3033,7 +3617,10 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\vannotations\x18\x05 \x03(\v2\x1c.sower.v1.ResourceAnnotationR\vannotations\x12#\n" +
 	"\rrestricted_to\x18\x06 \x03(\tR\frestrictedTo\x12@\n" +
 	"\x0fpolicy_versions\x18\a \x03(\v2\x17.sower.v1.PolicyVersionR\x0epolicyVersions\x12'\n" +
-	"\x0fsecret_versions\x18\b \x03(\x03R\x0esecretVersions\"\x98\x01\n" +
+	"\x0fsecret_versions\x18\b \x03(\x03R\x0esecretVersions\x12\x16\n" +
+	"\x06layers\x18\t \x03(\tR\x06layers\x122\n" +
+	"\x06tokens\x18\n" +
+	" \x03(\v2\x1a.sower.v1.HostFactoryTokenR\x06tokens\"\x98\x01\n" +
 	"\x16CheckPermissionRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1e\n" +
@@ -3112,12 +3699,13 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\x15LOAD_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10LOAD_MODE_APPEND\x10\x01\x12\x14\n" +
 	"\x10LOAD_MODE_UPDATE\x10\x02\x12\x15\n" +
-	"\x11LOAD_MODE_REPLACE\x10\x032\xd7\v\n" +
+	"\x11LOAD_MODE_REPLACE\x10\x032\xa9\x10\n" +
 	"\rPolicyService\x12z\n" +
 	"\n" +
 	"LoadPolicy\x12\x1b.sower.v1.LoadPolicyRequest\x1a\x1c.sower.v1.LoadPolicyResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/policies/{account}/{identifier=**}\x12t\n" +
 	"\fSyncPolicies\x12\x1d.sower.v1.SyncPoliciesRequest\x1a\x1e.sower.v1.SyncPoliciesResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/policy-syncs/{account}\x12t\n" +
-	"\tGetPolicy\x12\x1a.sower.v1.GetPolicyRequest\x1a\x1b.sower.v1.GetPolicyResponse\".\x82\xd3\xe4\x93\x02(\x12&/v1/policies/{account}/{identifier=**}\x12\x90\x01\n" +
+	"\tGetPolicy\x12\x1a.sower.v1.GetPolicyRequest\x1a\x1b.sower.v1.GetPolicyResponse\".\x82\xd3\xe4\x93\x02(\x12&/v1/policies/{account}/{identifier=**}\x12\x99\x01\n" +
+	"\x12GetEffectivePolicy\x12#.sower.v1.GetEffectivePolicyRequest\x1a$.sower.v1.GetEffectivePolicyResponse\"8\x82\xd3\xe4\x93\x022\x120/v1/effective-policies/{account}/{identifier=**}\x12\x90\x01\n" +
 	"\x0fCheckPermission\x12 .sower.v1.CheckPermissionRequest\x1a!.sower.v1.CheckPermissionResponse\"8\x82\xd3\xe4\x93\x022\x120/v1/permissions/{account}/{kind}/{identifier=**}\x12q\n" +
 	"\rListResources\x12\x1e.sower.v1.ListResourcesRequest\x1a\x1f.sower.v1.ListResourcesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/resources/{account}\x12\x82\x01\n" +
 	"\vGetResource\x12\x1c.sower.v1.GetResourceRequest\x1a\x1d.sower.v1.GetResourceResponse\"6\x82\xd3\xe4\x93\x020\x12./v1/resources/{account}/{kind}/{identifier=**}\x12\x9d\x01\n" +
@@ -3125,7 +3713,10 @@ const file_sower_v1_policy_proto_rawDesc = "" +
 	"\aGetRole\x12\x18.sower.v1.GetRoleRequest\x1a\x19.sower.v1.GetRoleResponse\"2\x82\xd3\xe4\x93\x02,\x12*/v1/roles/{account}/{kind}/{identifier=**}\x12\x91\x01\n" +
 	"\x0fListRoleMembers\x12 .sower.v1.ListRoleMembersRequest\x1a!.sower.v1.ListRoleMembersResponse\"9\x82\xd3\xe4\x93\x023\x121/v1/role-members/{account}/{kind}/{identifier=**}\x12\xa1\x01\n" +
 	"\x13ListRoleMemberships\x12$.sower.v1.ListRoleMembershipsRequest\x1a%.sower.v1.ListRoleMembershipsResponse\"=\x82\xd3\xe4\x93\x027\x125/v1/role-memberships/{account}/{kind}/{identifier=**}\x12\x86\x01\n" +
-	"\fGetRoleGraph\x12\x1d.sower.v1.GetRoleGraphRequest\x1a\x1e.sower.v1.GetRoleGraphResponse\"7\x82\xd3\xe4\x93\x021\x12//v1/role-graph/{account}/{kind}/{identifier=**}B6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
+	"\fGetRoleGraph\x12\x1d.sower.v1.GetRoleGraphRequest\x1a\x1e.sower.v1.GetRoleGraphResponse\"7\x82\xd3\xe4\x93\x021\x12//v1/role-graph/{account}/{kind}/{identifier=**}\x12\x92\x01\n" +
+	"\x17CreateHostFactoryTokens\x12(.sower.v1.CreateHostFactoryTokensRequest\x1a).sower.v1.CreateHostFactoryTokensResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/host-factory-tokens\x12\x96\x01\n" +
+	"\x16RevokeHostFactoryToken\x12'.sower.v1.RevokeHostFactoryTokenRequest\x1a(.sower.v1.RevokeHostFactoryTokenResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/host-factory-tokens:revoke\x12\x85\x01\n" +
+	"\x13CreateHostWithToken\x12$.sower.v1.CreateHostWithTokenRequest\x1a%.sower.v1.CreateHostWithTokenResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/host-factory-hostsB6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
 
 var (
 	file_sower_v1_policy_proto_rawDescOnce sync.Once
@@ -3140,113 +3731,134 @@ func file_sower_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_sower_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sower_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_sower_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_sower_v1_policy_proto_goTypes = []any{
-	(LoadMode)(0),                       // 0: sower.v1.LoadMode
-	(*GetRoleGraphRequest)(nil),         // 1: sower.v1.GetRoleGraphRequest
-	(*GetRoleGraphResponse)(nil),        // 2: sower.v1.GetRoleGraphResponse
-	(*RoleGraphEdge)(nil),               // 3: sower.v1.RoleGraphEdge
-	(*LoadPolicyRequest)(nil),           // 4: sower.v1.LoadPolicyRequest
-	(*PolicyFile)(nil),                  // 5: sower.v1.PolicyFile
-	(*PolicyLoad)(nil),                  // 6: sower.v1.PolicyLoad
-	(*CreatedRole)(nil),                 // 7: sower.v1.CreatedRole
-	(*PolicyFact)(nil),                  // 8: sower.v1.PolicyFact
-	(*RoleFact)(nil),                    // 9: sower.v1.RoleFact
-	(*ResourceFact)(nil),                // 10: sower.v1.ResourceFact
-	(*RoleMembership)(nil),              // 11: sower.v1.RoleMembership
-	(*ResourcePermission)(nil),          // 12: sower.v1.ResourcePermission
-	(*ResourceAnnotation)(nil),          // 13: sower.v1.ResourceAnnotation
-	(*PolicyChanges)(nil),               // 14: sower.v1.PolicyChanges
-	(*RecordChanges)(nil),               // 15: sower.v1.RecordChanges
-	(*Record)(nil),                      // 16: sower.v1.Record
-	(*PolicyVersionRef)(nil),            // 17: sower.v1.PolicyVersionRef
-	(*LoadPolicyResponse)(nil),          // 18: sower.v1.LoadPolicyResponse
-	(*SyncPoliciesRequest)(nil),         // 19: sower.v1.SyncPoliciesRequest
-	(*SyncPoliciesResponse)(nil),        // 20: sower.v1.SyncPoliciesResponse
-	(*GetPolicyRequest)(nil),            // 21: sower.v1.GetPolicyRequest
-	(*PolicyVersion)(nil),               // 22: sower.v1.PolicyVersion
-	(*GetPolicyResponse)(nil),           // 23: sower.v1.GetPolicyResponse
-	(*ResourceInfo)(nil),                // 24: sower.v1.ResourceInfo
-	(*CheckPermissionRequest)(nil),      // 25: sower.v1.CheckPermissionRequest
-	(*CheckPermissionResponse)(nil),     // 26: sower.v1.CheckPermissionResponse
-	(*ListResourcesRequest)(nil),        // 27: sower.v1.ListResourcesRequest
-	(*ListResourcesResponse)(nil),       // 28: sower.v1.ListResourcesResponse
-	(*GetResourceRequest)(nil),          // 29: sower.v1.GetResourceRequest
-	(*GetResourceResponse)(nil),         // 30: sower.v1.GetResourceResponse
-	(*ListPermittedRolesRequest)(nil),   // 31: sower.v1.ListPermittedRolesRequest
-	(*ListPermittedRolesResponse)(nil),  // 32: sower.v1.ListPermittedRolesResponse
-	(*GetRoleRequest)(nil),              // 33: sower.v1.GetRoleRequest
-	(*GetRoleResponse)(nil),             // 34: sower.v1.GetRoleResponse
-	(*ListRoleMembersRequest)(nil),      // 35: sower.v1.ListRoleMembersRequest
-	(*ListRoleMembersResponse)(nil),     // 36: sower.v1.ListRoleMembersResponse
-	(*ListRoleMembershipsRequest)(nil),  // 37: sower.v1.ListRoleMembershipsRequest
-	(*ListRoleMembershipsResponse)(nil), // 38: sower.v1.ListRoleMembershipsResponse
+	(LoadMode)(0),                           // 0: sower.v1.LoadMode
+	(*CreateHostFactoryTokensRequest)(nil),  // 1: sower.v1.CreateHostFactoryTokensRequest
+	(*HostFactoryToken)(nil),                // 2: sower.v1.HostFactoryToken
+	(*CreateHostFactoryTokensResponse)(nil), // 3: sower.v1.CreateHostFactoryTokensResponse
+	(*RevokeHostFactoryTokenRequest)(nil),   // 4: sower.v1.RevokeHostFactoryTokenRequest
+	(*RevokeHostFactoryTokenResponse)(nil),  // 5: sower.v1.RevokeHostFactoryTokenResponse
+	(*CreateHostWithTokenRequest)(nil),      // 6: sower.v1.CreateHostWithTokenRequest
+	(*CreateHostWithTokenResponse)(nil),     // 7: sower.v1.CreateHostWithTokenResponse
+	(*GetRoleGraphRequest)(nil),             // 8: sower.v1.GetRoleGraphRequest
+	(*GetRoleGraphResponse)(nil),            // 9: sower.v1.GetRoleGraphResponse
+	(*RoleGraphEdge)(nil),                   // 10: sower.v1.RoleGraphEdge
+	(*LoadPolicyRequest)(nil),               // 11: sower.v1.LoadPolicyRequest
+	(*PolicyFile)(nil),                      // 12: sower.v1.PolicyFile
+	(*PolicyLoad)(nil),                      // 13: sower.v1.PolicyLoad
+	(*CreatedRole)(nil),                     // 14: sower.v1.CreatedRole
+	(*PolicyFact)(nil),                      // 15: sower.v1.PolicyFact
+	(*RoleFact)(nil),                        // 16: sower.v1.RoleFact
+	(*ResourceFact)(nil),                    // 17: sower.v1.ResourceFact
+	(*RoleMembership)(nil),                  // 18: sower.v1.RoleMembership
+	(*ResourcePermission)(nil),              // 19: sower.v1.ResourcePermission
+	(*ResourceAnnotation)(nil),              // 20: sower.v1.ResourceAnnotation
+	(*PolicyChanges)(nil),                   // 21: sower.v1.PolicyChanges
+	(*RecordChanges)(nil),                   // 22: sower.v1.RecordChanges
+	(*Record)(nil),                          // 23: sower.v1.Record
+	(*PolicyVersionRef)(nil),                // 24: sower.v1.PolicyVersionRef
+	(*LoadPolicyResponse)(nil),              // 25: sower.v1.LoadPolicyResponse
+	(*SyncPoliciesRequest)(nil),             // 26: sower.v1.SyncPoliciesRequest
+	(*SyncPoliciesResponse)(nil),            // 27: sower.v1.SyncPoliciesResponse
+	(*GetPolicyRequest)(nil),                // 28: sower.v1.GetPolicyRequest
+	(*GetEffectivePolicyRequest)(nil),       // 29: sower.v1.GetEffectivePolicyRequest
+	(*GetEffectivePolicyResponse)(nil),      // 30: sower.v1.GetEffectivePolicyResponse
+	(*PolicyVersion)(nil),                   // 31: sower.v1.PolicyVersion
+	(*GetPolicyResponse)(nil),               // 32: sower.v1.GetPolicyResponse
+	(*ResourceInfo)(nil),                    // 33: sower.v1.ResourceInfo
+	(*CheckPermissionRequest)(nil),          // 34: sower.v1.CheckPermissionRequest
+	(*CheckPermissionResponse)(nil),         // 35: sower.v1.CheckPermissionResponse
+	(*ListResourcesRequest)(nil),            // 36: sower.v1.ListResourcesRequest
+	(*ListResourcesResponse)(nil),           // 37: sower.v1.ListResourcesResponse
+	(*GetResourceRequest)(nil),              // 38: sower.v1.GetResourceRequest
+	(*GetResourceResponse)(nil),             // 39: sower.v1.GetResourceResponse
+	(*ListPermittedRolesRequest)(nil),       // 40: sower.v1.ListPermittedRolesRequest
+	(*ListPermittedRolesResponse)(nil),      // 41: sower.v1.ListPermittedRolesResponse
+	(*GetRoleRequest)(nil),                  // 42: sower.v1.GetRoleRequest
+	(*GetRoleResponse)(nil),                 // 43: sower.v1.GetRoleResponse
+	(*ListRoleMembersRequest)(nil),          // 44: sower.v1.ListRoleMembersRequest
+	(*ListRoleMembersResponse)(nil),         // 45: sower.v1.ListRoleMembersResponse
+	(*ListRoleMembershipsRequest)(nil),      // 46: sower.v1.ListRoleMembershipsRequest
+	(*ListRoleMembershipsResponse)(nil),     // 47: sower.v1.ListRoleMembershipsResponse
 }
 var file_sower_v1_policy_proto_depIdxs = []int32{
-	3,  // 0: sower.v1.GetRoleGraphResponse.edges:type_name -> sower.v1.RoleGraphEdge
-	0,  // 1: sower.v1.LoadPolicyRequest.mode:type_name -> sower.v1.LoadMode
-	0,  // 2: sower.v1.PolicyLoad.mode:type_name -> sower.v1.LoadMode
-	5,  // 3: sower.v1.PolicyLoad.files:type_name -> sower.v1.PolicyFile
-	9,  // 4: sower.v1.PolicyFact.role:type_name -> sower.v1.RoleFact
-	10, // 5: sower.v1.PolicyFact.resource:type_name -> sower.v1.ResourceFact
-	11, // 6: sower.v1.PolicyFact.membership:type_name -> sower.v1.RoleMembership
-	12, // 7: sower.v1.PolicyFact.permission:type_name -> sower.v1.ResourcePermission
-	13, // 8: sower.v1.PolicyFact.annotation:type_name -> sower.v1.ResourceAnnotation
-	8,  // 9: sower.v1.PolicyChanges.created:type_name -> sower.v1.PolicyFact
-	8,  // 10: sower.v1.PolicyChanges.updated:type_name -> sower.v1.PolicyFact
-	8,  // 11: sower.v1.PolicyChanges.deleted:type_name -> sower.v1.PolicyFact
-	15, // 12: sower.v1.PolicyChanges.records:type_name -> sower.v1.RecordChanges
-	16, // 13: sower.v1.RecordChanges.created:type_name -> sower.v1.Record
-	16, // 14: sower.v1.RecordChanges.updated_before:type_name -> sower.v1.Record
-	16, // 15: sower.v1.RecordChanges.updated_after:type_name -> sower.v1.Record
-	16, // 16: sower.v1.RecordChanges.deleted:type_name -> sower.v1.Record
-	12, // 17: sower.v1.Record.permissions:type_name -> sower.v1.ResourcePermission
-	12, // 18: sower.v1.Record.permitted:type_name -> sower.v1.ResourcePermission
-	13, // 19: sower.v1.Record.annotations:type_name -> sower.v1.ResourceAnnotation
-	7,  // 20: sower.v1.LoadPolicyResponse.created_roles:type_name -> sower.v1.CreatedRole
-	14, // 21: sower.v1.LoadPolicyResponse.changes:type_name -> sower.v1.PolicyChanges
-	6,  // 22: sower.v1.SyncPoliciesRequest.loads:type_name -> sower.v1.PolicyLoad
-	7,  // 23: sower.v1.SyncPoliciesResponse.created_roles:type_name -> sower.v1.CreatedRole
-	17, // 24: sower.v1.SyncPoliciesResponse.versions:type_name -> sower.v1.PolicyVersionRef
-	14, // 25: sower.v1.SyncPoliciesResponse.changes:type_name -> sower.v1.PolicyChanges
-	0,  // 26: sower.v1.PolicyVersion.mode:type_name -> sower.v1.LoadMode
-	24, // 27: sower.v1.GetPolicyResponse.resource:type_name -> sower.v1.ResourceInfo
-	22, // 28: sower.v1.GetPolicyResponse.versions:type_name -> sower.v1.PolicyVersion
-	12, // 29: sower.v1.ResourceInfo.permissions:type_name -> sower.v1.ResourcePermission
-	13, // 30: sower.v1.ResourceInfo.annotations:type_name -> sower.v1.ResourceAnnotation
-	22, // 31: sower.v1.ResourceInfo.policy_versions:type_name -> sower.v1.PolicyVersion
-	24, // 32: sower.v1.ListResourcesResponse.resources:type_name -> sower.v1.ResourceInfo
-	24, // 33: sower.v1.GetResourceResponse.resource:type_name -> sower.v1.ResourceInfo
-	11, // 34: sower.v1.GetRoleResponse.members:type_name -> sower.v1.RoleMembership
-	11, // 35: sower.v1.ListRoleMembersResponse.members:type_name -> sower.v1.RoleMembership
-	11, // 36: sower.v1.ListRoleMembershipsResponse.memberships:type_name -> sower.v1.RoleMembership
-	4,  // 37: sower.v1.PolicyService.LoadPolicy:input_type -> sower.v1.LoadPolicyRequest
-	19, // 38: sower.v1.PolicyService.SyncPolicies:input_type -> sower.v1.SyncPoliciesRequest
-	21, // 39: sower.v1.PolicyService.GetPolicy:input_type -> sower.v1.GetPolicyRequest
-	25, // 40: sower.v1.PolicyService.CheckPermission:input_type -> sower.v1.CheckPermissionRequest
-	27, // 41: sower.v1.PolicyService.ListResources:input_type -> sower.v1.ListResourcesRequest
-	29, // 42: sower.v1.PolicyService.GetResource:input_type -> sower.v1.GetResourceRequest
-	31, // 43: sower.v1.PolicyService.ListPermittedRoles:input_type -> sower.v1.ListPermittedRolesRequest
-	33, // 44: sower.v1.PolicyService.GetRole:input_type -> sower.v1.GetRoleRequest
-	35, // 45: sower.v1.PolicyService.ListRoleMembers:input_type -> sower.v1.ListRoleMembersRequest
-	37, // 46: sower.v1.PolicyService.ListRoleMemberships:input_type -> sower.v1.ListRoleMembershipsRequest
-	1,  // 47: sower.v1.PolicyService.GetRoleGraph:input_type -> sower.v1.GetRoleGraphRequest
-	18, // 48: sower.v1.PolicyService.LoadPolicy:output_type -> sower.v1.LoadPolicyResponse
-	20, // 49: sower.v1.PolicyService.SyncPolicies:output_type -> sower.v1.SyncPoliciesResponse
-	23, // 50: sower.v1.PolicyService.GetPolicy:output_type -> sower.v1.GetPolicyResponse
-	26, // 51: sower.v1.PolicyService.CheckPermission:output_type -> sower.v1.CheckPermissionResponse
-	28, // 52: sower.v1.PolicyService.ListResources:output_type -> sower.v1.ListResourcesResponse
-	30, // 53: sower.v1.PolicyService.GetResource:output_type -> sower.v1.GetResourceResponse
-	32, // 54: sower.v1.PolicyService.ListPermittedRoles:output_type -> sower.v1.ListPermittedRolesResponse
-	34, // 55: sower.v1.PolicyService.GetRole:output_type -> sower.v1.GetRoleResponse
-	36, // 56: sower.v1.PolicyService.ListRoleMembers:output_type -> sower.v1.ListRoleMembersResponse
-	38, // 57: sower.v1.PolicyService.ListRoleMemberships:output_type -> sower.v1.ListRoleMembershipsResponse
-	2,  // 58: sower.v1.PolicyService.GetRoleGraph:output_type -> sower.v1.GetRoleGraphResponse
-	48, // [48:59] is the sub-list for method output_type
-	37, // [37:48] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	2,  // 0: sower.v1.CreateHostFactoryTokensResponse.tokens:type_name -> sower.v1.HostFactoryToken
+	20, // 1: sower.v1.CreateHostWithTokenRequest.annotations:type_name -> sower.v1.ResourceAnnotation
+	33, // 2: sower.v1.CreateHostWithTokenResponse.host:type_name -> sower.v1.ResourceInfo
+	10, // 3: sower.v1.GetRoleGraphResponse.edges:type_name -> sower.v1.RoleGraphEdge
+	0,  // 4: sower.v1.LoadPolicyRequest.mode:type_name -> sower.v1.LoadMode
+	0,  // 5: sower.v1.PolicyLoad.mode:type_name -> sower.v1.LoadMode
+	12, // 6: sower.v1.PolicyLoad.files:type_name -> sower.v1.PolicyFile
+	16, // 7: sower.v1.PolicyFact.role:type_name -> sower.v1.RoleFact
+	17, // 8: sower.v1.PolicyFact.resource:type_name -> sower.v1.ResourceFact
+	18, // 9: sower.v1.PolicyFact.membership:type_name -> sower.v1.RoleMembership
+	19, // 10: sower.v1.PolicyFact.permission:type_name -> sower.v1.ResourcePermission
+	20, // 11: sower.v1.PolicyFact.annotation:type_name -> sower.v1.ResourceAnnotation
+	15, // 12: sower.v1.PolicyChanges.created:type_name -> sower.v1.PolicyFact
+	15, // 13: sower.v1.PolicyChanges.updated:type_name -> sower.v1.PolicyFact
+	15, // 14: sower.v1.PolicyChanges.deleted:type_name -> sower.v1.PolicyFact
+	22, // 15: sower.v1.PolicyChanges.records:type_name -> sower.v1.RecordChanges
+	23, // 16: sower.v1.RecordChanges.created:type_name -> sower.v1.Record
+	23, // 17: sower.v1.RecordChanges.updated_before:type_name -> sower.v1.Record
+	23, // 18: sower.v1.RecordChanges.updated_after:type_name -> sower.v1.Record
+	23, // 19: sower.v1.RecordChanges.deleted:type_name -> sower.v1.Record
+	19, // 20: sower.v1.Record.permissions:type_name -> sower.v1.ResourcePermission
+	19, // 21: sower.v1.Record.permitted:type_name -> sower.v1.ResourcePermission
+	20, // 22: sower.v1.Record.annotations:type_name -> sower.v1.ResourceAnnotation
+	14, // 23: sower.v1.LoadPolicyResponse.created_roles:type_name -> sower.v1.CreatedRole
+	21, // 24: sower.v1.LoadPolicyResponse.changes:type_name -> sower.v1.PolicyChanges
+	13, // 25: sower.v1.SyncPoliciesRequest.loads:type_name -> sower.v1.PolicyLoad
+	14, // 26: sower.v1.SyncPoliciesResponse.created_roles:type_name -> sower.v1.CreatedRole
+	24, // 27: sower.v1.SyncPoliciesResponse.versions:type_name -> sower.v1.PolicyVersionRef
+	21, // 28: sower.v1.SyncPoliciesResponse.changes:type_name -> sower.v1.PolicyChanges
+	0,  // 29: sower.v1.PolicyVersion.mode:type_name -> sower.v1.LoadMode
+	33, // 30: sower.v1.GetPolicyResponse.resource:type_name -> sower.v1.ResourceInfo
+	31, // 31: sower.v1.GetPolicyResponse.versions:type_name -> sower.v1.PolicyVersion
+	19, // 32: sower.v1.ResourceInfo.permissions:type_name -> sower.v1.ResourcePermission
+	20, // 33: sower.v1.ResourceInfo.annotations:type_name -> sower.v1.ResourceAnnotation
+	31, // 34: sower.v1.ResourceInfo.policy_versions:type_name -> sower.v1.PolicyVersion
+	2,  // 35: sower.v1.ResourceInfo.tokens:type_name -> sower.v1.HostFactoryToken
+	33, // 36: sower.v1.ListResourcesResponse.resources:type_name -> sower.v1.ResourceInfo
+	33, // 37: sower.v1.GetResourceResponse.resource:type_name -> sower.v1.ResourceInfo
+	18, // 38: sower.v1.GetRoleResponse.members:type_name -> sower.v1.RoleMembership
+	18, // 39: sower.v1.ListRoleMembersResponse.members:type_name -> sower.v1.RoleMembership
+	18, // 40: sower.v1.ListRoleMembershipsResponse.memberships:type_name -> sower.v1.RoleMembership
+	11, // 41: sower.v1.PolicyService.LoadPolicy:input_type -> sower.v1.LoadPolicyRequest
+	26, // 42: sower.v1.PolicyService.SyncPolicies:input_type -> sower.v1.SyncPoliciesRequest
+	28, // 43: sower.v1.PolicyService.GetPolicy:input_type -> sower.v1.GetPolicyRequest
+	29, // 44: sower.v1.PolicyService.GetEffectivePolicy:input_type -> sower.v1.GetEffectivePolicyRequest
+	34, // 45: sower.v1.PolicyService.CheckPermission:input_type -> sower.v1.CheckPermissionRequest
+	36, // 46: sower.v1.PolicyService.ListResources:input_type -> sower.v1.ListResourcesRequest
+	38, // 47: sower.v1.PolicyService.GetResource:input_type -> sower.v1.GetResourceRequest
+	40, // 48: sower.v1.PolicyService.ListPermittedRoles:input_type -> sower.v1.ListPermittedRolesRequest
+	42, // 49: sower.v1.PolicyService.GetRole:input_type -> sower.v1.GetRoleRequest
+	44, // 50: sower.v1.PolicyService.ListRoleMembers:input_type -> sower.v1.ListRoleMembersRequest
+	46, // 51: sower.v1.PolicyService.ListRoleMemberships:input_type -> sower.v1.ListRoleMembershipsRequest
+	8,  // 52: sower.v1.PolicyService.GetRoleGraph:input_type -> sower.v1.GetRoleGraphRequest
+	1,  // 53: sower.v1.PolicyService.CreateHostFactoryTokens:input_type -> sower.v1.CreateHostFactoryTokensRequest
+	4,  // 54: sower.v1.PolicyService.RevokeHostFactoryToken:input_type -> sower.v1.RevokeHostFactoryTokenRequest
+	6,  // 55: sower.v1.PolicyService.CreateHostWithToken:input_type -> sower.v1.CreateHostWithTokenRequest
+	25, // 56: sower.v1.PolicyService.LoadPolicy:output_type -> sower.v1.LoadPolicyResponse
+	27, // 57: sower.v1.PolicyService.SyncPolicies:output_type -> sower.v1.SyncPoliciesResponse
+	32, // 58: sower.v1.PolicyService.GetPolicy:output_type -> sower.v1.GetPolicyResponse
+	30, // 59: sower.v1.PolicyService.GetEffectivePolicy:output_type -> sower.v1.GetEffectivePolicyResponse
+	35, // 60: sower.v1.PolicyService.CheckPermission:output_type -> sower.v1.CheckPermissionResponse
+	37, // 61: sower.v1.PolicyService.ListResources:output_type -> sower.v1.ListResourcesResponse
+	39, // 62: sower.v1.PolicyService.GetResource:output_type -> sower.v1.GetResourceResponse
+	41, // 63: sower.v1.PolicyService.ListPermittedRoles:output_type -> sower.v1.ListPermittedRolesResponse
+	43, // 64: sower.v1.PolicyService.GetRole:output_type -> sower.v1.GetRoleResponse
+	45, // 65: sower.v1.PolicyService.ListRoleMembers:output_type -> sower.v1.ListRoleMembersResponse
+	47, // 66: sower.v1.PolicyService.ListRoleMemberships:output_type -> sower.v1.ListRoleMembershipsResponse
+	9,  // 67: sower.v1.PolicyService.GetRoleGraph:output_type -> sower.v1.GetRoleGraphResponse
+	3,  // 68: sower.v1.PolicyService.CreateHostFactoryTokens:output_type -> sower.v1.CreateHostFactoryTokensResponse
+	5,  // 69: sower.v1.PolicyService.RevokeHostFactoryToken:output_type -> sower.v1.RevokeHostFactoryTokenResponse
+	7,  // 70: sower.v1.PolicyService.CreateHostWithToken:output_type -> sower.v1.CreateHostWithTokenResponse
+	56, // [56:71] is the sub-list for method output_type
+	41, // [41:56] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_sower_v1_policy_proto_init() }
@@ -3254,20 +3866,21 @@ func file_sower_v1_policy_proto_init() {
 	if File_sower_v1_policy_proto != nil {
 		return
 	}
-	file_sower_v1_policy_proto_msgTypes[7].OneofWrappers = []any{
+	file_sower_v1_policy_proto_msgTypes[14].OneofWrappers = []any{
 		(*PolicyFact_Role)(nil),
 		(*PolicyFact_Resource)(nil),
 		(*PolicyFact_Membership)(nil),
 		(*PolicyFact_Permission)(nil),
 		(*PolicyFact_Annotation)(nil),
 	}
+	file_sower_v1_policy_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sower_v1_policy_proto_rawDesc), len(file_sower_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,17 +19,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PolicyService_LoadPolicy_FullMethodName          = "/sower.v1.PolicyService/LoadPolicy"
-	PolicyService_SyncPolicies_FullMethodName        = "/sower.v1.PolicyService/SyncPolicies"
-	PolicyService_GetPolicy_FullMethodName           = "/sower.v1.PolicyService/GetPolicy"
-	PolicyService_CheckPermission_FullMethodName     = "/sower.v1.PolicyService/CheckPermission"
-	PolicyService_ListResources_FullMethodName       = "/sower.v1.PolicyService/ListResources"
-	PolicyService_GetResource_FullMethodName         = "/sower.v1.PolicyService/GetResource"
-	PolicyService_ListPermittedRoles_FullMethodName  = "/sower.v1.PolicyService/ListPermittedRoles"
-	PolicyService_GetRole_FullMethodName             = "/sower.v1.PolicyService/GetRole"
-	PolicyService_ListRoleMembers_FullMethodName     = "/sower.v1.PolicyService/ListRoleMembers"
-	PolicyService_ListRoleMemberships_FullMethodName = "/sower.v1.PolicyService/ListRoleMemberships"
-	PolicyService_GetRoleGraph_FullMethodName        = "/sower.v1.PolicyService/GetRoleGraph"
+	PolicyService_LoadPolicy_FullMethodName              = "/sower.v1.PolicyService/LoadPolicy"
+	PolicyService_SyncPolicies_FullMethodName            = "/sower.v1.PolicyService/SyncPolicies"
+	PolicyService_GetPolicy_FullMethodName               = "/sower.v1.PolicyService/GetPolicy"
+	PolicyService_GetEffectivePolicy_FullMethodName      = "/sower.v1.PolicyService/GetEffectivePolicy"
+	PolicyService_CheckPermission_FullMethodName         = "/sower.v1.PolicyService/CheckPermission"
+	PolicyService_ListResources_FullMethodName           = "/sower.v1.PolicyService/ListResources"
+	PolicyService_GetResource_FullMethodName             = "/sower.v1.PolicyService/GetResource"
+	PolicyService_ListPermittedRoles_FullMethodName      = "/sower.v1.PolicyService/ListPermittedRoles"
+	PolicyService_GetRole_FullMethodName                 = "/sower.v1.PolicyService/GetRole"
+	PolicyService_ListRoleMembers_FullMethodName         = "/sower.v1.PolicyService/ListRoleMembers"
+	PolicyService_ListRoleMemberships_FullMethodName     = "/sower.v1.PolicyService/ListRoleMemberships"
+	PolicyService_GetRoleGraph_FullMethodName            = "/sower.v1.PolicyService/GetRoleGraph"
+	PolicyService_CreateHostFactoryTokens_FullMethodName = "/sower.v1.PolicyService/CreateHostFactoryTokens"
+	PolicyService_RevokeHostFactoryToken_FullMethodName  = "/sower.v1.PolicyService/RevokeHostFactoryToken"
+	PolicyService_CreateHostWithToken_FullMethodName     = "/sower.v1.PolicyService/CreateHostWithToken"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -66,6 +70,11 @@ type PolicyServiceClient interface {
 	// GetPolicy returns a policy and the versions it keeps (the text of each
 	// load, who loaded it, when).
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error)
+	// GetEffectivePolicy returns the effective policy of a branch: every
+	// statement in force under the policy, nested policies to the depth
+	// asked, as policy YAML or as Conjur's JSON statement list (Conjur's
+	// `policy fetch`). The caller must hold the policy's owner role.
+	GetEffectivePolicy(ctx context.Context, in *GetEffectivePolicyRequest, opts ...grpc.CallOption) (*GetEffectivePolicyResponse, error)
 	// CheckPermission answers whether a role (the caller by default) may
 	// exercise a privilege on a resource. Asking about another role needs
 	// that the caller may see it (PermissionDenied otherwise).
@@ -87,6 +96,22 @@ type PolicyServiceClient interface {
 	// GetRoleGraph answers Conjur's role graph: the membership edges above
 	// and below a role whose parent the caller sees.
 	GetRoleGraph(ctx context.Context, in *GetRoleGraphRequest, opts ...grpc.CallOption) (*GetRoleGraphResponse, error)
+	// CreateHostFactoryTokens makes tokens with which machines enrol
+	// themselves as hosts of a host factory (Conjur's POST
+	// /host_factory_tokens). It needs `execute` on the host factory. Each
+	// token is shown only here; the node keeps its hash.
+	CreateHostFactoryTokens(ctx context.Context, in *CreateHostFactoryTokensRequest, opts ...grpc.CallOption) (*CreateHostFactoryTokensResponse, error)
+	// RevokeHostFactoryToken deletes a token (Conjur's DELETE
+	// /host_factory_tokens/{token}). It needs `update` on its host factory.
+	// The token travels in the body, not the path, so it stays out of
+	// access logs.
+	RevokeHostFactoryToken(ctx context.Context, in *RevokeHostFactoryTokenRequest, opts ...grpc.CallOption) (*RevokeHostFactoryTokenResponse, error)
+	// CreateHostWithToken creates a host in a host factory's layers, owned by
+	// the host factory, authorized by one of its tokens instead of an access
+	// token (Conjur's POST /host_factories/hosts). A host the factory created
+	// before gets a new API key. A token that is unknown, revoked, expired or
+	// used from outside its networks is Unauthenticated, all alike.
+	CreateHostWithToken(ctx context.Context, in *CreateHostWithTokenRequest, opts ...grpc.CallOption) (*CreateHostWithTokenResponse, error)
 }
 
 type policyServiceClient struct {
@@ -121,6 +146,16 @@ func (c *policyServiceClient) GetPolicy(ctx context.Context, in *GetPolicyReques
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetPolicyResponse)
 	err := c.cc.Invoke(ctx, PolicyService_GetPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) GetEffectivePolicy(ctx context.Context, in *GetEffectivePolicyRequest, opts ...grpc.CallOption) (*GetEffectivePolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEffectivePolicyResponse)
+	err := c.cc.Invoke(ctx, PolicyService_GetEffectivePolicy_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +242,36 @@ func (c *policyServiceClient) GetRoleGraph(ctx context.Context, in *GetRoleGraph
 	return out, nil
 }
 
+func (c *policyServiceClient) CreateHostFactoryTokens(ctx context.Context, in *CreateHostFactoryTokensRequest, opts ...grpc.CallOption) (*CreateHostFactoryTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateHostFactoryTokensResponse)
+	err := c.cc.Invoke(ctx, PolicyService_CreateHostFactoryTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) RevokeHostFactoryToken(ctx context.Context, in *RevokeHostFactoryTokenRequest, opts ...grpc.CallOption) (*RevokeHostFactoryTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeHostFactoryTokenResponse)
+	err := c.cc.Invoke(ctx, PolicyService_RevokeHostFactoryToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) CreateHostWithToken(ctx context.Context, in *CreateHostWithTokenRequest, opts ...grpc.CallOption) (*CreateHostWithTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateHostWithTokenResponse)
+	err := c.cc.Invoke(ctx, PolicyService_CreateHostWithToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -241,6 +306,11 @@ type PolicyServiceServer interface {
 	// GetPolicy returns a policy and the versions it keeps (the text of each
 	// load, who loaded it, when).
 	GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error)
+	// GetEffectivePolicy returns the effective policy of a branch: every
+	// statement in force under the policy, nested policies to the depth
+	// asked, as policy YAML or as Conjur's JSON statement list (Conjur's
+	// `policy fetch`). The caller must hold the policy's owner role.
+	GetEffectivePolicy(context.Context, *GetEffectivePolicyRequest) (*GetEffectivePolicyResponse, error)
 	// CheckPermission answers whether a role (the caller by default) may
 	// exercise a privilege on a resource. Asking about another role needs
 	// that the caller may see it (PermissionDenied otherwise).
@@ -262,6 +332,22 @@ type PolicyServiceServer interface {
 	// GetRoleGraph answers Conjur's role graph: the membership edges above
 	// and below a role whose parent the caller sees.
 	GetRoleGraph(context.Context, *GetRoleGraphRequest) (*GetRoleGraphResponse, error)
+	// CreateHostFactoryTokens makes tokens with which machines enrol
+	// themselves as hosts of a host factory (Conjur's POST
+	// /host_factory_tokens). It needs `execute` on the host factory. Each
+	// token is shown only here; the node keeps its hash.
+	CreateHostFactoryTokens(context.Context, *CreateHostFactoryTokensRequest) (*CreateHostFactoryTokensResponse, error)
+	// RevokeHostFactoryToken deletes a token (Conjur's DELETE
+	// /host_factory_tokens/{token}). It needs `update` on its host factory.
+	// The token travels in the body, not the path, so it stays out of
+	// access logs.
+	RevokeHostFactoryToken(context.Context, *RevokeHostFactoryTokenRequest) (*RevokeHostFactoryTokenResponse, error)
+	// CreateHostWithToken creates a host in a host factory's layers, owned by
+	// the host factory, authorized by one of its tokens instead of an access
+	// token (Conjur's POST /host_factories/hosts). A host the factory created
+	// before gets a new API key. A token that is unknown, revoked, expired or
+	// used from outside its networks is Unauthenticated, all alike.
+	CreateHostWithToken(context.Context, *CreateHostWithTokenRequest) (*CreateHostWithTokenResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -280,6 +366,9 @@ func (UnimplementedPolicyServiceServer) SyncPolicies(context.Context, *SyncPolic
 }
 func (UnimplementedPolicyServiceServer) GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicy not implemented")
+}
+func (UnimplementedPolicyServiceServer) GetEffectivePolicy(context.Context, *GetEffectivePolicyRequest) (*GetEffectivePolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEffectivePolicy not implemented")
 }
 func (UnimplementedPolicyServiceServer) CheckPermission(context.Context, *CheckPermissionRequest) (*CheckPermissionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CheckPermission not implemented")
@@ -304,6 +393,15 @@ func (UnimplementedPolicyServiceServer) ListRoleMemberships(context.Context, *Li
 }
 func (UnimplementedPolicyServiceServer) GetRoleGraph(context.Context, *GetRoleGraphRequest) (*GetRoleGraphResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRoleGraph not implemented")
+}
+func (UnimplementedPolicyServiceServer) CreateHostFactoryTokens(context.Context, *CreateHostFactoryTokensRequest) (*CreateHostFactoryTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateHostFactoryTokens not implemented")
+}
+func (UnimplementedPolicyServiceServer) RevokeHostFactoryToken(context.Context, *RevokeHostFactoryTokenRequest) (*RevokeHostFactoryTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeHostFactoryToken not implemented")
+}
+func (UnimplementedPolicyServiceServer) CreateHostWithToken(context.Context, *CreateHostWithTokenRequest) (*CreateHostWithTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateHostWithToken not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -376,6 +474,24 @@ func _PolicyService_GetPolicy_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PolicyServiceServer).GetPolicy(ctx, req.(*GetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_GetEffectivePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEffectivePolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).GetEffectivePolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_GetEffectivePolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).GetEffectivePolicy(ctx, req.(*GetEffectivePolicyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -524,6 +640,60 @@ func _PolicyService_GetRoleGraph_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_CreateHostFactoryTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateHostFactoryTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).CreateHostFactoryTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_CreateHostFactoryTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).CreateHostFactoryTokens(ctx, req.(*CreateHostFactoryTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_RevokeHostFactoryToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeHostFactoryTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).RevokeHostFactoryToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_RevokeHostFactoryToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).RevokeHostFactoryToken(ctx, req.(*RevokeHostFactoryTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_CreateHostWithToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateHostWithTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).CreateHostWithToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_CreateHostWithToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).CreateHostWithToken(ctx, req.(*CreateHostWithTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -542,6 +712,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPolicy",
 			Handler:    _PolicyService_GetPolicy_Handler,
+		},
+		{
+			MethodName: "GetEffectivePolicy",
+			Handler:    _PolicyService_GetEffectivePolicy_Handler,
 		},
 		{
 			MethodName: "CheckPermission",
@@ -574,6 +748,18 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetRoleGraph",
 			Handler:    _PolicyService_GetRoleGraph_Handler,
+		},
+		{
+			MethodName: "CreateHostFactoryTokens",
+			Handler:    _PolicyService_CreateHostFactoryTokens_Handler,
+		},
+		{
+			MethodName: "RevokeHostFactoryToken",
+			Handler:    _PolicyService_RevokeHostFactoryToken_Handler,
+		},
+		{
+			MethodName: "CreateHostWithToken",
+			Handler:    _PolicyService_CreateHostWithToken_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

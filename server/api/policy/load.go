@@ -165,19 +165,35 @@ type outcome struct {
 // (storing nothing) when the request ends: a client that goes away stops
 // costing CPU, and a load waiting for the lock stops waiting.
 func (s *Service) load(ctx context.Context, caller policy.ID, j job) (*outcome, error) {
+	var out *outcome
+	err := s.locked(ctx, func(ctx context.Context) error {
+		var err error
+		out, err = s.loadLocked(ctx, caller, j)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// locked runs fn holding this node's policy lock, for at most
+// Config.LoadTimeout: every write of the permission model (loads, host
+// factory hosts) takes it.
+func (s *Service) locked(ctx context.Context, fn func(ctx context.Context) error) error {
 	select {
 	case s.loadLock <- struct{}{}:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	defer func() { <-s.loadLock }()
 	ctx, cancel := context.WithTimeoutCause(ctx, s.c.LoadTimeout, ErrLoadTimeout)
 	defer cancel()
-	out, err := s.loadLocked(ctx, caller, j)
+	err := fn(ctx)
 	if err != nil && errors.Is(context.Cause(ctx), ErrLoadTimeout) {
-		return nil, fmt.Errorf("%w (%v)", ErrLoadTimeout, err)
+		return fmt.Errorf("%w (%v)", ErrLoadTimeout, err)
 	}
-	return out, err
+	return err
 }
 
 func (s *Service) loadLocked(ctx context.Context, caller policy.ID, j job) (*outcome, error) {

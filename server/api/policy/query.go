@@ -120,8 +120,57 @@ func (s *Service) ListResources(ctx context.Context, req *sowerv1.ListResourcesR
 		for i, r := range page {
 			resp.Resources[i] = resourceToProto(r)
 		}
+		if err := s.listedFields(ctx, g, resp.Resources); err != nil {
+			return nil, s.toStatus(ctx, "list resources", err)
+		}
 	}
 	return resp, nil
+}
+
+// listedFields adds to a listing what Conjur's listing shows beyond the
+// resource itself: each variable's secret versions, each host factory's
+// layers and tokens.
+func (s *Service) listedFields(ctx context.Context, g *policy.Graph, rs []*sowerv1.ResourceInfo) error {
+	var variables []string
+	for _, r := range rs {
+		id, err := policy.ParseID(r.GetId())
+		if err != nil {
+			return err
+		}
+		switch id.Kind {
+		case policy.KindVariable:
+			variables = append(variables, r.GetId())
+		case policy.KindHostFactory:
+			if err := s.hostFactoryFields(ctx, g, id, r, true); err != nil {
+				return err
+			}
+		}
+	}
+	if len(variables) == 0 || s.c.Secrets == nil {
+		return nil
+	}
+	var versions map[string][]int64
+	if b, ok := s.c.Secrets.(BatchSecretVersions); ok {
+		var err error
+		if versions, err = b.VersionsOf(ctx, variables); err != nil {
+			return err
+		}
+	} else {
+		versions = make(map[string][]int64, len(variables))
+		for _, v := range variables {
+			vs, err := s.c.Secrets.Versions(ctx, v)
+			if err != nil {
+				return err
+			}
+			versions[v] = vs
+		}
+	}
+	for _, r := range rs {
+		if vs, ok := versions[r.GetId()]; ok {
+			r.SecretVersions = vs
+		}
+	}
+	return nil
 }
 
 // GetResource shows one resource.
@@ -148,6 +197,11 @@ func (s *Service) GetResource(ctx context.Context, req *sowerv1.GetResourceReque
 			return nil, s.toStatus(ctx, "read secret versions", err)
 		}
 		r.SecretVersions = vs
+	}
+	if id.Kind == policy.KindHostFactory {
+		if err := s.hostFactoryFields(ctx, g, id, r, true); err != nil {
+			return nil, s.toStatus(ctx, "read host factory tokens", err)
+		}
 	}
 	return &sowerv1.GetResourceResponse{Resource: r}, nil
 }

@@ -80,12 +80,23 @@ type Config struct {
 	// Secrets, when set, lists a variable's value versions for GetResource
 	// (Conjur shows them as the resource's "secrets").
 	Secrets SecretVersions
+	// HostFactoryTokens, when set, keeps host factory tokens: without it
+	// (a Follower) the host factory RPCs are Unimplemented and host
+	// factories show no tokens.
+	HostFactoryTokens HostFactoryTokens
 }
 
 // SecretVersions lists the kept versions of a resource's value;
 // *etcdstore.Secrets implements it.
 type SecretVersions interface {
 	Versions(ctx context.Context, resourceID string) ([]int64, error)
+}
+
+// BatchSecretVersions is what a SecretVersions may also do: list the
+// versions of many resources at once (for listings); *etcdstore.Secrets
+// implements it. Without it a listing reads each variable's versions.
+type BatchSecretVersions interface {
+	VersionsOf(ctx context.Context, resourceIDs []string) (map[string][]int64, error)
 }
 
 // DefaultLoadTimeout is Config.LoadTimeout's default: thirty times what
