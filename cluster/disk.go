@@ -63,8 +63,10 @@ type DiskConfig struct {
 	Interval time.Duration
 	Logger   *slog.Logger
 
-	// statfs replaces the file system query in tests.
+	// statfs replaces the file system query in tests, quota etcd's
+	// database quota.
 	statfs func(dir string) (DiskUsage, error)
+	quota  func() int64
 }
 
 // DiskUsage is a file system's size and the space an unprivileged writer
@@ -268,6 +270,9 @@ func (d *Disk) alarmErr() error {
 // dbSize is etcd's database size and its quota.
 func (d *Disk) dbSize() (size, quota int64) {
 	quota = d.e.e.Config().QuotaBackendBytes
+	if d.c.quota != nil {
+		quota = d.c.quota()
+	}
 	if quota <= 0 {
 		quota = storage.DefaultQuotaBytes
 	}

@@ -146,3 +146,42 @@ func TestDiskGuardReportsAnotherMembersAlarm(t *testing.T) {
 		t.Fatalf("Check after the alarm was disarmed: %v", err)
 	}
 }
+
+// TestDiskGuardDisarmsTheQuotaAlarmUnderTheQuota: the alarm etcd raises
+// itself when its database reaches the quota stays while the database is
+// at the quota (the error says so and what to do), and the guard disarms it
+// once the database is under the quota again.
+func TestDiskGuardDisarmsTheQuotaAlarmUnderTheQuota(t *testing.T) {
+	e := startMember(t, newSpec(t, "n1"))
+	var quota atomic.Int64
+	quota.Store(1) // any database is over it
+	d, err := e.GuardDisk(DiskConfig{Dir: "/data", Logger: logger(t),
+		statfs: func(string) (DiskUsage, error) { return DiskUsage{Free: 4 << 30, Total: 10 << 30}, nil },
+		quota:  quota.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// What etcd does when a put would exceed the quota.
+	if _, err := e.e.Server.Alarm(actx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: uint64(e.e.Server.MemberID()), Alarm: pb.AlarmType_NOSPACE}); err != nil {
+		t.Fatal(err)
+	}
+	var nse *NoSpaceError
+	if err := d.Check(0); !errors.As(err, &nse) || nse.Quota != 1 || !strings.Contains(err.Error(), "etcdctl defrag") {
+		t.Fatalf("Check at the quota: %v, want a *NoSpaceError naming the quota and what to do", err)
+	}
+	d.reconcile(ctx)
+	if err := d.Check(0); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("the alarm was disarmed with the database at its quota: Check %v", err)
+	}
+	quota.Store(1 << 30)
+	d.reconcile(ctx)
+	if err := d.Check(0); err != nil {
+		t.Fatalf("Check once the database is under the quota: %v", err)
+	}
+	if _, err := e.Client().Put(actx, "/k", "v"); err != nil {
+		t.Fatalf("a put after the alarm was disarmed: %v", err)
+	}
+}
