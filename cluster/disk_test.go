@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,40 +112,65 @@ func TestDiskGuardRaisesAndDisarmsTheAlarm(t *testing.T) {
 	}
 }
 
-// TestDiskGuardReportsAnotherMembersAlarm: a Standby whose disk is low holds
-// the alarm for itself; every other member's guard then refuses writes
-// naming it, and leaves that alarm to its owner.
+// TestDiskGuardReportsAnotherMembersAlarm: in a two-member cluster, a
+// member whose disk is low holds the alarm for itself; the other member's
+// guard then refuses writes naming it and leaves that alarm to its owner,
+// but lets a removal through and, once the member is removed, disarms the
+// alarm nothing else would.
 func TestDiskGuardReportsAnotherMembersAlarm(t *testing.T) {
-	e := startMember(t, newSpec(t, "n1"))
-	d, err := e.GuardDisk(DiskConfig{Dir: "/data", Logger: logger(t),
-		statfs: func(string) (DiskUsage, error) { return DiskUsage{Free: 4 << 30, Total: 10 << 30}, nil }})
-	if err != nil {
-		t.Fatal(err)
+	a, b := newSpec(t, "n1"), newSpec(t, "n2")
+	a.dir, b.dir = filepath.Join(t.TempDir(), "etcd"), filepath.Join(t.TempDir(), "etcd")
+	a.initial = "n1=" + a.peerURL() + ",n2=" + b.peerURL()
+	b.initial = a.initial
+	members := make([]*Etcd, 2)
+	var wg sync.WaitGroup
+	for i, s := range []memberSpec{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); members[i] = startMember(t, s) }()
 	}
-	ctx := context.Background()
-
-	const other = 0xabc
-	alarm := func(action pb.AlarmRequest_AlarmAction) {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		defer acancel()
-		if _, err := e.e.Server.Alarm(actx, &pb.AlarmRequest{Action: action, MemberID: other, Alarm: pb.AlarmType_NOSPACE}); err != nil {
+	wg.Wait()
+	if members[0] == nil || members[1] == nil {
+		t.Fatal("the two members did not start")
+	}
+	guard := func(e *Etcd, free uint64) *Disk {
+		d, err := e.GuardDisk(DiskConfig{Dir: "/data", Logger: logger(t),
+			statfs: func(string) (DiskUsage, error) { return DiskUsage{Free: free, Total: 10 << 30}, nil }})
+		if err != nil {
 			t.Fatal(err)
 		}
+		return d
 	}
-	alarm(pb.AlarmRequest_ACTIVATE)
+	ctx := context.Background()
+	full, fine := guard(members[1], 10<<20), guard(members[0], 4<<30)
+	full.reconcile(ctx) // n2 raises its alarm
+	eventually(t, "n1 to see n2's alarm", func() bool { return fine.Check(0) != nil })
 	var nse *NoSpaceError
-	if err := d.Check(0); !errors.As(err, &nse) || nse.Member != "abc" || !strings.Contains(err.Error(), "member abc raised etcd's NOSPACE alarm") {
-		t.Fatalf("Check with another member's alarm: %v, want a *NoSpaceError naming member abc", err)
+	if err := fine.Check(0); !errors.As(err, &nse) || nse.Member != "n2" || !strings.Contains(err.Error(), "member n2 raised etcd's NOSPACE alarm") {
+		t.Fatalf("Check with n2's alarm: %v, want a *NoSpaceError naming member n2", err)
 	}
-	// The guard's own disk is fine: a round of Run must not disarm
-	// another's alarm.
-	d.reconcile(ctx)
-	if err := d.Check(0); !errors.Is(err, ErrNoSpace) {
-		t.Fatalf("another member's alarm was disarmed by this member's guard: Check %v", err)
+	if err := fine.CheckLocal(0); err != nil {
+		t.Errorf("CheckLocal on n1, whose disk is fine: %v", err)
 	}
-	alarm(pb.AlarmRequest_DEACTIVATE)
-	if err := d.Check(0); err != nil {
-		t.Fatalf("Check after the alarm was disarmed: %v", err)
+	// n1's own disk is fine: a round of its guard leaves n2's alarm.
+	fine.reconcile(ctx)
+	if err := fine.Check(0); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("n2's alarm was disarmed by n1's guard while n2 is a member: Check %v", err)
+	}
+	// Removed (a deletion, which etcd takes under the alarm), n2's alarm
+	// is n1's to disarm.
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// etcd refuses a removal until the members have been connected a
+	// few seconds (see retryUnhealthy).
+	if err := retryUnhealthy(rctx, func() error {
+		_, err := members[0].Client().MemberRemove(rctx, uint64(members[1].e.Server.MemberID()))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fine.reconcile(ctx)
+	if err := fine.Check(0); err != nil {
+		t.Fatalf("Check after the full member was removed: %v", err)
 	}
 }
 
