@@ -12,6 +12,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/storage"
 	"go.etcd.io/etcd/server/v3/storage/wal"
 )
@@ -63,8 +64,10 @@ type DiskConfig struct {
 	Interval time.Duration
 	Logger   *slog.Logger
 
-	// statfs replaces the file system query in tests.
+	// statfs replaces the file system query in tests, quota etcd's
+	// database quota.
 	statfs func(dir string) (DiskUsage, error)
+	quota  func() int64
 }
 
 // DiskUsage is a file system's size and the space an unprivileged writer
@@ -198,12 +201,22 @@ func (d *Disk) Refusing() bool {
 // member's NOSPACE alarm is raised. A reading below the floor raises the
 // alarm at once rather than at the next interval.
 func (d *Disk) Check(size int) error {
+	if err := d.CheckLocal(size); err != nil {
+		return err
+	}
+	return d.alarmErr()
+}
+
+// CheckLocal is Check for this node's disk alone, ignoring the alarms of
+// other members: for a write that only removes (taking a member whose disk
+// is full out of the cluster must not be refused because of it).
+func (d *Disk) CheckLocal(size int) error {
 	u, err := d.c.statfs(d.c.Dir)
 	if err != nil {
 		// Not knowing is no reason to refuse: etcd's own alarm still
 		// refuses what it cannot store.
 		d.c.Logger.Warn("cannot read the data dir's free space", "err", err)
-		return d.alarmErr()
+		return nil
 	}
 	if low, _ := d.record(u); low {
 		d.wake()
@@ -212,7 +225,7 @@ func (d *Disk) Check(size int) error {
 	if u.Free < need {
 		return &NoSpaceError{Dir: d.c.Dir, Free: u.Free, Required: need}
 	}
-	return d.alarmErr()
+	return nil
 }
 
 // record stores a reading; it reports whether it is below the floor, and
@@ -268,6 +281,9 @@ func (d *Disk) alarmErr() error {
 // dbSize is etcd's database size and its quota.
 func (d *Disk) dbSize() (size, quota int64) {
 	quota = d.e.e.Config().QuotaBackendBytes
+	if d.c.quota != nil {
+		quota = d.c.quota()
+	}
 	if quota <= 0 {
 		quota = storage.DefaultQuotaBytes
 	}
@@ -306,8 +322,17 @@ func (d *Disk) reconcile(ctx context.Context) {
 	self := uint64(d.e.e.Server.MemberID())
 	held := false
 	for _, a := range d.e.e.Server.Alarms() {
-		if a.Alarm == pb.AlarmType_NOSPACE && a.MemberID == self {
+		switch {
+		case a.Alarm != pb.AlarmType_NOSPACE:
+		case a.MemberID == self:
 			held = true
+		case d.e.e.Server.Cluster().Member(types.ID(a.MemberID)) == nil:
+			// A member removed while its disk was full: nothing will
+			// disarm its alarm but another member. (A member's alarm
+			// is applied after the member was added, so one this
+			// member does not know is gone.)
+			d.c.Logger.Warn("disarming the NOSPACE alarm of a member no longer in the cluster", "member_id", fmt.Sprintf("%x", a.MemberID))
+			d.alarmOf(ctx, pb.AlarmRequest_DEACTIVATE, a.MemberID)
 		}
 	}
 	size, quota := d.dbSize()
@@ -335,9 +360,13 @@ func (d *Disk) resumeAt() uint64 { return d.floor + d.floor/16 }
 const alarmTimeout = 5 * time.Second
 
 func (d *Disk) alarm(ctx context.Context, action pb.AlarmRequest_AlarmAction) {
+	d.alarmOf(ctx, action, uint64(d.e.e.Server.MemberID()))
+}
+
+func (d *Disk) alarmOf(ctx context.Context, action pb.AlarmRequest_AlarmAction, member uint64) {
 	actx, cancel := context.WithTimeout(ctx, alarmTimeout)
 	defer cancel()
-	_, err := d.e.e.Server.Alarm(actx, &pb.AlarmRequest{Action: action, MemberID: uint64(d.e.e.Server.MemberID()), Alarm: pb.AlarmType_NOSPACE})
+	_, err := d.e.e.Server.Alarm(actx, &pb.AlarmRequest{Action: action, MemberID: member, Alarm: pb.AlarmType_NOSPACE})
 	if err != nil && ctx.Err() == nil {
 		d.c.Logger.Warn("etcd NOSPACE alarm request failed; trying again", "action", action.String(), "err", err)
 	}

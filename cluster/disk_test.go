@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,39 +112,104 @@ func TestDiskGuardRaisesAndDisarmsTheAlarm(t *testing.T) {
 	}
 }
 
-// TestDiskGuardReportsAnotherMembersAlarm: a Standby whose disk is low holds
-// the alarm for itself; every other member's guard then refuses writes
-// naming it, and leaves that alarm to its owner.
+// TestDiskGuardReportsAnotherMembersAlarm: in a two-member cluster, a
+// member whose disk is low holds the alarm for itself; the other member's
+// guard then refuses writes naming it and leaves that alarm to its owner,
+// but lets a removal through and, once the member is removed, disarms the
+// alarm nothing else would.
 func TestDiskGuardReportsAnotherMembersAlarm(t *testing.T) {
+	a, b := newSpec(t, "n1"), newSpec(t, "n2")
+	a.dir, b.dir = filepath.Join(t.TempDir(), "etcd"), filepath.Join(t.TempDir(), "etcd")
+	a.initial = "n1=" + a.peerURL() + ",n2=" + b.peerURL()
+	b.initial = a.initial
+	members := make([]*Etcd, 2)
+	var wg sync.WaitGroup
+	for i, s := range []memberSpec{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); members[i] = startMember(t, s) }()
+	}
+	wg.Wait()
+	if members[0] == nil || members[1] == nil {
+		t.Fatal("the two members did not start")
+	}
+	guard := func(e *Etcd, free uint64) *Disk {
+		d, err := e.GuardDisk(DiskConfig{Dir: "/data", Logger: logger(t),
+			statfs: func(string) (DiskUsage, error) { return DiskUsage{Free: free, Total: 10 << 30}, nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	ctx := context.Background()
+	full, fine := guard(members[1], 10<<20), guard(members[0], 4<<30)
+	full.reconcile(ctx) // n2 raises its alarm
+	eventually(t, "n1 to see n2's alarm", func() bool { return fine.Check(0) != nil })
+	var nse *NoSpaceError
+	if err := fine.Check(0); !errors.As(err, &nse) || nse.Member != "n2" || !strings.Contains(err.Error(), "member n2 raised etcd's NOSPACE alarm") {
+		t.Fatalf("Check with n2's alarm: %v, want a *NoSpaceError naming member n2", err)
+	}
+	if err := fine.CheckLocal(0); err != nil {
+		t.Errorf("CheckLocal on n1, whose disk is fine: %v", err)
+	}
+	// n1's own disk is fine: a round of its guard leaves n2's alarm.
+	fine.reconcile(ctx)
+	if err := fine.Check(0); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("n2's alarm was disarmed by n1's guard while n2 is a member: Check %v", err)
+	}
+	// Removed (a deletion, which etcd takes under the alarm), n2's alarm
+	// is n1's to disarm.
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// etcd refuses a removal until the members have been connected a
+	// few seconds (see retryUnhealthy).
+	if err := retryUnhealthy(rctx, func() error {
+		_, err := members[0].Client().MemberRemove(rctx, uint64(members[1].e.Server.MemberID()))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// n1 applies the removal when raft's leader has (it may be n2).
+	eventually(t, "n1's guard to disarm the removed member's alarm", func() bool {
+		fine.reconcile(ctx)
+		return fine.Check(0) == nil
+	})
+}
+
+// TestDiskGuardDisarmsTheQuotaAlarmUnderTheQuota: the alarm etcd raises
+// itself when its database reaches the quota stays while the database is
+// at the quota (the error says so and what to do), and the guard disarms it
+// once the database is under the quota again.
+func TestDiskGuardDisarmsTheQuotaAlarmUnderTheQuota(t *testing.T) {
 	e := startMember(t, newSpec(t, "n1"))
+	var quota atomic.Int64
+	quota.Store(1) // any database is over it
 	d, err := e.GuardDisk(DiskConfig{Dir: "/data", Logger: logger(t),
-		statfs: func(string) (DiskUsage, error) { return DiskUsage{Free: 4 << 30, Total: 10 << 30}, nil }})
+		statfs: func(string) (DiskUsage, error) { return DiskUsage{Free: 4 << 30, Total: 10 << 30}, nil },
+		quota:  quota.Load})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-
-	const other = 0xabc
-	alarm := func(action pb.AlarmRequest_AlarmAction) {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		defer acancel()
-		if _, err := e.e.Server.Alarm(actx, &pb.AlarmRequest{Action: action, MemberID: other, Alarm: pb.AlarmType_NOSPACE}); err != nil {
-			t.Fatal(err)
-		}
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// What etcd does when a put would exceed the quota.
+	if _, err := e.e.Server.Alarm(actx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: uint64(e.e.Server.MemberID()), Alarm: pb.AlarmType_NOSPACE}); err != nil {
+		t.Fatal(err)
 	}
-	alarm(pb.AlarmRequest_ACTIVATE)
 	var nse *NoSpaceError
-	if err := d.Check(0); !errors.As(err, &nse) || nse.Member != "abc" || !strings.Contains(err.Error(), "member abc raised etcd's NOSPACE alarm") {
-		t.Fatalf("Check with another member's alarm: %v, want a *NoSpaceError naming member abc", err)
+	if err := d.Check(0); !errors.As(err, &nse) || nse.Quota != 1 || !strings.Contains(err.Error(), "etcdctl defrag") {
+		t.Fatalf("Check at the quota: %v, want a *NoSpaceError naming the quota and what to do", err)
 	}
-	// The guard's own disk is fine: a round of Run must not disarm
-	// another's alarm.
 	d.reconcile(ctx)
 	if err := d.Check(0); !errors.Is(err, ErrNoSpace) {
-		t.Fatalf("another member's alarm was disarmed by this member's guard: Check %v", err)
+		t.Fatalf("the alarm was disarmed with the database at its quota: Check %v", err)
 	}
-	alarm(pb.AlarmRequest_DEACTIVATE)
+	quota.Store(1 << 30)
+	d.reconcile(ctx)
 	if err := d.Check(0); err != nil {
-		t.Fatalf("Check after the alarm was disarmed: %v", err)
+		t.Fatalf("Check once the database is under the quota: %v", err)
+	}
+	if _, err := e.Client().Put(actx, "/k", "v"); err != nil {
+		t.Fatalf("a put after the alarm was disarmed: %v", err)
 	}
 }

@@ -24,6 +24,8 @@ import (
 // are not writes and go on.
 type diskGuard struct{ d *cluster.Disk }
 
+const removeMemberMethod = "/sower.v1.ClusterService/RemoveMember"
+
 func (g diskGuard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if !leaderOnlyMethods[info.FullMethod] {
 		return h(ctx, req)
@@ -32,7 +34,14 @@ func (g diskGuard) unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 	if m, ok := req.(proto.Message); ok {
 		size = proto.Size(m)
 	}
-	if err := g.d.Check(size); err != nil {
+	check := g.d.Check
+	if info.FullMethod == removeMemberMethod {
+		// Removing a member writes nothing but deletes, which etcd
+		// takes under the alarm; a member whose disk is full must be
+		// removable.
+		check = g.d.CheckLocal
+	}
+	if err := check(size); err != nil {
 		return nil, noSpaceStatus(err)
 	}
 	resp, err := h(ctx, req)
@@ -40,7 +49,7 @@ func (g diskGuard) unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 		// The disk may have crossed the floor while the write ran, and
 		// etcd refused it under the alarm: answer what happened, not
 		// the generic internal error the service made of it.
-		if nerr := g.d.Check(0); nerr != nil {
+		if nerr := check(0); nerr != nil {
 			return nil, noSpaceStatus(nerr)
 		}
 	}

@@ -228,7 +228,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.lg.Warn("cannot record this node's certificates for the etcd gates; they admit it by name until it can", "err", err)
+		s.lg.Warn("cannot record this node's certificates for the etcd gates (its enrollment or last renewal recorded them, unless the cluster predates the records)", "err", err)
 	}
 
 	kv := etcdstore.NewKV(etcd.Client())

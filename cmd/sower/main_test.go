@@ -61,20 +61,20 @@ func TestUsageErrorsExit2(t *testing.T) {
 		args []string
 		want string
 	}{
-		"unknown flag":                    {nil, []string{"server", "--no-such-flag"}, "unknown flag: --no-such-flag"},
-		"bad account":                     {nil, []string{"config", "print", "--account", "a:b"}, "account"},
-		"bad log format":                  {nil, []string{"config", "print", "--log-format", "xml"}, "log-format \"xml\": use text or json"},
-		"bad env value":                   {[]string{"SOWER_GRPC_ADDR=nowhere"}, []string{"config", "print"}, "grpc-addr \"nowhere\""},
-		"corrupt config file":             {nil, []string{"config", "print", "--config", corrupt}, "config file " + corrupt},
-		"unknown config key":              {nil, []string{"config", "print", "--config", unknown}, `unknown key "acount"`},
-		"bad shutdown":                    {nil, []string{"config", "print", "--shutdown-timeout", "soon"}, "shutdown-timeout"},
-		"bad memory limit":                {nil, []string{"config", "print", "--memory-limit", "lots"}, "memory-limit \"lots\""},
-		"bad trusted proxy":               {nil, []string{"config", "print", "--trusted-proxies", "10.0.0.0/8,lb.example"}, "trusted-proxies"},
-		"bad authn burst":                 {nil, []string{"config", "print", "--authn-burst", "0"}, "authn-burst \"0\""},
-		"bad load timeout":                {nil, []string{"config", "print", "--policy-load-timeout", "-1s"}, "policy-load-timeout \"-1s\""},
-		"bad authn refill":                {nil, []string{"config", "print", "--authn-global-refill", "fast"}, "authn-global-refill \"fast\""},
-		"bad min free disk":               {nil, []string{"config", "print", "--min-free-disk", "lots"}, "min-free-disk \"lots\""},
-		"min free disk below etcd's need": {nil, []string{"config", "print", "--min-free-disk", "10MiB"}, "min-free-disk \"10MiB\": at least"},
+		"unknown flag":        {nil, []string{"server", "--no-such-flag"}, "unknown flag: --no-such-flag"},
+		"bad account":         {nil, []string{"config", "print", "--account", "a:b"}, "account"},
+		"bad log format":      {nil, []string{"config", "print", "--log-format", "xml"}, "log-format \"xml\": use text or json"},
+		"bad env value":       {[]string{"SOWER_GRPC_ADDR=nowhere"}, []string{"config", "print"}, "grpc-addr \"nowhere\""},
+		"corrupt config file": {nil, []string{"config", "print", "--config", corrupt}, "config file " + corrupt},
+		"unknown config key":  {nil, []string{"config", "print", "--config", unknown}, `unknown key "acount"`},
+		"bad shutdown":        {nil, []string{"config", "print", "--shutdown-timeout", "soon"}, "shutdown-timeout"},
+		"bad memory limit":    {nil, []string{"config", "print", "--memory-limit", "lots"}, "memory-limit \"lots\""},
+		"bad trusted proxy":   {nil, []string{"config", "print", "--trusted-proxies", "10.0.0.0/8,lb.example"}, "trusted-proxies"},
+		"bad authn burst":     {nil, []string{"config", "print", "--authn-burst", "0"}, "authn-burst \"0\""},
+		"bad load timeout":    {nil, []string{"config", "print", "--policy-load-timeout", "-1s"}, "policy-load-timeout \"-1s\""},
+		"bad authn refill":    {nil, []string{"config", "print", "--authn-global-refill", "fast"}, "authn-global-refill \"fast\""},
+		"bad min free disk":   {nil, []string{"config", "print", "--min-free-disk", "lots"}, "min-free-disk \"lots\""},
+		"min free disk low":   {nil, []string{"config", "print", "--min-free-disk", "10MiB"}, "min-free-disk \"10MiB\": at least"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -301,7 +301,8 @@ func TestDiskFullFollower(t *testing.T) {
 // TestDiskFullStandby: a Standby whose disk fills raises its alarm, so the
 // Leader, whose own disk is fine, refuses writes naming it, before the
 // Standby's etcd would exit on a write it cannot store; both stay up and
-// writes resume once the Standby has space again.
+// writes resume once the Standby has space again. A Standby whose disk
+// stays full can be removed, and then the cluster writes again.
 func TestDiskFullStandby(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real sower processes")
@@ -374,4 +375,39 @@ func TestDiskFullStandby(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	alive(t, s1)
+
+	// Full again, for good: the Standby can still be removed, and then the
+	// cluster writes again.
+	fillTo(t, s1.dir, fill, diskFullFloor-24<<20)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := h.do(http.MethodPost, l1.url()+secretPath, tok, []byte("full-again"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == http.StatusInsufficientStorage {
+			break
+		}
+		if code != http.StatusCreated || time.Now().After(deadline) {
+			t.Fatalf("secret set while the Standby's disk is full again: %d %s, want 507 within 30s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, err := h.sower(l1.url(), "cluster", "remove", "standby-1"); err != nil {
+		t.Fatalf("remove the Standby whose disk is full: %v %s", err, out)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := h.do(http.MethodPost, l1.url()+secretPath, tok, []byte("after-removal"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == http.StatusCreated {
+			break
+		}
+		if code != http.StatusInsufficientStorage || time.Now().After(deadline) {
+			t.Fatalf("secret set after the full Standby was removed: %d %s, want 201 within 30s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
