@@ -3,10 +3,12 @@ package etcdstore
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sowerproject/sower/authn/hostfactory"
+	"github.com/sowerproject/sower/policy"
 )
 
 func TestHostFactoryTokens(t *testing.T) {
@@ -86,5 +88,33 @@ func TestHostFactoryTokensLimit(t *testing.T) {
 	}
 	if err := s.Create(ctx, batch(1), now); !errors.Is(err, ErrTooManyTokens) {
 		t.Fatalf("token %d: %v, want ErrTooManyTokens", hostfactory.MaxTokensPerFactory+1, err)
+	}
+}
+
+// A load's audit records are written in its transaction.
+func TestCommitWritesItsAuditRecords(t *testing.T) {
+	cli := startEtcd(t)
+	p := openStore(t, cli, PolicyConfig{})
+	ctx := context.Background()
+	if err := p.EnsureAccount(ctx, account); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := p.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := p.Graph().Plan(policy.LoadRequest{Policy: rootPolicy, Mode: policy.Append, Text: []byte("- !host web\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.Commit(ctx, snap, PolicyCommit{ChangeSet: cs, Audit: []AuditEvent{{Type: "host-factory-host-enrolled", Body: map[string]string{"host": "acme:host:web"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, v := range stored(t, cli, AuditPrefix) {
+		found = found || strings.Contains(v, `"type":"host-factory-host-enrolled"`) && strings.Contains(v, `"host":"acme:host:web"`)
+	}
+	if !found {
+		t.Fatalf("no audit record of the load: %v", stored(t, cli, AuditPrefix))
 	}
 }

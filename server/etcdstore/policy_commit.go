@@ -187,6 +187,15 @@ type PolicyCommit struct {
 	// Versions are the policy versions the load creates, one per policy;
 	// Commit numbers them.
 	Versions []PolicyVersion
+	// Audit are audit records written with the load, in its transaction:
+	// a host factory's enrolment, say.
+	Audit []AuditEvent
+}
+
+// AuditEvent is an audit record's type and body.
+type AuditEvent struct {
+	Type string
+	Body any
 }
 
 // Commit stores a load, all of it or nothing, or refuses it with
@@ -214,6 +223,10 @@ func (p *Policies) Commit(ctx context.Context, snap PolicySnapshot, c PolicyComm
 			head = append(head, op{Key: versionKey(v.Policy, 0), End: versionKey(v.Policy, oldest+1), Delete: true})
 		}
 		versions[i] = v
+	}
+	for _, e := range c.Audit {
+		a := auditOp(time.Now(), e.Type, e.Body)
+		head = append(head, op{Key: string(a.KeyBytes()), Value: a.ValueBytes()})
 	}
 	src := &opSource{cs: cs, creds: c.Credentials, head: head}
 

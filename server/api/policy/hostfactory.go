@@ -276,6 +276,9 @@ func (s *Service) enrolLocked(ctx context.Context, hf, host policy.ID, annotatio
 				}
 			}
 		}
+		commit.Audit = []etcdstore.AuditEvent{{Type: "host-factory-host-enrolled", Body: map[string]any{
+			"host": host.String(), "host_factory": hf.String(), "rotated": commit.ChangeSet.Empty(), "peer": peer,
+		}}}
 		_, _, err = s.c.Store.Commit(ctx, snap, commit)
 		if errors.Is(err, etcdstore.ErrPolicyConflict) && attempt < commitAttempts {
 			continue
