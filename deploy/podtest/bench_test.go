@@ -1,6 +1,7 @@
 package podtest
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -68,7 +69,7 @@ func BenchmarkFollowerPodReady(b *testing.B) {
 	// not the chart's second default name (….svc).
 	c.hostnames = []string{serviceName}
 	hc := c.followerClient(b)
-	var ready, fetch time.Duration
+	var ready, played, fetch, follower time.Duration
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
@@ -78,15 +79,45 @@ func BenchmarkFollowerPodReady(b *testing.B) {
 		b.StartTimer()
 		start := time.Now()
 		down := play(b, c.dir, pod)
+		played += time.Since(start)
 		waitReady(b, hc, name, ports[0], 5*time.Minute)
 		ready += time.Since(start)
 		b.StopTimer()
 		fetch += initRun(b, name+"-seed-fetcher")
+		follower += followerStart(b, name+"-follower")
 		down()
 		b.StartTimer()
 	}
-	b.ReportMetric(ready.Seconds()/float64(b.N), "s/ready")
-	b.ReportMetric(fetch.Seconds()/float64(b.N), "s/seed-fetch")
+	n := float64(b.N)
+	b.ReportMetric(ready.Seconds()/n, "s/ready")
+	b.ReportMetric(played.Seconds()/n, "s/kube-play")
+	b.ReportMetric(fetch.Seconds()/n, "s/seed-fetch")
+	b.ReportMetric(follower.Seconds()/n, "s/follower-start")
+}
+
+// followerStart is the time from the Follower container's start to its
+// "sower follower ready" log line (start-up and first sync).
+func followerStart(t testing.TB, ctr string) time.Duration {
+	t.Helper()
+	out, err := podmanOut("inspect", "--format", "{{.State.StartedAt.Format \"2006-01-02T15:04:05.999999999Z07:00\"}}", ctr)
+	if err != nil {
+		t.Fatalf("podman inspect %s: %q, %v", ctr, out, err)
+	}
+	started, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(logs(ctr), "\n") {
+		var line struct {
+			Time time.Time `json:"time"`
+			Msg  string    `json:"msg"`
+		}
+		if json.Unmarshal([]byte(l), &line) == nil && line.Msg == "sower follower ready" {
+			return line.Time.Sub(started)
+		}
+	}
+	t.Fatalf("%s logged no \"sower follower ready\":\n%s", ctr, logs(ctr))
+	return 0
 }
 
 // initRun is how long a finished container ran, by podman's record.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -58,13 +59,30 @@ var (
 // TestMain removes the images the tests built, by name, once every test
 // has run.
 func TestMain(m *testing.M) {
+	pauseBefore := pauseImages()
 	code := m.Run()
 	if built {
 		for _, p := range programs {
 			_ = exec.Command("podman", "rmi", "--force", image(p)).Run()
 		}
 	}
+	// `podman kube play` builds its pod's pause image on first use: a
+	// test run that made it removes it.
+	for _, img := range pauseImages() {
+		if !slices.Contains(pauseBefore, img) {
+			_ = exec.Command("podman", "rmi", img).Run()
+		}
+	}
 	os.Exit(code)
+}
+
+// pauseImages are the local podman-pause images, by name.
+func pauseImages() []string {
+	out, err := exec.Command("podman", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=localhost/podman-pause").Output()
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(out))
 }
 
 // buildImages runs `make image` with the tag "podtest" once per test

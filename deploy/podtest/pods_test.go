@@ -631,20 +631,22 @@ func waitReady(t testing.TB, hc *http.Client, pod string, port int, deadline tim
 	poll(t, deadline, pod+"'s /readyz", func() (bool, string) {
 		resp, err := hc.Get("https://127.0.0.1:" + strconv.Itoa(port) + "/readyz")
 		if err != nil {
-			return false, err.Error() + "\nseed-fetcher: " + logs(pod+"-seed-fetcher") + "\nfollower: " + logs(pod+"-follower")
+			return false, err.Error()
 		}
 		resp.Body.Close()
 		if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
 			serial = resp.TLS.PeerCertificates[0].SerialNumber.Text(16)
 		}
-		return resp.StatusCode == http.StatusOK, resp.Status + "\nfollower: " + logs(pod+"-follower")
+		return resp.StatusCode == http.StatusOK, resp.Status
+	}, func() string {
+		return "seed-fetcher: " + logs(pod+"-seed-fetcher") + "\nfollower: " + logs(pod+"-follower")
 	})
 	return serial
 }
 
 // poll calls cond until it reports true or the deadline passes; then it
-// fails with cond's last word.
-func poll(t testing.TB, deadline time.Duration, what string, cond func() (bool, string)) {
+// fails with cond's last word and what the details functions say.
+func poll(t testing.TB, deadline time.Duration, what string, cond func() (bool, string), details ...func() string) {
 	t.Helper()
 	end := time.Now().Add(deadline)
 	for {
@@ -653,6 +655,9 @@ func poll(t testing.TB, deadline time.Duration, what string, cond func() (bool, 
 			return
 		}
 		if time.Now().After(end) {
+			for _, d := range details {
+				last += "\n" + d()
+			}
 			t.Fatalf("%s: not within %s: %s", what, deadline, last)
 		}
 		time.Sleep(250 * time.Millisecond) // polling a condition, bounded by the deadline
