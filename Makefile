@@ -7,6 +7,9 @@ GO        ?= go
 BIN       := $(CURDIR)/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
+# smallstep's embedded authority runs without a database here; these tags keep
+# the unused badger, MySQL and PostgreSQL drivers out of the binaries (-6.5 MB).
+BUILD_TAGS := nobadger,nomysql,nopgx
 DATA_DIR  ?= ./.sower
 GOTESTFLAGS ?=
 
@@ -30,7 +33,7 @@ APT_PACKAGES := ansible-core etcd-client libyaml-dev podman runc
 IMAGE_REPO   ?= localhost
 IMAGES       := sower sower-seed-fetcher sower-authn-client
 STATIC_BIN   := $(BIN)/static
-STATIC_FLAGS := -trimpath -tags netgo,osusergo -ldflags '$(LDFLAGS) -linkmode external -extldflags -static'
+STATIC_FLAGS := -trimpath -tags netgo,osusergo,$(BUILD_TAGS) -ldflags '$(LDFLAGS) -linkmode external -extldflags -static'
 CONTAINERS_CONF := /etc/containers/containers.conf
 
 .PHONY: help
@@ -45,7 +48,7 @@ run: build ## start a single-node Leader under ./.sower and print how to call it
 build: ## build bin/sower and the pod programs
 	@[ -f /usr/include/yaml.h ] || { echo "make build: the policy parser links the system libyaml (cgo); install it: apt-get install libyaml-dev" >&2; exit 1; }
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	$(GO) build -trimpath -tags $(BUILD_TAGS) -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 PREFIX ?= /usr/local
 

@@ -17,7 +17,7 @@
 //     named by token-app-property / identity-path.
 //   - authn/k8s: Kubernetes service-account tokens mapped to Conjur hosts in
 //     the six host-id forms and the annotation form, with the pod's owner chain
-//     read through client-go.
+//     read from the Kubernetes API by name (a small JSON client, no client-go).
 //
 // All of them are pure engines: storage is behind small interfaces that the
 // sub-packages declare and the server implements on etcd.

@@ -14,10 +14,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/apikey"
+	"github.com/sowerproject/sower/authn/k8s"
 	"github.com/sowerproject/sower/authn/token"
 	"github.com/sowerproject/sower/pki"
 	"github.com/sowerproject/sower/server/api/rpcctx"
@@ -93,7 +93,7 @@ func (a *authnParts) run(ctx context.Context) error {
 
 // WithKubernetes gives the node a Kubernetes API client (in-cluster, say)
 // for authn-k8s services whose variables do not name an API server.
-func WithKubernetes(k kubernetes.Interface) Option { return func(s *Server) { s.kube = k } }
+func WithKubernetes(k k8s.API) Option { return func(s *Server) { s.kube = k } }
 
 // openAuthn loads (or, on a new cluster, creates) the API-key pepper and the
 // token signing key ring, and opens the secret store and the audit trail.

@@ -26,8 +26,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
-	"k8s.io/client-go/kubernetes"
 
+	"github.com/sowerproject/sower/authn/k8s"
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/seed"
 	"github.com/sowerproject/sower/seed/archive"
@@ -55,7 +55,7 @@ type Server struct {
 	pin       string
 	// kube is the Kubernetes API client of authn-k8s services whose
 	// variables name none (WithKubernetes).
-	kube kubernetes.Interface
+	kube k8s.API
 }
 
 // New checks the configuration and returns a Server that has not started.

@@ -5,8 +5,9 @@
 // Inputs: a projected, pod-bound service-account token (verified by an
 // authn/jwt Authenticator), the host the client names (or the one
 // token-app-property gives), the host's annotations and its permission from
-// the policy (through Hosts), and the Kubernetes API (client-go) for the
-// pod's owner chain. Output: the authenticated host id, or a refusal whose
+// the policy (through Hosts), and the Kubernetes API (API: single objects
+// read by name as JSON, decoded into the few fields the checks need; Client
+// does it over HTTPS without client-go) for the pod's owner chain. Output: the authenticated host id, or a refusal whose
 // reason says which check failed.
 //
 // A host states which workloads it stands for in one of two ways.

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/jwt"
 )
@@ -45,7 +43,7 @@ type Config struct {
 	// them. Without it, nothing is read: the pod, a named pod or service
 	// account are taken from the token alone, and hosts that name a
 	// controller are refused.
-	Kube kubernetes.Interface
+	Kube API
 	// Webservice is the resource hosts need authenticate on
 	// (default "conjur/authn-k8s/<ServiceID>").
 	Webservice string

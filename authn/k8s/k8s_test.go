@@ -21,8 +21,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/internal/jwttest"
@@ -75,7 +73,7 @@ type kubeAPI struct {
 
 var apiPath = regexp.MustCompile(`^/(?:api/v1|apis/apps/v1|apis/apps\.openshift\.io/v1)/namespaces/([a-z0-9-]+)/([a-z]+)/([a-z0-9-]+)$`)
 
-func newKubeAPI(t testing.TB) (*kubeAPI, kubernetes.Interface) {
+func newKubeAPI(t testing.TB) (*kubeAPI, k8s.API) {
 	t.Helper()
 	k := &kubeAPI{}
 	k.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -110,11 +108,7 @@ func newKubeAPI(t testing.TB) (*kubeAPI, kubernetes.Interface) {
 		transport.CloseIdleConnections()
 		k.Close()
 	})
-	cs, err := kubernetes.NewForConfigAndClient(&rest.Config{Host: k.URL, QPS: 1000, Burst: 1000}, &http.Client{Transport: transport})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, cs
+	return k, k8s.NewClient(k.URL, &http.Client{Transport: transport}, 0, 0)
 }
 
 // asked returns the requests since the last call.

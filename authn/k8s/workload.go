@@ -5,11 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/jwt"
 )
@@ -74,7 +69,7 @@ type Controllers struct {
 // on pods, serviceaccounts, replicasets, deployments, statefulsets,
 // replicationcontrollers and (OpenShift) apps.openshift.io deploymentconfigs.
 type Resolver struct {
-	Client kubernetes.Interface
+	Client API
 }
 
 // Verify checks through the API that the workload is one the identity
@@ -104,13 +99,13 @@ func (r Resolver) Verify(ctx context.Context, w Workload, id AppIdentity) (Contr
 // pod reads the workload's pod: it must still exist with the token's pod
 // uid (a pod replaced under the same name is refused, which Conjur does not
 // check) and run as the token's service account.
-func (r Resolver) pod(ctx context.Context, w Workload) (*corev1.Pod, error) {
-	pod, err := r.Client.CoreV1().Pods(w.Namespace).Get(ctx, w.Pod, metav1.GetOptions{})
+func (r Resolver) pod(ctx context.Context, w Workload) (*object, error) {
+	pod, err := r.get(ctx, "", w.Namespace, "pods", w.Pod, "pod %s/%s", w.Namespace, w.Pod)
 	if err != nil {
-		return nil, apiRefusal(err, "pod %s/%s", w.Namespace, w.Pod)
+		return nil, err
 	}
-	if string(pod.UID) != w.PodUID {
-		return nil, authn.Refuse(authn.ReasonWorkloadMismatch, "pod %s/%s has uid %s, the token was issued for uid %s (pod was replaced)", w.Namespace, w.Pod, pod.UID, w.PodUID)
+	if pod.Metadata.UID != w.PodUID {
+		return nil, authn.Refuse(authn.ReasonWorkloadMismatch, "pod %s/%s has uid %s, the token was issued for uid %s (pod was replaced)", w.Namespace, w.Pod, pod.Metadata.UID, w.PodUID)
 	}
 	if sa := pod.Spec.ServiceAccountName; sa != "" && sa != w.ServiceAccount {
 		return nil, authn.Refuse(authn.ReasonWorkloadMismatch, "pod %s/%s runs as service account %q, the token is for %q", w.Namespace, w.Pod, sa, w.ServiceAccount)
@@ -120,12 +115,12 @@ func (r Resolver) pod(ctx context.Context, w Workload) (*corev1.Pod, error) {
 
 // verifyFunc checks that pod belongs to the object of one resource named
 // name, reading what it needs, and records the controllers it passes.
-type verifyFunc func(ctx context.Context, r Resolver, pod *corev1.Pod, w Workload, name string, c *Controllers) error
+type verifyFunc func(ctx context.Context, r Resolver, pod *object, w Workload, name string, c *Controllers) error
 
 // verifyPod: the pod read is the token's; the host must name it.
-func verifyPod(_ context.Context, _ Resolver, pod *corev1.Pod, _ Workload, name string, _ *Controllers) error {
-	if pod.Name != name {
-		return authn.Refuse(authn.ReasonWorkloadMismatch, "host requires pod %q, the token is for pod %s/%s", name, pod.Namespace, pod.Name)
+func verifyPod(_ context.Context, _ Resolver, pod *object, _ Workload, name string, _ *Controllers) error {
+	if pod.Metadata.Name != name {
+		return authn.Refuse(authn.ReasonWorkloadMismatch, "host requires pod %q, the token is for pod %s/%s", name, pod.Metadata.Namespace, pod.Metadata.Name)
 	}
 	return nil
 }
@@ -133,129 +128,122 @@ func verifyPod(_ context.Context, _ Resolver, pod *corev1.Pod, _ Workload, name 
 // verifyServiceAccount reads the service account: it must exist, be the one
 // the token was issued for (same uid, so one deleted and created again
 // under the same name does not accept old tokens), and be the pod's.
-func verifyServiceAccount(ctx context.Context, r Resolver, pod *corev1.Pod, w Workload, name string, _ *Controllers) error {
-	sa, err := r.Client.CoreV1().ServiceAccounts(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+func verifyServiceAccount(ctx context.Context, r Resolver, pod *object, w Workload, name string, _ *Controllers) error {
+	ns := pod.Metadata.Namespace
+	sa, err := r.get(ctx, "", ns, "serviceaccounts", name, "service account %s/%s", ns, name)
 	if err != nil {
-		return apiRefusal(err, "service account %s/%s", pod.Namespace, name)
+		return err
 	}
-	if string(sa.UID) != w.ServiceAccountUID {
-		return authn.Refuse(authn.ReasonWorkloadMismatch, "service account %s/%s has uid %s, the token was issued for uid %s (service account was replaced)", pod.Namespace, name, sa.UID, w.ServiceAccountUID)
+	if sa.Metadata.UID != w.ServiceAccountUID {
+		return authn.Refuse(authn.ReasonWorkloadMismatch, "service account %s/%s has uid %s, the token was issued for uid %s (service account was replaced)", ns, name, sa.Metadata.UID, w.ServiceAccountUID)
 	}
 	if got := pod.Spec.ServiceAccountName; got != name {
-		return authn.Refuse(authn.ReasonWorkloadMismatch, "host requires service account %q, but pod %s/%s runs as %q", name, pod.Namespace, pod.Name, got)
+		return authn.Refuse(authn.ReasonWorkloadMismatch, "host requires service account %q, but pod %s/%s runs as %q", name, ns, pod.Metadata.Name, got)
 	}
 	return nil
 }
 
 // verifyDeployment: Pod → ReplicaSet → the named Deployment.
-func verifyDeployment(ctx context.Context, r Resolver, pod *corev1.Pod, _ Workload, name string, c *Controllers) error {
-	ns := pod.Namespace
-	d, err := r.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return apiRefusal(err, "deployment %s/%s", ns, name)
-	}
-	ref, err := controllerRef(pod.ObjectMeta, "pod", "ReplicaSet", "deployment", name)
+func verifyDeployment(ctx context.Context, r Resolver, pod *object, _ Workload, name string, c *Controllers) error {
+	ns := pod.Metadata.Namespace
+	d, err := r.get(ctx, "apps", ns, "deployments", name, "deployment %s/%s", ns, name)
 	if err != nil {
 		return err
 	}
-	rs, err := r.Client.AppsV1().ReplicaSets(ns).Get(ctx, ref.Name, metav1.GetOptions{})
-	if err != nil {
-		return apiRefusal(err, "replica set %s/%s (owner of pod %s)", ns, ref.Name, pod.Name)
-	}
-	if err := sameUID("replica set", rs.ObjectMeta, ref); err != nil {
-		return err
-	}
-	c.ReplicaSet = rs.Name
-	top, err := controllerRef(rs.ObjectMeta, "replica set", "Deployment", "deployment", name)
+	ref, err := controllerRef(pod.Metadata, "pod", "ReplicaSet", "deployment", name)
 	if err != nil {
 		return err
 	}
-	if err := isNamed("deployment", d.ObjectMeta, top); err != nil {
+	rs, err := r.get(ctx, "apps", ns, "replicasets", ref.Name, "replica set %s/%s (owner of pod %s)", ns, ref.Name, pod.Metadata.Name)
+	if err != nil {
 		return err
 	}
-	c.Deployment = d.Name
+	if err := sameUID("replica set", rs.Metadata, ref); err != nil {
+		return err
+	}
+	c.ReplicaSet = rs.Metadata.Name
+	top, err := controllerRef(rs.Metadata, "replica set", "Deployment", "deployment", name)
+	if err != nil {
+		return err
+	}
+	if err := isNamed("deployment", d.Metadata, top); err != nil {
+		return err
+	}
+	c.Deployment = d.Metadata.Name
 	return nil
 }
 
 // verifyStatefulSet: Pod → the named StatefulSet.
-func verifyStatefulSet(ctx context.Context, r Resolver, pod *corev1.Pod, _ Workload, name string, c *Controllers) error {
-	s, err := r.Client.AppsV1().StatefulSets(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return apiRefusal(err, "stateful set %s/%s", pod.Namespace, name)
-	}
-	ref, err := controllerRef(pod.ObjectMeta, "pod", "StatefulSet", "stateful set", name)
+func verifyStatefulSet(ctx context.Context, r Resolver, pod *object, _ Workload, name string, c *Controllers) error {
+	ns := pod.Metadata.Namespace
+	s, err := r.get(ctx, "apps", ns, "statefulsets", name, "stateful set %s/%s", ns, name)
 	if err != nil {
 		return err
 	}
-	if err := isNamed("stateful set", s.ObjectMeta, ref); err != nil {
+	ref, err := controllerRef(pod.Metadata, "pod", "StatefulSet", "stateful set", name)
+	if err != nil {
 		return err
 	}
-	c.StatefulSet = s.Name
+	if err := isNamed("stateful set", s.Metadata, ref); err != nil {
+		return err
+	}
+	c.StatefulSet = s.Metadata.Name
 	return nil
 }
 
 // verifyDeploymentConfig: Pod → ReplicationController → the named
-// DeploymentConfig, read from OpenShift's apps.openshift.io/v1 API (a type
-// client-go does not know, so only its metadata is decoded).
-func verifyDeploymentConfig(ctx context.Context, r Resolver, pod *corev1.Pod, _ Workload, name string, c *Controllers) error {
-	ns := pod.Namespace
-	dc, err := r.deploymentConfig(ctx, ns, name)
+// DeploymentConfig, read from OpenShift's apps.openshift.io/v1 API.
+func verifyDeploymentConfig(ctx context.Context, r Resolver, pod *object, _ Workload, name string, c *Controllers) error {
+	ns := pod.Metadata.Namespace
+	dc, err := r.get(ctx, "apps.openshift.io", ns, "deploymentconfigs", name, "deployment config %s/%s", ns, name)
 	if err != nil {
 		return err
 	}
-	ref, err := controllerRef(pod.ObjectMeta, "pod", "ReplicationController", "deployment config", name)
+	if dc.Kind != "DeploymentConfig" || dc.Metadata.Name != name {
+		return authn.Refuse(authn.ReasonUnavailable, "deployment config %s/%s: the API answered something else (kind %q, name %q)", ns, name, dc.Kind, dc.Metadata.Name)
+	}
+	ref, err := controllerRef(pod.Metadata, "pod", "ReplicationController", "deployment config", name)
 	if err != nil {
 		return err
 	}
-	rc, err := r.Client.CoreV1().ReplicationControllers(ns).Get(ctx, ref.Name, metav1.GetOptions{})
-	if err != nil {
-		return apiRefusal(err, "replication controller %s/%s (owner of pod %s)", ns, ref.Name, pod.Name)
-	}
-	if err := sameUID("replication controller", rc.ObjectMeta, ref); err != nil {
-		return err
-	}
-	c.ReplicationController = rc.Name
-	top, err := controllerRef(rc.ObjectMeta, "replication controller", "DeploymentConfig", "deployment config", name)
+	rc, err := r.get(ctx, "", ns, "replicationcontrollers", ref.Name, "replication controller %s/%s (owner of pod %s)", ns, ref.Name, pod.Metadata.Name)
 	if err != nil {
 		return err
 	}
-	if err := isNamed("deployment config", dc.ObjectMeta, top); err != nil {
+	if err := sameUID("replication controller", rc.Metadata, ref); err != nil {
 		return err
 	}
-	c.DeploymentConfig = dc.Name
+	c.ReplicationController = rc.Metadata.Name
+	top, err := controllerRef(rc.Metadata, "replication controller", "DeploymentConfig", "deployment config", name)
+	if err != nil {
+		return err
+	}
+	if err := isNamed("deployment config", dc.Metadata, top); err != nil {
+		return err
+	}
+	c.DeploymentConfig = dc.Metadata.Name
 	return nil
 }
 
-// deploymentConfigPath is where OpenShift serves DeploymentConfigs.
-const deploymentConfigPath = "/apis/apps.openshift.io/v1/namespaces"
-
-// maxObjectSize bounds an object read by raw path (a DeploymentConfig).
-const maxObjectSize = 1 << 20
-
-func (r Resolver) deploymentConfig(ctx context.Context, ns, name string) (*metav1.PartialObjectMetadata, error) {
-	d := r.Client.Discovery()
-	if d == nil || d.RESTClient() == nil {
-		return nil, authn.Refuse(authn.ReasonUnavailable, "the Kubernetes client cannot read deployment configs (no REST client)")
-	}
-	raw, err := d.RESTClient().Get().AbsPath(deploymentConfigPath, ns, "deploymentconfigs", name).
-		SetHeader("Accept", "application/json").DoRaw(ctx)
+// get reads one object by name (group "" is the core API), refusing as
+// apiRefusal says when the API does not answer it; format and args name
+// the object in refusals.
+func (r Resolver) get(ctx context.Context, group, ns, resource, name, format string, args ...any) (*object, error) {
+	raw, err := r.Client.Get(ctx, objectPath(group, ns, resource, name))
 	if err != nil {
-		return nil, apiRefusal(err, "deployment config %s/%s", ns, name)
+		return nil, apiRefusal(err, format, args...)
 	}
-	if len(raw) > maxObjectSize {
-		return nil, authn.Refuse(authn.ReasonUnavailable, "deployment config %s/%s: answer larger than %d bytes", ns, name, maxObjectSize)
+	var o object
+	if err := json.Unmarshal(raw, &o); err != nil {
+		return nil, authn.Refuse(authn.ReasonUnavailable, "%s: the Kubernetes API's answer is not an object: %v", fmt.Sprintf(format, args...), err)
 	}
-	var dc metav1.PartialObjectMetadata
-	if err := json.Unmarshal(raw, &dc); err != nil || dc.Kind != "DeploymentConfig" || dc.Name != name {
-		return nil, authn.Refuse(authn.ReasonUnavailable, "deployment config %s/%s: the API answered something else (kind %q, name %q, %v)", ns, name, dc.Kind, dc.Name, err)
-	}
-	return &dc, nil
+	return &o, nil
 }
 
 // controllerRef returns obj's controller owner reference, which must be of
 // kind; otherwise obj cannot belong to the named object.
-func controllerRef(obj metav1.ObjectMeta, what, kind, named, name string) (*metav1.OwnerReference, error) {
-	ref := metav1.GetControllerOfNoCopy(&obj)
+func controllerRef(obj objectMeta, what, kind, named, name string) (*ownerRef, error) {
+	ref := obj.controller()
 	switch {
 	case ref == nil:
 		return nil, authn.Refuse(authn.ReasonWorkloadMismatch, "host requires %s %q, but %s %s/%s has no controller", named, name, what, obj.Namespace, obj.Name)
@@ -267,7 +255,7 @@ func controllerRef(obj metav1.ObjectMeta, what, kind, named, name string) (*meta
 
 // sameUID checks that an object read by its dependent's reference is the
 // object referenced, not one created since under the same name.
-func sameUID(what string, obj metav1.ObjectMeta, ref *metav1.OwnerReference) error {
+func sameUID(what string, obj objectMeta, ref *ownerRef) error {
 	if obj.UID != ref.UID {
 		return authn.Refuse(authn.ReasonWorkloadMismatch, "%s %s/%s has uid %s, its dependent references %s", what, obj.Namespace, obj.Name, obj.UID, ref.UID)
 	}
@@ -276,7 +264,7 @@ func sameUID(what string, obj metav1.ObjectMeta, ref *metav1.OwnerReference) err
 
 // isNamed checks that the end of the owner chain is the named object (read
 // by its name) by name and uid.
-func isNamed(what string, named metav1.ObjectMeta, ref *metav1.OwnerReference) error {
+func isNamed(what string, named objectMeta, ref *ownerRef) error {
 	if ref.Name != named.Name || ref.UID != named.UID {
 		return authn.Refuse(authn.ReasonWorkloadMismatch, "the pod belongs to %s %q (uid %s), the host names %s/%s (uid %s)", what, ref.Name, ref.UID, named.Namespace, named.Name, named.UID)
 	}
@@ -287,7 +275,7 @@ func isNamed(what string, named metav1.ObjectMeta, ref *metav1.OwnerReference) e
 // is a workload mismatch, anything else means the API could not answer.
 func apiRefusal(err error, format string, args ...any) error {
 	what := fmt.Sprintf(format, args...)
-	if apierrors.IsNotFound(err) {
+	if IsNotFound(err) {
 		return authn.Refuse(authn.ReasonWorkloadMismatch, "%s does not exist", what)
 	}
 	return authn.Refuse(authn.ReasonUnavailable, "read %s from the Kubernetes API: %w", what, err)

@@ -1,40 +1,32 @@
 // Package helm_test renders the sower-follower chart with Helm's own Go SDK
-// (no helm binary), decodes every rendered object strictly into the
-// Kubernetes API types (an unknown or duplicate field fails, as the API
-// server's strict field validation would), checks what the chart promises
+// (package helm: no helm binary), decodes every rendered object strictly
+// into the Kubernetes API types (an unknown or duplicate field fails, as the
+// API server's strict field validation would), checks what the chart promises
 // (security context, probes, selectors, Conjur's environment names), and
 // checks that values.schema.json refuses bad values naming the key.
 package helm_test
 
 import (
 	"bytes"
-	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
-	"helm.sh/helm/v4/pkg/chart/common"
 	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
-	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
-	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
-	kjson "sigs.k8s.io/json"
-	"sigs.k8s.io/yaml"
-)
 
-const chartDir = "sower-follower"
+	"github.com/sowerproject/sower/deploy/helm"
+)
 
 // testPin is a well-formed CA pin (not any real cluster's).
 const testPin = "sha256:9a1f00112233445566778899aabbccddeeff00112233445566778899aabbccdd"
@@ -48,118 +40,21 @@ func required() map[string]any {
 	}
 }
 
-// render loads the chart, coalesces and validates the values as `helm
-// install` does, and renders it into the namespace conjur-followers.
+// render renders the chart into the namespace conjur-followers as `helm
+// install` does (helm.Render: values coalesced and validated by the schema).
 func render(t *testing.T, vals map[string]any) (map[string]string, error) {
 	t.Helper()
-	ch, err := loader.Load(chartDir)
-	if err != nil {
-		t.Fatalf("load the chart: %v", err)
-	}
-	rv, err := chartutil.ToRenderValues(ch, vals,
-		common.ReleaseOptions{Name: "conjur-follower", Namespace: "conjur-followers", IsInstall: true}, nil)
-	if err != nil {
-		return nil, err
-	}
-	return engine.Render(ch, rv)
+	return helm.Render(vals)
 }
 
-// object is one rendered object, decoded into its API type.
-type object struct {
-	file string
-	kind string
-	obj  any
-	meta *metav1.ObjectMeta
-}
-
-// kinds maps apiVersion/kind to a new value of its Go type: a kind the
-// chart renders and this table lacks fails the test.
-var kinds = map[string]func() any{
-	"apps/v1/Deployment":                              func() any { return &appsv1.Deployment{} },
-	"v1/Service":                                      func() any { return &corev1.Service{} },
-	"v1/ServiceAccount":                               func() any { return &corev1.ServiceAccount{} },
-	"v1/ConfigMap":                                    func() any { return &corev1.ConfigMap{} },
-	"policy/v1/PodDisruptionBudget":                   func() any { return &policyv1.PodDisruptionBudget{} },
-	"autoscaling/v2/HorizontalPodAutoscaler":          func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
-	"networking.k8s.io/v1/NetworkPolicy":              func() any { return &networkingv1.NetworkPolicy{} },
-	"rbac.authorization.k8s.io/v1/ClusterRole":        func() any { return &rbacv1.ClusterRole{} },
-	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() any { return &rbacv1.ClusterRoleBinding{} },
-}
-
-// DecodeStrict decodes a multi-document YAML manifest into API objects:
-// duplicate keys, unknown fields and case-mismatched fields fail.
-func DecodeStrict(file string, manifest []byte) ([]object, error) {
-	var out []object
-	for i, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(manifest), -1) {
-		if strings.TrimSpace(stripComments(doc)) == "" {
-			continue
-		}
-		js, err := yaml.YAMLToJSONStrict([]byte(doc))
-		if err != nil {
-			return nil, fmt.Errorf("%s document %d: %w", file, i, err)
-		}
-		var tm metav1.TypeMeta
-		if err := kjson.UnmarshalCaseSensitivePreserveInts(js, &tm); err != nil {
-			return nil, fmt.Errorf("%s document %d: %w", file, i, err)
-		}
-		newObj, ok := kinds[tm.APIVersion+"/"+tm.Kind]
-		if !ok {
-			return nil, fmt.Errorf("%s document %d: kind %s/%s is not in the test's table", file, i, tm.APIVersion, tm.Kind)
-		}
-		obj := newObj()
-		strict, err := kjson.UnmarshalStrict(js, obj, kjson.DisallowUnknownFields, kjson.DisallowDuplicateFields)
-		if err != nil {
-			return nil, fmt.Errorf("%s document %d (%s): %w", file, i, tm.Kind, err)
-		}
-		if len(strict) > 0 {
-			return nil, fmt.Errorf("%s document %d (%s): strict decoding: %v", file, i, tm.Kind, strict)
-		}
-		out = append(out, object{file: file, kind: tm.Kind, obj: obj, meta: metaOf(obj)})
-	}
-	return out, nil
-}
-
-func stripComments(doc string) string {
-	var b strings.Builder
-	for _, l := range strings.Split(doc, "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
-			b.WriteString(l + "\n")
-		}
-	}
-	return b.String()
-}
-
-func metaOf(obj any) *metav1.ObjectMeta {
-	if o, ok := obj.(interface{ GetObjectMeta() metav1.Object }); ok {
-		if m, ok := o.GetObjectMeta().(*metav1.ObjectMeta); ok {
-			return m
-		}
-	}
-	return nil
-}
+type object = helm.Object
 
 // renderObjects renders and strictly decodes every manifest.
 func renderObjects(t *testing.T, vals map[string]any) []object {
 	t.Helper()
-	files, err := render(t, vals)
+	objs, err := helm.RenderObjects(vals)
 	if err != nil {
 		t.Fatalf("render: %v", err)
-	}
-	var objs []object
-	names := make([]string, 0, len(files))
-	for f := range files {
-		names = append(names, f)
-	}
-	slices.Sort(names)
-	for _, f := range names {
-		if strings.HasSuffix(f, "NOTES.txt") {
-			continue
-		}
-		o, err := DecodeStrict(f, []byte(files[f]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs = append(objs, o...)
 	}
 	return objs
 }
@@ -167,19 +62,17 @@ func renderObjects(t *testing.T, vals map[string]any) []object {
 func find[T any](t *testing.T, objs []object) T {
 	t.Helper()
 	var zero T
-	for _, o := range objs {
-		if v, ok := o.obj.(T); ok {
-			return v
-		}
+	v, ok := helm.Find[T](objs)
+	if !ok {
+		t.Fatalf("no %T rendered", zero)
 	}
-	t.Fatalf("no %T rendered", zero)
-	return zero
+	return v
 }
 
 func kindsOf(objs []object) []string {
 	var ks []string
 	for _, o := range objs {
-		ks = append(ks, o.kind)
+		ks = append(ks, o.Kind)
 	}
 	slices.Sort(ks)
 	return ks
@@ -229,17 +122,17 @@ func TestRenderedObjectsDecodeStrictly(t *testing.T) {
 				t.Fatalf("rendered kinds %v, want %v", got, tc.want)
 			}
 			for _, o := range objs {
-				if errs := validation.IsDNS1123Subdomain(o.meta.Name); len(errs) > 0 {
-					t.Errorf("%s %q: %v", o.kind, o.meta.Name, errs)
+				if errs := validation.IsDNS1123Subdomain(o.Meta.Name); len(errs) > 0 {
+					t.Errorf("%s %q: %v", o.Kind, o.Meta.Name, errs)
 				}
 				for _, l := range []string{"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart"} {
-					if o.meta.Labels[l] == "" {
-						t.Errorf("%s %q lacks label %s", o.kind, o.meta.Name, l)
+					if o.Meta.Labels[l] == "" {
+						t.Errorf("%s %q lacks label %s", o.Kind, o.Meta.Name, l)
 					}
 				}
-				for k, v := range o.meta.Labels {
+				for k, v := range o.Meta.Labels {
 					if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
-						t.Errorf("%s %q label %s=%q: %v", o.kind, o.meta.Name, k, v, errs)
+						t.Errorf("%s %q label %s=%q: %v", o.Kind, o.Meta.Name, k, v, errs)
 					}
 				}
 			}
@@ -421,7 +314,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 // schema (the schema refuses unknown keys, so an untyped default would
 // break every install) and documented by a comment.
 func TestChartDocumentsEveryValue(t *testing.T) {
-	ch, err := loader.Load(chartDir)
+	ch, err := loader.Load(helm.ChartDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +343,7 @@ func TestWorkloadExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := DecodeStrict("app-with-authn-client.yaml", raw)
+	objs, err := helm.DecodeStrict("app-with-authn-client.yaml", raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,7 +30,7 @@ var programs = []string{"sower", "sower-seed-fetcher", "sower-authn-client"}
 func image(program string) string { return "localhost/" + program + ":" + tag }
 
 // requirePodman skips (or, under CI, fails) when podman cannot run here.
-func requirePodman(t *testing.T) {
+func requirePodman(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("podman"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -47,26 +49,65 @@ func podman(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
-// buildImages runs `make image` once per test binary with the tag
-// "podtest" and removes the images when the tests end. The Go build cache
-// and podman's layer cache keep a second build cheap.
-func buildImages(t *testing.T) {
+var (
+	buildOnce sync.Once
+	buildOut  []byte
+	buildErr  error
+	built     bool
+)
+
+// TestMain removes the images the tests built, by name, once every test
+// has run.
+func TestMain(m *testing.M) {
+	pauseBefore := pauseImages()
+	code := m.Run()
+	if built {
+		for _, p := range programs {
+			_ = exec.Command("podman", "rmi", "--force", image(p)).Run()
+		}
+	}
+	// `podman kube play` builds its pod's pause image on first use: a
+	// test run that made it removes it.
+	for _, img := range pauseImages() {
+		if !slices.Contains(pauseBefore, img) {
+			_ = exec.Command("podman", "rmi", img).Run()
+		}
+	}
+	os.Exit(code)
+}
+
+// pauseImages are the local podman-pause images, by name.
+func pauseImages() []string {
+	out, err := exec.Command("podman", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=localhost/podman-pause").Output()
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(out))
+}
+
+// buildImages runs `make image` with the tag "podtest" once per test
+// binary; TestMain removes the images at the end. The Go build cache and
+// podman's layer cache keep a build after a small change cheap.
+func buildImages(t testing.TB) {
 	t.Helper()
+	buildOnce.Do(func() {
+		root := repoRoot(t)
+		built = true
+		buildOut, buildErr = exec.Command("make", "-C", root, "--no-print-directory", "image", "IMAGE_REPO=localhost", "VERSION="+tag).CombinedOutput()
+	})
+	if buildErr != nil {
+		t.Fatalf("make image: %v\n%s", buildErr, buildOut)
+	}
+	t.Logf("make image:\n%s", buildOut)
+}
+
+// repoRoot is the module's root (the test runs in deploy/podtest).
+func repoRoot(t testing.TB) string {
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("make", "-C", root, "--no-print-directory", "image", "IMAGE_REPO=localhost", "VERSION="+tag)
-	out, err := cmd.CombinedOutput()
-	t.Cleanup(func() {
-		for _, p := range programs {
-			_, _ = podman(t, "rmi", "--force", image(p))
-		}
-	})
-	if err != nil {
-		t.Fatalf("make image: %v\n%s", err, out)
-	}
-	t.Logf("make image:\n%s", out)
+	return root
 }
 
 // TestServerImage: the server image runs as user 65532 with a read-only root
@@ -123,19 +164,4 @@ func TestServerImage(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != "65532:65532 true" {
 		t.Fatalf("container user and read-only root: %q, %v", out, err)
 	}
-}
-
-// TestFollowerPods is issue 14's pod test: a Leader started by the test on
-// the machine, the chart's rendered Follower pod played with `podman kube
-// play` (hostNetwork), an application pod with sower-authn-client and a
-// service-account token the test mints, whose issuer's JWKS the Leader's
-// authenticator holds. It runs once the image's `sower follower --help`
-// succeeds, that is once `sower follower` exists.
-func TestFollowerPods(t *testing.T) {
-	requirePodman(t)
-	buildImages(t)
-	if out, err := podman(t, "run", "--rm", "--read-only", image("sower"), "follower", "--help"); err != nil {
-		t.Skipf("`sower follower` is not in this build yet (sower follower --help: %v: %s); the Follower pod test runs once it is", err, strings.TrimSpace(out))
-	}
-	t.Skip("sower follower exists, but the Follower pod test is not written yet (issue 14 point 3): see docs/kubernetes.md, \"Tests\"")
 }

@@ -28,11 +28,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/apikey"
 	"github.com/sowerproject/sower/authn/jwt"
+	"github.com/sowerproject/sower/authn/k8s"
 	"github.com/sowerproject/sower/authn/token"
 	"github.com/sowerproject/sower/policy"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
@@ -66,7 +66,7 @@ type Config struct {
 	Variables Variables
 	// Kube is the Kubernetes API client for authn-k8s services whose
 	// variables do not name an API server (kubernetes/api-url); optional.
-	Kube kubernetes.Interface
+	Kube k8s.API
 	// JWTOptions apply to every JWT verifier (a clock, a leeway).
 	JWTOptions []jwt.Option
 	// Audit records every authentication, successful or not; optional.
