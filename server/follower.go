@@ -267,14 +267,23 @@ func (f *Follower) Run(ctx context.Context) error {
 		return err
 	}
 
-	etcd, err := cluster.StartPrivateEtcd(ctx, cluster.PrivateEtcdConfig{Dir: dd.join("replica"), Logger: f.lg})
+	// The copy is rebuildable from the feed: no fsync per applied
+	// revision; a copy left by a crash is thrown away for a new snapshot.
+	etcd, err := cluster.StartPrivateEtcd(ctx, cluster.PrivateEtcdConfig{Dir: dd.join("replica"), Rebuildable: true, Logger: f.lg})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	defer etcd.Close()
+	defer func() {
+		if err := etcd.Close(); err != nil {
+			f.lg.Warn("the local copy was not closed cleanly; the next start takes a new snapshot", "err", err)
+		}
+	}()
+	if etcd.Discarded() {
+		f.lg.Warn("the local copy was not closed cleanly last time (a crash or kill); it was discarded and a new snapshot is taken")
+	}
 	local := etcd.Client()
 
 	dk := &dataKeys{kr: dataKey, path: keyPath, name: m.Node.Name, cli: local, lg: f.lg}
