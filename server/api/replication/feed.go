@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -128,12 +129,16 @@ func (f *Feed) Open(ctx context.Context, cursor int64) (replica.Stream, error) {
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	st, err := sowerv1.NewReplicationServiceClient(conn).Follow(sctx, &sowerv1.FollowRequest{Cursor: cursor})
+	st, err := sowerv1.NewReplicationServiceClient(conn).Follow(sctx)
+	if err == nil {
+		err = st.Send(&sowerv1.FollowRequest{Cursor: cursor})
+	}
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("replication feed: %s: %w", ep, err)
 	}
-	s := &stream{st: st, cancel: cancel, f: f, ep: ep}
+	s := &stream{st: st, cancel: cancel, f: f, ep: ep, ackc: make(chan struct{}, 1)}
+	go s.sendAcks(sctx)
 	// A node that stops answering without closing the connection (a
 	// partition, a stopped process) is given up after the silence.
 	s.timer = time.AfterFunc(f.c.Silence, cancel)
@@ -141,11 +146,48 @@ func (f *Feed) Open(ctx context.Context, cursor int64) (replica.Stream, error) {
 }
 
 type stream struct {
-	st     grpc.ServerStreamingClient[sowerv1.FollowResponse]
+	st     grpc.BidiStreamingClient[sowerv1.FollowRequest, sowerv1.FollowResponse]
 	cancel context.CancelFunc
 	timer  *time.Timer
 	f      *Feed
 	ep     string
+	// applied is the latest revision to acknowledge; ackc wakes sendAcks.
+	applied atomic.Int64
+	ackc    chan struct{}
+}
+
+var _ replica.Acker = (*stream)(nil)
+
+// Ack implements replica.Acker: it never waits for the network; acks that
+// pile up while one is being sent collapse into the latest.
+func (s *stream) Ack(applied int64) {
+	for {
+		cur := s.applied.Load()
+		if applied <= cur || s.applied.CompareAndSwap(cur, applied) {
+			break
+		}
+	}
+	select {
+	case s.ackc <- struct{}{}:
+	default:
+	}
+}
+
+func (s *stream) sendAcks(ctx context.Context) {
+	var sent int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.ackc:
+		}
+		if a := s.applied.Load(); a > sent {
+			if err := s.st.Send(&sowerv1.FollowRequest{Applied: a}); err != nil {
+				return // Recv reports why the stream ended
+			}
+			sent = a
+		}
+	}
 }
 
 func (s *stream) Recv() (replica.Message, error) {
