@@ -1,19 +1,54 @@
 package clustertest
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sowerproject/sower/server"
 )
 
-var benchFollowers = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
+var (
+	benchFollowers = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
+	inProcess      = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads: run the Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
+)
+
+// inProcessFollower stops the Follower process p and runs the same
+// Follower (its data dir, its unpacked seed, its addresses) inside the
+// test process until the benchmark ends. It returns the pid to measure.
+func inProcessFollower(b *testing.B, p *proc) int {
+	p.stop()
+	f, err := server.NewFollower(server.FollowerConfig{SeedDir: filepath.Join(p.dir, "seed"), DataDir: p.dir, HTTPAddr: p.http, GRPCAddr: p.grpc})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- f.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			b.Errorf("in-process Follower: %v", err)
+		}
+	})
+	select {
+	case <-f.Ready():
+	case err := <-errc:
+		b.Fatalf("in-process Follower: %v", err)
+	case <-time.After(2 * time.Minute):
+		b.Fatal("in-process Follower not ready after 2 minutes")
+	}
+	return os.Getpid()
+}
 
 // followerBench is a Leader and n Followers from seeds, with a host that
 // may read one variable.
@@ -80,70 +115,42 @@ func percentile(d []time.Duration, p float64) time.Duration {
 }
 
 // BenchmarkFollowerReads measures secret reads and API-key logins per
-// second on one Follower process over TLS (REST, Conjur's paths), from
-// this test process as the separate load generator with 64 concurrent
-// clients, and the Follower's CPU per request:
+// second on one Follower process over TLS (REST, Conjur's paths), the load
+// from a separate process (test/loadgen) with 64 concurrent clients on
+// kept-alive connections, and the Follower's CPU per request:
 //
 //	go test ./test/cluster -run '^$' -bench FollowerReads -benchtime 20000x
 func BenchmarkFollowerReads(b *testing.B) {
 	fb := newFollowerBench(b, 1)
 	f := fb.followers[0]
+	pid := f.cmd.Process.Pid
+	if *inProcess {
+		pid = inProcessFollower(b, f)
+	}
 	tok, err := f.login("host/app", fb.appKey)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name string
-		do   func() error
-	}{
-		{"secret-read", func() error {
-			code, _, body, err := f.req(http.MethodGet, secretPath, tok, "")
-			if err == nil && (code != http.StatusOK || body != "bench-secret") {
-				err = fmt.Errorf("%d %s", code, body)
-			}
-			return err
-		}},
-		{"api-key-login", func() error { _, err := f.login("host/app", fb.appKey); return err }},
+	for _, t := range []loadTarget{
+		{Name: "secret-read", Method: http.MethodGet, URL: f.url() + secretPath, Headers: map[string]string{"Authorization": tok}, Expect: "bench-secret"},
+		{Name: "api-key-login", Method: http.MethodPost, URL: f.url() + "/authn/" + account + "/host%2Fapp/authenticate", Body: fb.appKey,
+			Headers: map[string]string{"Accept-Encoding": "base64"}},
 	} {
-		b.Run(tc.name, func(b *testing.B) {
-			const clients = 64
-			lat := make([][]time.Duration, clients)
-			var wg sync.WaitGroup
-			var failed sync.Map
-			next := make(chan struct{}, b.N)
-			for range b.N {
-				next <- struct{}{}
-			}
-			close(next)
-			cpu0 := cpuTicks(f.cmd.Process.Pid)
-			start := time.Now()
+		b.Run(t.Name, func(b *testing.B) {
+			t.ServerName = f.serverName
+			plan := loadPlan{CAFile: fb.h.caFile(), Clients: 64, Requests: b.N, Targets: []loadTarget{t}}
+			cpu0 := cpuTicks(pid)
 			b.ResetTimer()
-			for c := range clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for range next {
-						t := time.Now()
-						if err := tc.do(); err != nil {
-							failed.Store(c, err)
-						}
-						lat[c] = append(lat[c], time.Since(t))
-					}
-				}()
-			}
-			wg.Wait()
+			r := runLoad(b, plan)
 			b.StopTimer()
-			el := time.Since(start)
-			cpu := cpuTicks(f.cmd.Process.Pid) - cpu0
-			failed.Range(func(_, v any) bool { b.Fatalf("request failed: %v", v); return false })
-			var all []time.Duration
-			for _, l := range lat {
-				all = append(all, l...)
+			cpu := cpuTicks(pid) - cpu0
+			if r.Failed > 0 {
+				b.Fatalf("%d of %d requests failed: %v", r.Failed, r.Requests, r.Errors)
 			}
-			b.ReportMetric(float64(b.N)/el.Seconds(), "req/s")
-			b.ReportMetric(float64(percentile(all, 0.5).Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(percentile(all, 0.99).Microseconds())/1000, "p99-ms")
-			b.ReportMetric(float64(cpu)*10/float64(b.N)*1000, "follower-cpu-µs/req")
+			b.ReportMetric(r.PerSec, "req/s")
+			b.ReportMetric(r.P50ms, "p50-ms")
+			b.ReportMetric(r.P99ms, "p99-ms")
+			b.ReportMetric(float64(cpu)*10/float64(r.Requests)*1000, "follower-cpu-µs/req")
 		})
 	}
 }
