@@ -429,7 +429,7 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	if err := tokens.Load(ctx); err != nil {
 		return fmt.Errorf("server: token signing keys: %w", err)
 	}
-	secrets, err := etcdstore.NewSecrets(local, dataKey, etcdstore.SecretsConfig{Logger: f.lg})
+	secrets, err := etcdstore.NewSecrets(local, dataKey, etcdstore.SecretsConfig{Logger: f.lg, Serializable: true})
 	if err != nil {
 		return err
 	}
