@@ -20,7 +20,7 @@ import (
 
 var (
 	benchFollowers = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
-	inProcess      = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads: run the Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
+	inProcess      = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads, BenchmarkReplicationLag: run the (first) Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
 )
 
 // inProcessFollower stops the Follower process p and runs the same
@@ -185,9 +185,23 @@ func BenchmarkFollowerReads(b *testing.B) {
 //	go test ./test/cluster -run '^$' -bench ReplicationLag -benchtime 300x -followers 20
 func BenchmarkReplicationLag(b *testing.B) {
 	fb := newFollowerBench(b, *benchFollowers)
+	pids := make([]int, len(fb.followers))
+	for i, f := range fb.followers {
+		pids[i] = f.cmd.Process.Pid
+	}
+	if *inProcess {
+		pids[0] = inProcessFollower(b, fb.followers[0])
+	}
+	followersCPU := func() (t int64) {
+		for _, pid := range pids {
+			t += cpuTicks(pid)
+		}
+		return t
+	}
 	var mu sync.Mutex
 	var lags []time.Duration
 	var wg sync.WaitGroup
+	fcpu0 := followersCPU()
 	cpu0 := cpuTicks(fb.leader.cmd.Process.Pid)
 	start := time.Now()
 	b.ResetTimer()
@@ -218,6 +232,9 @@ func BenchmarkReplicationLag(b *testing.B) {
 	b.StopTimer()
 	el := time.Since(start)
 	cpu := cpuTicks(fb.leader.cmd.Process.Pid) - cpu0
+	fcpu := followersCPU() - fcpu0
+	b.ReportMetric(float64(fcpu)*10*1000/float64(b.N*len(pids)), "follower-cpu-µs/write")
+	b.ReportMetric(float64(cpu)*10*1000/float64(b.N), "leader-cpu-µs/write")
 	b.ReportMetric(float64(percentile(lags, 0.5).Microseconds())/1000, "lag-p50-ms")
 	b.ReportMetric(float64(percentile(lags, 0.99).Microseconds())/1000, "lag-p99-ms")
 	b.ReportMetric(float64(b.N)/el.Seconds(), "writes/s")
