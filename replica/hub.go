@@ -38,7 +38,8 @@ type HubConfig struct {
 	// Idle is how long the hub waits without a change before it sends a
 	// progress mark (default 1s).
 	Idle time.Duration
-	// PageSize is how many keys one snapshot message holds (default 1000).
+	// PageSize is how many keys one snapshot message holds (default
+	// 10,000).
 	PageSize int
 	// WaitBehind is how long Serve waits for this node to reach a
 	// Follower that is ahead of it (default 5s).
@@ -113,7 +114,7 @@ func NewHub(c HubConfig) (*Hub, error) {
 		c.Idle = time.Second
 	}
 	if c.PageSize <= 0 {
-		c.PageSize = 1000
+		c.PageSize = 10_000
 	}
 	if c.WaitBehind <= 0 {
 		c.WaitBehind = 5 * time.Second
@@ -540,7 +541,11 @@ func (h *Hub) sendSnapshot(ctx context.Context, send func(Message) error, consis
 			end = clientv3.GetPrefixRangeEnd(r.Key)
 		}
 		for {
-			opts := []clientv3.OpOption{clientv3.WithRev(rev), clientv3.WithLimit(int64(h.c.PageSize))}
+			// etcd walks the whole rest of the range to count it on every
+			// limited read, so reads are few and large (ten messages'
+			// worth): with 1,000 keys a read, 100,000 hosts and 18,000 variables took
+			// 47 s to a Follower's ready, 24 s with 100,000 (quiet machine).
+			opts := []clientv3.OpOption{clientv3.WithRev(rev), clientv3.WithLimit(int64(10 * h.c.PageSize))}
 			if end != "" {
 				opts = append(opts, clientv3.WithRange(end))
 			}
