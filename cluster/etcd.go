@@ -111,6 +111,11 @@ type Etcd struct {
 	gates   *gates // nil without EtcdConfig.Gate
 	closing *atomic.Bool
 	once    sync.Once
+	// afterClose runs once the member is closed (a private etcd's clean
+	// mark); discarded: a private etcd's data was thrown away at start.
+	afterClose func() error
+	closeErr   error
+	discarded  bool
 }
 
 // StartEtcd starts the member and waits until it is ready to serve requests,
@@ -318,8 +323,11 @@ func (e *Etcd) Close() error {
 		if e.gates != nil {
 			e.gates.close()
 		}
+		if e.afterClose != nil {
+			e.closeErr = e.afterClose()
+		}
 	})
-	return nil
+	return e.closeErr
 }
 
 // Info is a snapshot of how this member sees the raft group.

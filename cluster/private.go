@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -24,9 +26,23 @@ type PrivateEtcdConfig struct {
 	// 512 MiB.
 	MaxTxnOps       uint
 	MaxRequestBytes uint
+	// Rebuildable says the data is a cache its owner can rebuild from
+	// elsewhere (a Follower's copy: the feed sends a new snapshot). etcd
+	// then never fsyncs (UnsafeNoFsync): on a Follower every applied
+	// revision would otherwise cost an fsync, and twenty Followers on one
+	// disk slow the Leader's own writes. The price is that a copy the
+	// process did not close cleanly (kill -9, a crash, a power loss) may
+	// be torn, so Close marks a clean stop (Dir + ".clean", written after
+	// every file is synced) and the next start without that mark throws
+	// the copy away and starts empty (Discarded reports it).
+	Rebuildable bool
 	// Logger receives etcd's own log lines at Warn and above. Nil discards.
 	Logger *slog.Logger
 }
+
+// cleanMark is the file, next to a Rebuildable etcd's directory, that
+// says it was closed cleanly.
+func cleanMark(dir string) string { return filepath.Clean(dir) + ".clean" }
 
 // privateMemberName is the private member's name; it never meets another.
 const privateMemberName = "replica"
@@ -39,6 +55,13 @@ const privateMemberName = "replica"
 func StartPrivateEtcd(ctx context.Context, c PrivateEtcdConfig) (*Etcd, error) {
 	if c.Dir == "" {
 		return nil, errors.New("cluster: a private etcd needs a data directory")
+	}
+	discarded := false
+	if c.Rebuildable {
+		var err error
+		if discarded, err = takeCleanMark(c.Dir); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: private etcd data dir: %w", err)
@@ -70,6 +93,7 @@ func StartPrivateEtcd(ctx context.Context, c PrivateEtcdConfig) (*Etcd, error) {
 	cfg.AutoCompactionMode = embed.CompactorModeRevision
 	cfg.AutoCompactionRetention = "10000"
 	cfg.Metrics = "basic"
+	cfg.UnsafeNoFsync = c.Rebuildable
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapToSlog(c.Logger, closing))
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -88,7 +112,76 @@ func StartPrivateEtcd(ctx context.Context, c PrivateEtcdConfig) (*Etcd, error) {
 		stop()
 		return nil, fmt.Errorf("cluster: waiting for the private etcd: %w", ctx.Err())
 	}
-	return &Etcd{e: e, client: retryReads(v3client.New(e.Server)), closing: closing}, nil
+	out := &Etcd{e: e, client: retryReads(v3client.New(e.Server)), closing: closing, discarded: discarded}
+	if c.Rebuildable {
+		out.afterClose = func() error { return putCleanMark(c.Dir) }
+	}
+	return out, nil
+}
+
+// Discarded reports whether a Rebuildable etcd threw its previous data
+// away at start because it had not been closed cleanly.
+func (e *Etcd) Discarded() bool { return e.discarded }
+
+// takeCleanMark prepares a Rebuildable etcd's directory: with data and no
+// clean mark, the data goes (reported as discarded); the mark is removed,
+// durably, before etcd writes again, so a crash from now on is seen at the
+// next start.
+func takeCleanMark(dir string) (discarded bool, err error) {
+	mark := cleanMark(dir)
+	_, markErr := os.Stat(mark)
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("cluster: private etcd data dir: %w", err)
+	}
+	if len(entries) > 0 && errors.Is(markErr, os.ErrNotExist) {
+		if err := os.RemoveAll(dir); err != nil {
+			return false, fmt.Errorf("cluster: discard the private etcd in %s, which was not closed cleanly: %w", dir, err)
+		}
+		discarded = true
+	}
+	if err := os.Remove(mark); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("cluster: private etcd clean mark: %w", err)
+	}
+	return discarded, syncDir(filepath.Dir(mark))
+}
+
+// putCleanMark syncs every file of a closed etcd (it never fsynced them)
+// and then writes the clean mark.
+func putCleanMark(dir string) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return syncPath(p)
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: sync the private etcd in %s: %w", dir, err)
+	}
+	mark := cleanMark(dir)
+	if err := os.WriteFile(mark, nil, 0o600); err != nil {
+		return fmt.Errorf("cluster: private etcd clean mark: %w", err)
+	}
+	if err := syncPath(mark); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(mark))
+}
+
+func syncPath(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func syncDir(dir string) error {
+	if err := syncPath(dir); err != nil {
+		return fmt.Errorf("cluster: sync %s: %w", dir, err)
+	}
+	return nil
 }
 
 // Revision is the member's current etcd revision (its store's, without a

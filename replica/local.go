@@ -170,7 +170,8 @@ func (s *LocalStore) scan(ctx context.Context, r Rule, fn func(key string, value
 		end = clientv3.GetPrefixRangeEnd(r.Key)
 	}
 	for {
-		opts := []clientv3.OpOption{clientv3.WithLimit(10_000)}
+		// Large pages: etcd counts the rest of the range on each one.
+		opts := []clientv3.OpOption{clientv3.WithLimit(100_000)}
 		if end != "" {
 			opts = append(opts, clientv3.WithRange(end))
 		}

@@ -36,6 +36,14 @@ type Stream interface {
 	Close() error
 }
 
+// Acker is a Stream that can tell its node what the Follower has applied
+// (the lag the node reports is then the applied lag, not the sent one).
+// Ack must not block on the network: a later revision may replace one not
+// yet sent.
+type Acker interface {
+	Ack(applied int64)
+}
+
 // Config is what a Replica needs.
 type Config struct {
 	Store Store
@@ -200,6 +208,10 @@ func (r *Replica) follow(ctx context.Context) (bool, error) {
 	}
 	defer st.Close()
 	r.setState(StateStreaming)
+	ack := func() {}
+	if a, ok := st.(Acker); ok {
+		ack = func() { a.Ack(r.Applied()) }
+	}
 	var snap *snapshot
 	for {
 		m, err := st.Recv()
@@ -234,6 +246,7 @@ func (r *Replica) follow(ctx context.Context) (bool, error) {
 			r.advance(snap.rev, true)
 			r.setState(StateStreaming)
 			snap = nil
+			ack()
 		case m.Change != nil:
 			if snap != nil {
 				return false, fmt.Errorf("%w: change %d inside a snapshot", ErrOutOfOrder, m.Change.Revision)
@@ -249,9 +262,11 @@ func (r *Replica) follow(ctx context.Context) (bool, error) {
 			}
 			r.observe(m.Change.Puts)
 			r.advance(m.Change.Revision, false)
+			ack()
 		case m.Progress > 0:
 			if snap == nil && r.Loaded() {
 				r.advance(m.Progress, false)
+				ack()
 			}
 		}
 	}

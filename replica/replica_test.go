@@ -73,6 +73,7 @@ type localFeed struct {
 }
 
 type localStream struct {
+	acks   chan int64
 	ch     chan replica.Message
 	errc   chan error
 	cancel context.CancelFunc
@@ -89,7 +90,7 @@ func (f *localFeed) Open(ctx context.Context, cursor int64) (replica.Stream, err
 		return nil, errors.New("injected: node unreachable")
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &localStream{ch: make(chan replica.Message), errc: make(chan error, 1), cancel: cancel, left: -1, hold: f.hold, ctx: ctx}
+	s := &localStream{acks: make(chan int64, 1), ch: make(chan replica.Message), errc: make(chan error, 1), cancel: cancel, left: -1, hold: f.hold, ctx: ctx}
 	if f.cutAfter > 0 {
 		s.left = 1 + rand.IntN(f.cutAfter)
 	}
@@ -101,7 +102,7 @@ func (f *localFeed) Open(ctx context.Context, cursor int64) (replica.Stream, err
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-		})
+		}, s.acks)
 	}()
 	return s, nil
 }
@@ -130,6 +131,15 @@ func (s *localStream) Recv() (replica.Message, error) {
 }
 
 func (s *localStream) Close() error { s.cancel(); return nil }
+
+// Ack implements replica.Acker as the gRPC adapter does: the latest wins.
+func (s *localStream) Ack(applied int64) {
+	select {
+	case <-s.acks:
+	default:
+	}
+	s.acks <- applied
+}
 
 type side struct {
 	src, dst *cluster.Etcd
@@ -369,7 +379,7 @@ func TestHubCutsOffASlowFollower(t *testing.T) {
 				<-ctx.Done() // never reads again
 			}
 			return nil
-		})
+		}, nil)
 	}()
 	<-attached
 	for i := range 20 {
@@ -385,5 +395,54 @@ func TestHubCutsOffASlowFollower(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, replica.ErrSlow) && !errors.Is(err, context.Canceled) {
 		t.Fatalf("Serve = %v, want ErrSlow", err)
+	}
+}
+
+// The hub's lag is what the Follower acknowledged as applied: a Follower
+// that holds a snapshot it has been sent but not applied is behind, and
+// once it applies everything it is not.
+func TestHubReportsAcknowledgedLag(t *testing.T) {
+	s := newSide(t, replica.HubConfig{})
+	s.feed.hold = make(chan struct{})
+	src := s.src.Client()
+	put(t, src, clientv3.OpPut("/sower/policy/facts/a", "1"))
+	r, _ := s.replica(t)
+	attached := func() replica.Attached {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if fs := s.hub.Followers(); len(fs) == 1 {
+				return fs[0]
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no follower attached")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// The snapshot is sent but held back on its way.
+	a := attached()
+	rev := put(t, src, clientv3.OpPut("/sower/policy/facts/b", "2"))
+	deadline := time.Now().Add(10 * time.Second)
+	for s.hub.Revision() < rev {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub never saw %d", rev)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if a = attached(); a.Applied != 0 || a.Lag < rev || a.LagTime <= 0 {
+		t.Fatalf("before the Follower applied anything: %+v, want applied 0, lag ≥ %d and a lag time", a, rev)
+	}
+	close(s.feed.hold)
+	waitApplied(t, r, rev)
+	deadline = time.Now().Add(10 * time.Second)
+	for a = attached(); a.Applied < rev; a = attached() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the Follower's acknowledgement never reached the hub: %+v, applied %d", a, r.Applied())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if a.Lag != s.hub.Revision()-a.Applied || a.LagTime != 0 {
+		t.Fatalf("after applying: %+v, want lag %d and no lag time", a, s.hub.Revision()-a.Applied)
 	}
 }

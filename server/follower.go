@@ -272,14 +272,23 @@ func (f *Follower) Run(ctx context.Context) error {
 		return err
 	}
 
-	etcd, err := cluster.StartPrivateEtcd(ctx, cluster.PrivateEtcdConfig{Dir: dd.join("replica"), Logger: f.lg})
+	// The copy is rebuildable from the feed: no fsync per applied
+	// revision; a copy left by a crash is thrown away for a new snapshot.
+	etcd, err := cluster.StartPrivateEtcd(ctx, cluster.PrivateEtcdConfig{Dir: dd.join("replica"), Rebuildable: true, Logger: f.lg})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	defer etcd.Close()
+	defer func() {
+		if err := etcd.Close(); err != nil {
+			f.lg.Warn("the local copy was not closed cleanly; the next start takes a new snapshot", "err", err)
+		}
+	}()
+	if etcd.Discarded() {
+		f.lg.Warn("the local copy was not closed cleanly last time (a crash or kill); it was discarded and a new snapshot is taken")
+	}
 	local := etcd.Client()
 	// A full disk must not end the private etcd (it exits on a failed
 	// write): below the floor its alarm refuses the replica's writes, the
@@ -436,7 +445,7 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	if err := tokens.Load(ctx); err != nil {
 		return fmt.Errorf("server: token signing keys: %w", err)
 	}
-	secrets, err := etcdstore.NewSecrets(local, dataKey, etcdstore.SecretsConfig{Logger: f.lg})
+	secrets, err := etcdstore.NewSecrets(local, dataKey, etcdstore.SecretsConfig{Logger: f.lg, Serializable: true})
 	if err != nil {
 		return err
 	}

@@ -158,13 +158,21 @@ func registerHubMetrics(m *metrics, hub *replica.Hub) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_follower_attached", Help: "Followers replicating from this node."},
 			func() float64 { return float64(len(hub.Followers())) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_follower_max_lag_revisions", Help: "The largest lag, in revisions, of a Follower attached to this node."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_follower_max_lag_revisions", Help: "The largest lag, in revisions, of what a Follower attached to this node acknowledged as applied."},
 			func() float64 {
 				var lag int64
 				for _, f := range hub.Followers() {
 					lag = max(lag, f.Lag)
 				}
 				return float64(lag)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_follower_max_lag_seconds", Help: "The age of the oldest change a Follower attached to this node has not acknowledged as applied (0: all current)."},
+			func() float64 {
+				var lag float64
+				for _, f := range hub.Followers() {
+					lag = max(lag, f.LagTime.Seconds())
+				}
+				return lag
 			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sower_follower_feed_revision", Help: "The last etcd revision this node's replication feed has seen."},
 			func() float64 { return float64(hub.Revision()) }),

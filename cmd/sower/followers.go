@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -27,9 +28,10 @@ func newClusterFollowersCommand() *cobra.Command {
 				return printRaw(cmd.OutOrStdout(), raw)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tNODE\tADDRESS\tSENT REVISION\tLAG\tSINCE\tSERIAL")
+			fmt.Fprintln(tw, "NAME\tNODE\tADDRESS\tAPPLIED\tSENT\tLAG\tLAG TIME\tSINCE\tSERIAL")
 			for _, f := range resp.GetFollowers() {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", f.GetName(), f.GetNode(), f.GetAddress(), f.GetSentRevision(), f.GetLagRevisions(), f.GetSince(), f.GetSerial())
+				lagTime := time.Duration(f.GetLagSeconds() * float64(time.Second)).Round(time.Millisecond)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", f.GetName(), f.GetNode(), f.GetAddress(), f.GetAppliedRevision(), f.GetSentRevision(), f.GetLagRevisions(), lagTime, f.GetSince(), f.GetSerial())
 			}
 			if err := tw.Flush(); err != nil {
 				return err

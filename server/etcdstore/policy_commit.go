@@ -656,10 +656,14 @@ func (p *Policies) EnsureAccount(ctx context.Context, account string) error {
 	return ErrPolicyConflict
 }
 
+// segmentEscaper is built once: building a Replacer costs more than using
+// it, and every secret read escapes its variable's id.
+var segmentEscaper = strings.NewReplacer("%", "%25", "/", "%2F")
+
 // escapeSegment writes s as one key segment: '%' and '/' escaped.
 func escapeSegment(s string) string {
 	if !strings.ContainsAny(s, "%/") {
 		return s
 	}
-	return strings.NewReplacer("%", "%25", "/", "%2F").Replace(s)
+	return segmentEscaper.Replace(s)
 }

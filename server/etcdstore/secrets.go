@@ -64,6 +64,10 @@ type SecretsConfig struct {
 	VersionsKept int
 	// Logger receives the watch's log lines. Nil discards.
 	Logger *slog.Logger
+	// Serializable makes reads local to the member, without etcd's
+	// linearizable round trip: right for a single-member etcd whose every
+	// acknowledged write is already applied (a Follower's private copy).
+	Serializable bool
 }
 
 // Secrets keeps secret values in etcd, sealed. Run follows changes made by
@@ -219,7 +223,7 @@ func (s *Secrets) Get(ctx context.Context, resourceID string, version int64) ([]
 // first.
 func (s *Secrets) Versions(ctx context.Context, resourceID string) ([]int64, error) {
 	prefix := SecretPrefix(resourceID)
-	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := s.cli.Get(ctx, prefix, append(s.readOpts(), clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: read the versions of %s: %w", resourceID, err)
 	}
@@ -236,10 +240,18 @@ func (s *Secrets) Versions(ctx context.Context, resourceID string) ([]int64, err
 
 func (s *Secrets) getOp(resourceID string, version int64) clientv3.Op {
 	if version > 0 {
-		return clientv3.OpGet(secretKey(resourceID, version))
+		return clientv3.OpGet(secretKey(resourceID, version), s.readOpts()...)
 	}
-	return clientv3.OpGet(SecretPrefix(resourceID), clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))
+	return clientv3.OpGet(SecretPrefix(resourceID), append(s.readOpts(), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))...)
+}
+
+// readOpts are the options of every read (SecretsConfig.Serializable).
+func (s *Secrets) readOpts() []clientv3.OpOption {
+	if s.c.Serializable {
+		return []clientv3.OpOption{clientv3.WithSerializable()}
+	}
+	return nil
 }
 
 func (s *Secrets) open(resourceID string, version int64, resp *clientv3.GetResponse) ([]byte, int64, error) {

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/sowerproject/sower/pki"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
@@ -544,6 +545,21 @@ func TestFollowers(t *testing.T) {
 		if err != nil || code != http.StatusOK || body != "after-revoke" {
 			t.Fatalf("follower-2: %d %q %v", code, body, err)
 		}
+		// Its node reports the lag of what it applied: it acknowledges
+		// the write it just served.
+		waitFor(t, "follower-2 acknowledges the write", func() bool {
+			code, _, body, err := lp.req(http.MethodGet, "/v1/followers", admin2, "")
+			var list sowerv1.ListFollowersResponse
+			if err != nil || code != http.StatusOK || protojson.Unmarshal([]byte(body), &list) != nil {
+				return false
+			}
+			for _, f := range list.GetFollowers() {
+				if strings.Contains(f.GetName(), "follower-2."+followerDomain) && f.GetAppliedRevision() >= rev {
+					return true
+				}
+			}
+			return false
+		})
 		code, _, _, err = f3.req(http.MethodGet, secretPath, admin2, "", "X-Sower-Min-Revision", fmt.Sprint(rev))
 		if err != nil || code != http.StatusPreconditionFailed {
 			t.Errorf("the revoked follower-3 reached the write: %d %v", code, err)
@@ -616,8 +632,11 @@ func followSnapshot(h *harness, who, node *proc, kind string) ([]string, error) 
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := sowerv1.NewReplicationServiceClient(conn).Follow(ctx, &sowerv1.FollowRequest{})
+	st, err := sowerv1.NewReplicationServiceClient(conn).Follow(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := st.Send(&sowerv1.FollowRequest{}); err != nil {
 		return nil, err
 	}
 	var keys []string

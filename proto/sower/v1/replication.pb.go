@@ -22,11 +22,15 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// FollowRequest starts a stream.
+// FollowRequest starts a stream (the first one) or acknowledges progress
+// (every later one).
 type FollowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The source revision the Follower's copy reflects; 0 when it has none.
-	Cursor        int64 `protobuf:"varint,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// First request: the source revision the Follower's copy reflects; 0
+	// when it has none.
+	Cursor int64 `protobuf:"varint,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Later requests: the source revision the Follower has applied.
+	Applied       int64 `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -64,6 +68,13 @@ func (*FollowRequest) Descriptor() ([]byte, []int) {
 func (x *FollowRequest) GetCursor() int64 {
 	if x != nil {
 		return x.Cursor
+	}
+	return 0
+}
+
+func (x *FollowRequest) GetApplied() int64 {
+	if x != nil {
+		return x.Applied
 	}
 	return 0
 }
@@ -444,12 +455,17 @@ type AttachedFollower struct {
 	Serial string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
 	// The node it replicates from.
 	Node string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
-	// The last source revision sent to it and how many revisions it is
-	// behind that node.
+	// The last source revision sent to it, and how many revisions its
+	// acknowledged (applied) revision is behind that node.
 	SentRevision int64 `protobuf:"varint,5,opt,name=sent_revision,json=sentRevision,proto3" json:"sent_revision,omitempty"`
 	LagRevisions int64 `protobuf:"varint,6,opt,name=lag_revisions,json=lagRevisions,proto3" json:"lag_revisions,omitempty"`
 	// When the stream started (RFC 3339).
-	Since         string `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	Since string `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	// The last source revision it acknowledged as applied.
+	AppliedRevision int64 `protobuf:"varint,8,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
+	// How long ago the revision after the applied one reached this node
+	// (0 when the Follower is current): the lag in time, in seconds.
+	LagSeconds    float64 `protobuf:"fixed64,9,opt,name=lag_seconds,json=lagSeconds,proto3" json:"lag_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -533,6 +549,20 @@ func (x *AttachedFollower) GetSince() string {
 	return ""
 }
 
+func (x *AttachedFollower) GetAppliedRevision() int64 {
+	if x != nil {
+		return x.AppliedRevision
+	}
+	return 0
+}
+
+func (x *AttachedFollower) GetLagSeconds() float64 {
+	if x != nil {
+		return x.LagSeconds
+	}
+	return 0
+}
+
 // ListFollowersResponse lists attached Followers, by node and name.
 type ListFollowersResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -591,9 +621,10 @@ var File_sower_v1_replication_proto protoreflect.FileDescriptor
 
 const file_sower_v1_replication_proto_rawDesc = "" +
 	"\n" +
-	"\x1asower/v1/replication.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"'\n" +
+	"\x1asower/v1/replication.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"A\n" +
 	"\rFollowRequest\x12\x16\n" +
-	"\x06cursor\x18\x01 \x01(\x03R\x06cursor\"2\n" +
+	"\x06cursor\x18\x01 \x01(\x03R\x06cursor\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\x03R\aapplied\"2\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"4\n" +
@@ -616,7 +647,7 @@ const file_sower_v1_replication_proto_rawDesc = "" +
 	"leader_url\x18\b \x01(\tR\tleaderUrlB\x06\n" +
 	"\x04part\",\n" +
 	"\x14ListFollowersRequest\x12\x14\n" +
-	"\x05local\x18\x01 \x01(\bR\x05local\"\xcc\x01\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"\x98\x02\n" +
 	"\x10AttachedFollower\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
@@ -624,12 +655,15 @@ const file_sower_v1_replication_proto_rawDesc = "" +
 	"\x04node\x18\x04 \x01(\tR\x04node\x12#\n" +
 	"\rsent_revision\x18\x05 \x01(\x03R\fsentRevision\x12#\n" +
 	"\rlag_revisions\x18\x06 \x01(\x03R\flagRevisions\x12\x14\n" +
-	"\x05since\x18\a \x01(\tR\x05since\"s\n" +
+	"\x05since\x18\a \x01(\tR\x05since\x12)\n" +
+	"\x10applied_revision\x18\b \x01(\x03R\x0fappliedRevision\x12\x1f\n" +
+	"\vlag_seconds\x18\t \x01(\x01R\n" +
+	"lagSeconds\"s\n" +
 	"\x15ListFollowersResponse\x128\n" +
 	"\tfollowers\x18\x01 \x03(\v2\x1a.sower.v1.AttachedFollowerR\tfollowers\x12 \n" +
-	"\vunreachable\x18\x02 \x03(\tR\vunreachable2\xbc\x01\n" +
-	"\x12ReplicationService\x12=\n" +
-	"\x06Follow\x12\x17.sower.v1.FollowRequest\x1a\x18.sower.v1.FollowResponse0\x01\x12g\n" +
+	"\vunreachable\x18\x02 \x03(\tR\vunreachable2\xbe\x01\n" +
+	"\x12ReplicationService\x12?\n" +
+	"\x06Follow\x12\x17.sower.v1.FollowRequest\x1a\x18.sower.v1.FollowResponse(\x010\x01\x12g\n" +
 	"\rListFollowers\x12\x1e.sower.v1.ListFollowersRequest\x1a\x1f.sower.v1.ListFollowersResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/followersB6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
 
 var (

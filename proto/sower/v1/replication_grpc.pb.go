@@ -33,9 +33,11 @@ const (
 // no access token. ListFollowers needs an access token.
 type ReplicationServiceClient interface {
 	// Follow streams the replicated part of the cluster's state: a snapshot
-	// when the node cannot resume from the request's cursor, then one
-	// message per source etcd revision, and progress marks while idle.
-	Follow(ctx context.Context, in *FollowRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowResponse], error)
+	// when the node cannot resume from the first request's cursor, then one
+	// message per source etcd revision, and progress marks while idle. The
+	// Follower's later requests acknowledge what it has applied (applied),
+	// which is the lag ListFollowers and the metrics report.
+	Follow(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[FollowRequest, FollowResponse], error)
 	// ListFollowers lists the Followers attached to this node and to every
 	// other quorum node that answers, with how far behind each is.
 	ListFollowers(ctx context.Context, in *ListFollowersRequest, opts ...grpc.CallOption) (*ListFollowersResponse, error)
@@ -49,24 +51,18 @@ func NewReplicationServiceClient(cc grpc.ClientConnInterface) ReplicationService
 	return &replicationServiceClient{cc}
 }
 
-func (c *replicationServiceClient) Follow(ctx context.Context, in *FollowRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowResponse], error) {
+func (c *replicationServiceClient) Follow(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[FollowRequest, FollowResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &ReplicationService_ServiceDesc.Streams[0], ReplicationService_Follow_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	x := &grpc.GenericClientStream[FollowRequest, FollowResponse]{ClientStream: stream}
-	if err := x.ClientStream.SendMsg(in); err != nil {
-		return nil, err
-	}
-	if err := x.ClientStream.CloseSend(); err != nil {
-		return nil, err
-	}
 	return x, nil
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type ReplicationService_FollowClient = grpc.ServerStreamingClient[FollowResponse]
+type ReplicationService_FollowClient = grpc.BidiStreamingClient[FollowRequest, FollowResponse]
 
 func (c *replicationServiceClient) ListFollowers(ctx context.Context, in *ListFollowersRequest, opts ...grpc.CallOption) (*ListFollowersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -88,9 +84,11 @@ func (c *replicationServiceClient) ListFollowers(ctx context.Context, in *ListFo
 // no access token. ListFollowers needs an access token.
 type ReplicationServiceServer interface {
 	// Follow streams the replicated part of the cluster's state: a snapshot
-	// when the node cannot resume from the request's cursor, then one
-	// message per source etcd revision, and progress marks while idle.
-	Follow(*FollowRequest, grpc.ServerStreamingServer[FollowResponse]) error
+	// when the node cannot resume from the first request's cursor, then one
+	// message per source etcd revision, and progress marks while idle. The
+	// Follower's later requests acknowledge what it has applied (applied),
+	// which is the lag ListFollowers and the metrics report.
+	Follow(grpc.BidiStreamingServer[FollowRequest, FollowResponse]) error
 	// ListFollowers lists the Followers attached to this node and to every
 	// other quorum node that answers, with how far behind each is.
 	ListFollowers(context.Context, *ListFollowersRequest) (*ListFollowersResponse, error)
@@ -104,7 +102,7 @@ type ReplicationServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedReplicationServiceServer struct{}
 
-func (UnimplementedReplicationServiceServer) Follow(*FollowRequest, grpc.ServerStreamingServer[FollowResponse]) error {
+func (UnimplementedReplicationServiceServer) Follow(grpc.BidiStreamingServer[FollowRequest, FollowResponse]) error {
 	return status.Error(codes.Unimplemented, "method Follow not implemented")
 }
 func (UnimplementedReplicationServiceServer) ListFollowers(context.Context, *ListFollowersRequest) (*ListFollowersResponse, error) {
@@ -132,15 +130,11 @@ func RegisterReplicationServiceServer(s grpc.ServiceRegistrar, srv ReplicationSe
 }
 
 func _ReplicationService_Follow_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(FollowRequest)
-	if err := stream.RecvMsg(m); err != nil {
-		return err
-	}
-	return srv.(ReplicationServiceServer).Follow(m, &grpc.GenericServerStream[FollowRequest, FollowResponse]{ServerStream: stream})
+	return srv.(ReplicationServiceServer).Follow(&grpc.GenericServerStream[FollowRequest, FollowResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type ReplicationService_FollowServer = grpc.ServerStreamingServer[FollowResponse]
+type ReplicationService_FollowServer = grpc.BidiStreamingServer[FollowRequest, FollowResponse]
 
 func _ReplicationService_ListFollowers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListFollowersRequest)
@@ -177,6 +171,7 @@ var ReplicationService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Follow",
 			Handler:       _ReplicationService_Follow_Handler,
 			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "sower/v1/replication.proto",

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -33,7 +34,12 @@ type FeedConfig struct {
 	// Silence is how long a stream may stay silent before it is given up
 	// (default 5s; the hub sends a progress mark every second when idle).
 	Silence time.Duration
-	Logger  *slog.Logger
+	// AckEvery is the least time between two acknowledgements of the
+	// applied revision (default 100ms): each costs the serving node a
+	// receive, so at a hundred writes a second twenty Followers would
+	// send it two thousand. What the node reports lags by at most this.
+	AckEvery time.Duration
+	Logger   *slog.Logger
 }
 
 // Feed is replica.Feed over gRPC: each Open tries the next node, so a
@@ -57,6 +63,9 @@ func NewFeed(c FeedConfig) (*Feed, error) {
 	}
 	if c.Silence <= 0 {
 		c.Silence = 5 * time.Second
+	}
+	if c.AckEvery <= 0 {
+		c.AckEvery = 100 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -128,12 +137,16 @@ func (f *Feed) Open(ctx context.Context, cursor int64) (replica.Stream, error) {
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	st, err := sowerv1.NewReplicationServiceClient(conn).Follow(sctx, &sowerv1.FollowRequest{Cursor: cursor})
+	st, err := sowerv1.NewReplicationServiceClient(conn).Follow(sctx)
+	if err == nil {
+		err = st.Send(&sowerv1.FollowRequest{Cursor: cursor})
+	}
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("replication feed: %s: %w", ep, err)
 	}
-	s := &stream{st: st, cancel: cancel, f: f, ep: ep}
+	s := &stream{st: st, cancel: cancel, f: f, ep: ep, ackc: make(chan struct{}, 1)}
+	go s.sendAcks(sctx)
 	// A node that stops answering without closing the connection (a
 	// partition, a stopped process) is given up after the silence.
 	s.timer = time.AfterFunc(f.c.Silence, cancel)
@@ -141,11 +154,58 @@ func (f *Feed) Open(ctx context.Context, cursor int64) (replica.Stream, error) {
 }
 
 type stream struct {
-	st     grpc.ServerStreamingClient[sowerv1.FollowResponse]
+	st     grpc.BidiStreamingClient[sowerv1.FollowRequest, sowerv1.FollowResponse]
 	cancel context.CancelFunc
 	timer  *time.Timer
 	f      *Feed
 	ep     string
+	// applied is the latest revision to acknowledge; ackc wakes sendAcks.
+	applied atomic.Int64
+	ackc    chan struct{}
+}
+
+var _ replica.Acker = (*stream)(nil)
+
+// Ack implements replica.Acker: it never waits for the network; acks that
+// pile up while one is being sent collapse into the latest.
+func (s *stream) Ack(applied int64) {
+	for {
+		cur := s.applied.Load()
+		if applied <= cur || s.applied.CompareAndSwap(cur, applied) {
+			break
+		}
+	}
+	select {
+	case s.ackc <- struct{}{}:
+	default:
+	}
+}
+
+func (s *stream) sendAcks(ctx context.Context) {
+	var sent int64
+	pause := time.NewTimer(0)
+	defer pause.Stop()
+	for {
+		// At most one acknowledgement per AckEvery: the first after a
+		// quiet spell goes at once, later ones carry the latest revision.
+		select {
+		case <-ctx.Done():
+			return
+		case <-pause.C:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.ackc:
+		}
+		if a := s.applied.Load(); a > sent {
+			if err := s.st.Send(&sowerv1.FollowRequest{Applied: a}); err != nil {
+				return // Recv reports why the stream ended
+			}
+			sent = a
+		}
+		pause.Reset(s.f.c.AckEvery)
+	}
 }
 
 func (s *stream) Recv() (replica.Message, error) {

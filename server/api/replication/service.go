@@ -104,23 +104,50 @@ func (s *Service) followerCert(ctx context.Context) (*x509.Certificate, error) {
 	return leaf, nil
 }
 
-// Follow implements the feed.
-func (s *Service) Follow(req *sowerv1.FollowRequest, stream grpc.ServerStreamingServer[sowerv1.FollowResponse]) error {
+// Follow implements the feed: the first request names the cursor, every
+// later one acknowledges an applied revision.
+func (s *Service) Follow(stream grpc.BidiStreamingServer[sowerv1.FollowRequest, sowerv1.FollowResponse]) error {
 	ctx := stream.Context()
 	leaf, err := s.followerCert(ctx)
 	if err != nil {
 		return err
+	}
+	req, err := stream.Recv()
+	if err != nil {
+		return status.Error(codes.InvalidArgument, "a Follow stream starts with a request naming the cursor")
 	}
 	if req.GetCursor() < 0 {
 		return status.Error(codes.InvalidArgument, "cursor must not be negative")
 	}
 	p := replica.Peer{Name: leaf.Subject.CommonName, Addr: rpcctx.PeerAddr(ctx), Serial: leaf.SerialNumber.Text(16)}
 	s.c.Logger.Info("follower attached", "follower", p.Name, "addr", p.Addr, "cursor", req.GetCursor())
+	// The acknowledgements: only the latest matters, so a slow hub
+	// never holds this reader up.
+	acks := make(chan int64, 1)
+	go func() {
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				return // the stream ended; the handler returns too
+			}
+			a := r.GetApplied()
+			select {
+			case acks <- a:
+			default:
+				select {
+				case old := <-acks:
+					a = max(a, old)
+				default:
+				}
+				acks <- a
+			}
+		}
+	}()
 	err = s.c.Hub.Serve(ctx, p, req.GetCursor(), func(m replica.Message) error {
 		resp := MessageToProto(m)
 		resp.LeaderName, resp.LeaderUrl = s.c.Leader()
 		return stream.Send(resp)
-	})
+	}, acks)
 	s.c.Logger.Info("follower detached", "follower", p.Name, "addr", p.Addr, "err", err)
 	return toStatus(err)
 }
@@ -152,6 +179,7 @@ func (s *Service) ListFollowers(ctx context.Context, req *sowerv1.ListFollowersR
 		resp.Followers = append(resp.Followers, &sowerv1.AttachedFollower{
 			Name: a.Name, Address: a.Addr, Serial: a.Serial, Node: s.c.Node,
 			SentRevision: a.Sent, LagRevisions: a.Lag, Since: a.Since.UTC().Format(time.RFC3339),
+			AppliedRevision: a.Applied, LagSeconds: a.LagTime.Seconds(),
 		})
 	}
 	if req.GetLocal() || s.c.Others == nil || s.c.Dial == nil {
