@@ -459,7 +459,7 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	if err != nil {
 		return err
 	}
-	pol, err := policyapi.New(policyapi.Config{Account: m.Account, Store: policies, Keys: keys, Logger: f.lg})
+	pol, err := policyapi.New(policyapi.Config{Account: m.Account, Store: policies, Keys: keys, Logger: f.lg, Secrets: secrets})
 	if err != nil {
 		return err
 	}

@@ -520,7 +520,12 @@ func TestFollowers(t *testing.T) {
 			lc, _, lb, lerr := lp.req(http.MethodGet, path, admin2, "")
 			fc, _, fb, ferr := f1.req(http.MethodGet, path, admin2, "", "X-Sower-Min-Revision", fmt.Sprint(rev))
 			if lerr != nil || ferr != nil || lc != fc || lb != fb {
-				t.Errorf("GET %s: Leader %d %.200s %v; Follower %d %.200s %v", path, lc, lb, lerr, fc, fb, ferr)
+				i := 0
+				for i < len(lb) && i < len(fb) && lb[i] == fb[i] {
+					i++
+				}
+				from := max(0, i-120)
+				t.Errorf("GET %s: Leader %d …%.300s %v; Follower %d …%.300s %v", path, lc, lb[from:], lerr, fc, fb[min(from, len(fb)):], ferr)
 			}
 		}
 	})
