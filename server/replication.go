@@ -58,6 +58,7 @@ func (s *Server) replicationService(d serviceDeps) (*replication.Service, error)
 			return out
 		},
 		Dial:   dialer.dial,
+		Audit:  etcdEventTrail{cli: d.etcd.Client()},
 		Logger: s.lg,
 	})
 }
