@@ -22,7 +22,7 @@ import (
 
 // followerAudit is the audit part of a Follower's /health.
 type followerAudit struct {
-	OK    bool   `json:"ok"`
+	OK    bool `json:"ok"`
 	Audit *struct {
 		Queued    int    `json:"queued_events"`
 		Full      bool   `json:"full"`
