@@ -40,6 +40,10 @@ type PushedAuditEvent struct {
 	Source        string `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`
 	Authenticator string `protobuf:"bytes,11,opt,name=authenticator,proto3" json:"authenticator,omitempty"`
 	Reason        string `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
+	// How many identical events this record stands for (0 and 1: one), and
+	// when the last of them happened (nanoseconds since the epoch; 0: unset).
+	Count         int64 `protobuf:"varint,13,opt,name=count,proto3" json:"count,omitempty"`
+	LastUnixNano  int64 `protobuf:"varint,14,opt,name=last_unix_nano,json=lastUnixNano,proto3" json:"last_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -156,6 +160,20 @@ func (x *PushedAuditEvent) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *PushedAuditEvent) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PushedAuditEvent) GetLastUnixNano() int64 {
+	if x != nil {
+		return x.LastUnixNano
+	}
+	return 0
 }
 
 // PushAuditRequest is a batch of one Follower's events, oldest first.
@@ -848,7 +866,7 @@ var File_sower_v1_replication_proto protoreflect.FileDescriptor
 
 const file_sower_v1_replication_proto_rawDesc = "" +
 	"\n" +
-	"\x1asower/v1/replication.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"\xc6\x02\n" +
+	"\x1asower/v1/replication.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"\x82\x03\n" +
 	"\x10PushedAuditEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
 	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
@@ -863,7 +881,9 @@ const file_sower_v1_replication_proto_rawDesc = "" +
 	"\x06source\x18\n" +
 	" \x01(\tR\x06source\x12$\n" +
 	"\rauthenticator\x18\v \x01(\tR\rauthenticator\x12\x16\n" +
-	"\x06reason\x18\f \x01(\tR\x06reason\"F\n" +
+	"\x06reason\x18\f \x01(\tR\x06reason\x12\x14\n" +
+	"\x05count\x18\r \x01(\x03R\x05count\x12$\n" +
+	"\x0elast_unix_nano\x18\x0e \x01(\x03R\flastUnixNano\"F\n" +
 	"\x10PushAuditRequest\x122\n" +
 	"\x06events\x18\x01 \x03(\v2\x1a.sower.v1.PushedAuditEventR\x06events\"+\n" +
 	"\x11PushAuditResponse\x12\x16\n" +

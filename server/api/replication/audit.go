@@ -72,8 +72,15 @@ func EventToProto(e audit.Event) *sowerv1.PushedAuditEvent {
 	return &sowerv1.PushedAuditEvent{
 		Id: e.ID, AtUnixNano: e.At.UnixNano(), Node: e.Node, Kind: string(e.Kind), Action: e.Action, Outcome: e.Outcome,
 		Identity: e.Identity, Resource: e.Resource, Version: int64(e.Version), Source: e.Source,
-		Authenticator: e.Authenticator, Reason: e.Reason,
+		Authenticator: e.Authenticator, Reason: e.Reason, Count: e.Count, LastUnixNano: unixNano(e.Last),
 	}
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // EventFromProto converts a pushed event back.
@@ -81,10 +88,13 @@ func EventFromProto(p *sowerv1.PushedAuditEvent) audit.Event {
 	e := audit.Event{
 		ID: p.GetId(), Node: p.GetNode(), Kind: audit.Kind(p.GetKind()), Action: p.GetAction(), Outcome: p.GetOutcome(),
 		Identity: p.GetIdentity(), Resource: p.GetResource(), Version: int(p.GetVersion()), Source: p.GetSource(),
-		Authenticator: p.GetAuthenticator(), Reason: p.GetReason(),
+		Authenticator: p.GetAuthenticator(), Reason: p.GetReason(), Count: p.GetCount(),
 	}
 	if p.GetAtUnixNano() != 0 {
 		e.At = time.Unix(0, p.GetAtUnixNano()).UTC()
+	}
+	if p.GetLastUnixNano() != 0 {
+		e.Last = time.Unix(0, p.GetLastUnixNano()).UTC()
 	}
 	return e
 }
