@@ -16,8 +16,13 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/pki"
+	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
+	"github.com/sowerproject/sower/server/api/replication"
 )
 
 // followerAudit is the audit part of a Follower's /health.
@@ -317,4 +322,63 @@ func TestFollowerAudit(t *testing.T) {
 			t.Errorf("the trail holds a secret: %s", v)
 		}
 	}
+
+	t.Run("PushAudit: only a Follower's own events, bounded, stored once", func(t *testing.T) {
+		cli := func(who *proc, kind string) sowerv1.ReplicationServiceClient {
+			certFile, keyFile := filepath.Join(who.dir, "seed", "tls", "replication.pem"), filepath.Join(who.dir, "seed", "tls", "replication-key.pem")
+			if kind == "node" {
+				certFile, keyFile = filepath.Join(who.dir, "tls", "node.pem"), filepath.Join(who.dir, "tls", "node-key.pem")
+			}
+			cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rootsPEM, _ := os.ReadFile(h.caFile())
+			roots, _ := pki.ParseCertificatesPEM(rootsPEM)
+			tc, _ := pki.ClientTLS(roots, l1.ip, nil)
+			tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+			conn, err := grpc.NewClient(l1.http, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			return sowerv1.NewReplicationServiceClient(conn)
+		}
+		push := func(c sowerv1.ReplicationServiceClient, events ...audit.Event) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return replication.Push(ctx, c, events)
+		}
+		own := ev1[0]
+		f1c := cli(f1, "replication")
+		// Re-sending a stored event stores nothing new.
+		if err := push(f1c, own); err != nil {
+			t.Fatalf("re-send of %s: %v", own.ID, err)
+		}
+		other := ev2[0]
+		if err := push(f1c, other); !strings.Contains(fmt.Sprint(err), "PermissionDenied") {
+			t.Errorf("follower-1 pushing follower-2's event: %v, want PermissionDenied", err)
+		}
+		forged := own
+		forged.ID, forged.At = node1+"/999999", time.Now()
+		if err := push(cli(l1, "node"), forged); !strings.Contains(fmt.Sprint(err), "PermissionDenied") {
+			t.Errorf("a node certificate pushing: %v, want PermissionDenied", err)
+		}
+		big := make([]audit.Event, replication.MaxPushEvents+1)
+		for i := range big {
+			big[i] = own
+			big[i].ID = fmt.Sprintf("%s/%d", node1, 1_000_000+i)
+		}
+		if err := push(f1c, big...); !strings.Contains(fmt.Sprint(err), "InvalidArgument") || !strings.Contains(fmt.Sprint(err), "MaxPushEvents") {
+			t.Errorf("a batch of %d: %v, want InvalidArgument naming MaxPushEvents", len(big), err)
+		}
+		again, _, err := trailEvents(h, l1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The Leader's own events may have grown; the Followers' may not.
+		if n1, n2 := len(nodeEvents(again, node1)), len(nodeEvents(again, node2)); n1 != len(ev1) || n2 != len(ev2) {
+			t.Errorf("the Followers' events went from %d and %d to %d and %d; the pushes above should store nothing", len(ev1), len(ev2), n1, n2)
+		}
+	})
 }
