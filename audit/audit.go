@@ -78,6 +78,11 @@ type Event struct {
 	Authenticator string `json:"authenticator,omitempty"`
 	// Reason says why a failure failed; never the credential.
 	Reason string `json:"reason,omitempty"`
+	// Count is how many identical events this one record stands for, when
+	// a recorder folds a flood (failed logins) into one record; 0 and 1
+	// both mean one. Last is the time of the last of them.
+	Count int64     `json:"count,omitempty"`
+	Last  time.Time `json:"last,omitzero"`
 }
 
 // Limits on one event, so a record stays small and a pushed batch bounded.
@@ -110,6 +115,9 @@ func (e Event) Validate() error {
 	}
 	if e.Node == "" || !strings.HasPrefix(e.ID, e.Node+"/") || len(e.ID) == len(e.Node)+1 {
 		return fmt.Errorf("%w: id %q must be <node>/<sequence> of node %q", ErrInvalid, e.ID, e.Node)
+	}
+	if e.Count < 0 {
+		return fmt.Errorf("%w: count %d is negative", ErrInvalid, e.Count)
 	}
 	for name, v := range map[string]string{"id": e.ID, "node": e.Node, "action": e.Action, "identity": e.Identity,
 		"resource": e.Resource, "source": e.Source, "authenticator": e.Authenticator, "reason": e.Reason} {

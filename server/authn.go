@@ -187,6 +187,8 @@ var publicMethods = map[string]bool{
 	// A Follower replicates with its seed's certificate, which the
 	// service checks (server/api/replication).
 	"/sower.v1.ReplicationService/Follow": true,
+	// And pushes its audit events with it.
+	"/sower.v1.ReplicationService/PushAudit": true,
 	// A host factory token authenticates a host's enrolment; the policy
 	// service checks it.
 	"/sower.v1.PolicyService/CreateHostWithToken": true,

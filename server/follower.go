@@ -24,6 +24,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/sowerproject/sower/audit"
+	"github.com/sowerproject/sower/audit/queue"
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/apikey"
 	"github.com/sowerproject/sower/authn/token"
@@ -69,9 +71,27 @@ type FollowerConfig struct {
 	// ShutdownTimeout bounds in-flight requests at shutdown (default 5s).
 	ShutdownTimeout time.Duration
 	// Audit is told of every request the Follower serves. Nil records
-	// nothing (the Follower audit trail is a later piece of work).
-	Audit  RequestAuditor
-	Logger *slog.Logger
+	// nothing. (The audit trail proper is AuditQueue below.)
+	Audit RequestAuditor
+	// AuditQueue configures the Follower's audit: every authentication and
+	// secret read it serves is recorded in a durable queue under
+	// <data-dir>/audit and pushed to the quorum node it replicates from.
+	AuditQueue FollowerAudit
+	Logger     *slog.Logger
+}
+
+// FollowerAudit configures a Follower's audit queue (audit/queue).
+type FollowerAudit struct {
+	// Off records nothing (for measuring what recording costs).
+	Off bool
+	// MaxEvents and MaxBytes bound the events queued and not yet stored
+	// by the quorum (zero: queue.DefaultMaxEvents, queue.DefaultMaxBytes).
+	MaxEvents int
+	MaxBytes  int64
+	// Full is what happens when the queue is full: queue.DropOldest (the
+	// default) or queue.Refuse, which refuses authentication and secret
+	// reads (503) until the quorum has taken some events.
+	Full queue.Policy
 }
 
 // RequestAuditor records requests a Follower served; it must not block.
@@ -105,6 +125,12 @@ func (c FollowerConfig) Validate() error {
 			return fmt.Errorf("%w: %s %q: %v", ErrInvalidConfig, a.key, a.val, err)
 		}
 	}
+	if _, err := queue.ParsePolicy(string(c.AuditQueue.Full)); err != nil {
+		return fmt.Errorf("%w: audit-queue-full: %v", ErrInvalidConfig, err)
+	}
+	if c.AuditQueue.MaxEvents < 0 || c.AuditQueue.MaxBytes < 0 {
+		return fmt.Errorf("%w: audit-queue-max-events and audit-queue-max-bytes must not be negative", ErrInvalidConfig)
+	}
 	if c.MaxStaleness < 0 || c.MinRevisionWait < 0 || c.ShutdownTimeout < 0 {
 		return fmt.Errorf("%w: max-staleness, min-revision-wait and shutdown-timeout must not be negative", ErrInvalidConfig)
 	}
@@ -124,6 +150,7 @@ type Follower struct {
 	leader   cluster.Leader
 	rep      *replica.Replica
 	feed     *replication.Feed
+	audit    *queue.Queue // nil when the audit is off
 	started  time.Time
 	manifest archive.Manifest
 }
@@ -169,11 +196,14 @@ const (
 
 // followerTLS is a Follower's TLS identity from its seed.
 type followerTLS struct {
-	roots   []*x509.Certificate
-	server  pki.CertificateSource
-	client  pki.CertificateSource
-	name    string // the server certificate's first DNS name
-	revoked *pki.RevokedSet
+	roots  []*x509.Certificate
+	server pki.CertificateSource
+	client pki.CertificateSource
+	name   string // the server certificate's first DNS name
+	// clientName is the replication certificate's common name: the
+	// name the quorum knows this Follower by, and its audit events' node.
+	clientName string
+	revoked    *pki.RevokedSet
 }
 
 func loadFollowerTLS(dir string, m archive.Manifest) (*followerTLS, error) {
@@ -184,6 +214,7 @@ func loadFollowerTLS(dir string, m archive.Manifest) (*followerTLS, error) {
 		}
 		return b, nil
 	}
+	var clientName string
 	issued := func(cert, key string) (pki.CertificateSource, error) {
 		c, err := read(cert)
 		if err != nil {
@@ -197,6 +228,7 @@ func loadFollowerTLS(dir string, m archive.Manifest) (*followerTLS, error) {
 		if err != nil {
 			return nil, fmt.Errorf("server: %s: %w", cert, err)
 		}
+		clientName = is.Leaf().Subject.CommonName
 		return pki.StaticCertificate(is)
 	}
 	caPEM, err := read(seedCA)
@@ -214,6 +246,7 @@ func loadFollowerTLS(dir string, m archive.Manifest) (*followerTLS, error) {
 	if t.client, err = issued(seedReplCert, seedReplKey); err != nil {
 		return nil, err
 	}
+	t.clientName = clientName
 	if len(m.Hostnames) == 0 {
 		return nil, fmt.Errorf("server: the Follower seed in %s names no host", dir)
 	}
@@ -302,6 +335,27 @@ func (f *Follower) Run(ctx context.Context) error {
 	go func() { defer close(diskDone); disk.Run(diskCtx) }()
 	defer func() { stopDisk(); <-diskDone }()
 
+	// The audit queue lives on the data dir itself, not in the copy: the
+	// copy is thrown away after a crash, the queue must not be.
+	if !f.c.AuditQueue.Off {
+		q, err := queue.Open(queue.Config{Dir: dd.join("audit"), Node: ft.clientName,
+			MaxEvents: f.c.AuditQueue.MaxEvents, MaxBytes: f.c.AuditQueue.MaxBytes, Full: f.c.AuditQueue.Full, Logger: f.lg})
+		if err != nil {
+			return err
+		}
+		f.audit = q
+		qdone, qres := make(chan struct{}), make(chan error, 1)
+		go func() { qres <- q.Run(qdone) }()
+		// After serving has stopped: what the last requests recorded is
+		// written before Run returns.
+		defer func() {
+			close(qdone)
+			if err := <-qres; err != nil {
+				f.lg.Warn("the audit queue was not closed cleanly", "err", err)
+			}
+		}()
+	}
+
 	dk := &dataKeys{kr: dataKey, path: keyPath, name: m.Node.Name, cli: local, lg: f.lg}
 	feed, err := replication.NewFeed(replication.FeedConfig{
 		Endpoints: func() []string { return f.endpoints(ctx, local) },
@@ -337,6 +391,9 @@ func (f *Follower) Run(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rep.Run(gctx) })
+	if f.audit != nil {
+		g.Go(func() error { return feed.ForwardAudit(gctx, f.audit) })
+	}
 	if !rep.Loaded() {
 		f.lg.Info("waiting for the first copy of the cluster's state", "endpoints", feed.Current())
 	}
@@ -463,8 +520,14 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	if err != nil {
 		return err
 	}
+	var rec audit.Recorder = audit.Discard{}
+	var authnRec authnapi.Auditor
+	if f.audit != nil {
+		rec = f.audit
+		authnRec = authnRecorder{rec}
+	}
 	au, err := authnapi.New(authnapi.Config{
-		Account: m.Account, Keys: keys, Tokens: tokens, Limiter: limiter, Logger: f.lg,
+		Account: m.Account, Keys: keys, Tokens: tokens, Limiter: limiter, Logger: f.lg, Audit: authnRec,
 		Authorizer: pol, Graph: policies.Graph, Variables: secrets,
 		// The switches replicate with the rest (replica.Replicated).
 		Switches: etcdstore.NewAuthenticatorSwitches(local),
@@ -478,7 +541,7 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	}
 	secrets.OnChange(au.InvalidateJWT)
 	defer au.Close()
-	sec, err := secretsapi.New(secretsapi.Config{Account: m.Account, Store: secrets, Graph: policies.Graph, Logger: f.lg})
+	sec, err := secretsapi.New(secretsapi.Config{Account: m.Account, Store: secrets, Graph: policies.Graph, Audit: rec, Logger: f.lg})
 	if err != nil {
 		return err
 	}
@@ -486,6 +549,9 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 
 	mt := newMetrics(func() cluster.Info { return cluster.Info{Name: m.Node.Name} })
 	registerFollowerMetrics(mt, f.Replica, f.c.MaxStaleness, f.started)
+	if f.audit != nil {
+		registerAuditQueueMetrics(mt, f.audit)
+	}
 	auth := &authenticator{tokens: tokens, account: m.Account, lg: f.lg}
 	serverTLS, err := pki.ServerTLS(ft.roots, ft.server, pki.WithRevocations(ft.revoked), pki.WithOptionalClientCert())
 	if err != nil {
@@ -495,7 +561,7 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	if err != nil {
 		return err
 	}
-	unary := []grpc.UnaryServerInterceptor{recoverUnary(f.lg), mt.unary, auth.unary, f.refuseWrites}
+	unary := []grpc.UnaryServerInterceptor{recoverUnary(f.lg), mt.unary, auth.unary, f.refuseWrites, f.refuseUnaudited}
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(serverTLS)),
 		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),

@@ -85,6 +85,8 @@ type followerHealth struct {
 		Resyncs         int           `json:"resyncs"`
 		MaxStaleness    string        `json:"max_staleness,omitempty"`
 	} `json:"replication"`
+	// Audit is the audit queue (absent with --audit=false).
+	Audit *followerAuditHealth `json:"audit,omitempty"`
 }
 
 // staleness is how old the copy may be: the time since it was last known
@@ -113,6 +115,12 @@ func (f *Follower) health() followerHealth {
 	h.Replication.Leader = f.Leader().URL
 	h.Replication.Resyncs = st.Resyncs
 	h.OK = true
+	if f.audit != nil {
+		h.Audit = auditHealth(f.audit)
+		if f.auditRefuses() {
+			h.OK, h.Reason = false, "the audit queue is full and --audit-queue-full is refuse: authentication and secret reads are refused until a quorum node takes its events"
+		}
+	}
 	if f.c.MaxStaleness > 0 {
 		h.Replication.MaxStaleness = f.c.MaxStaleness.String()
 		if staleness(st, f.started) > f.c.MaxStaleness {
@@ -191,6 +199,10 @@ func (f *Follower) readOnly(next http.Handler) http.Handler {
 				conjurError(rw, http.StatusServiceUnavailable, fmt.Sprintf("this Follower's copy is %s old, more than --max-staleness %s: no quorum node answers it; use another Follower or the Leader", age.Round(time.Second), f.c.MaxStaleness))
 				return
 			}
+		}
+		if needsFresh(r) && f.auditRefuses() {
+			f.refuseForAudit(rw)
+			return
 		}
 		next.ServeHTTP(rw, r)
 	})

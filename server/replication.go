@@ -57,7 +57,10 @@ func (s *Server) replicationService(d serviceDeps) (*replication.Service, error)
 			}
 			return out
 		},
-		Dial:   dialer.dial,
+		Dial: dialer.dial,
+		// Followers' events: stored once each, on whichever quorum
+		// node they replicate from.
+		Audit:  etcdstore.NewAuditTrail(d.etcd.Client(), etcdstore.TrailConfig{}),
 		Logger: s.lg,
 	})
 }

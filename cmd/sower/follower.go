@@ -15,6 +15,7 @@ import (
 	"filippo.io/age"
 	"github.com/spf13/cobra"
 
+	"github.com/sowerproject/sower/audit/queue"
 	"github.com/sowerproject/sower/pki"
 	"github.com/sowerproject/sower/seed/archive"
 	"github.com/sowerproject/sower/server"
@@ -53,6 +54,10 @@ keeps its copy between starts; it is never an etcd member.`,
 	fs.Duration("min-revision-wait", 2*time.Second, "how long a request with X-Sower-Min-Revision waits before 412")
 	fs.Duration("shutdown-timeout", 5*time.Second, "how long in-flight requests may run after SIGTERM")
 	fs.String("min-free-disk", envOr("SOWER_MIN_FREE_DISK", "auto"), "free space the data dir's file system keeps: below it the copy stops taking updates (reads go on) until space is freed; auto or a size such as 512MiB (env SOWER_MIN_FREE_DISK)")
+	fs.Bool("audit", true, "record every authentication and secret read in the audit queue (<data-dir>/audit) and push it to the quorum; --audit=false records nothing")
+	fs.Int("audit-queue-max-events", queue.DefaultMaxEvents, "most audit events queued and not yet stored by the quorum")
+	fs.String("audit-queue-max-bytes", "64MiB", "most bytes of audit events queued and not yet stored by the quorum (at least 33KiB)")
+	fs.String("audit-queue-full", string(queue.DropOldest), "when the audit queue is full: drop-oldest (drop the oldest events, counted in sower_audit_queue_dropped_total) or refuse (answer authentication and secret reads 503 until the quorum takes events)")
 	fs.String("log-format", envOr("SOWER_LOG_FORMAT", "text"), "log format: text or json")
 	fs.String("log-level", envOr("SOWER_LOG_LEVEL", "info"), "log level: debug, info, warn or error")
 	return cmd
@@ -70,8 +75,19 @@ func runFollowerCommand(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return &usageError{err}
 	}
+	auditOn, _ := fs.GetBool("audit")
+	maxEvents, _ := fs.GetInt("audit-queue-max-events")
+	maxBytes, ok := parseSize(str("audit-queue-max-bytes"))
+	if !ok || maxBytes <= 0 {
+		return &usageError{fmt.Errorf("audit-queue-max-bytes %q: give a size such as 64MiB", str("audit-queue-max-bytes"))}
+	}
+	full, err := queue.ParsePolicy(str("audit-queue-full"))
+	if err != nil {
+		return &usageError{err}
+	}
 	fc := server.FollowerConfig{
-		SeedDir: str("seed-dir"), DataDir: str("data-dir"), HTTPAddr: str("http-addr"), GRPCAddr: str("grpc-addr"),
+		AuditQueue: server.FollowerAudit{Off: !auditOn, MaxEvents: maxEvents, MaxBytes: maxBytes, Full: full},
+		SeedDir:    str("seed-dir"), DataDir: str("data-dir"), HTTPAddr: str("http-addr"), GRPCAddr: str("grpc-addr"),
 		Version: version, MaxStaleness: dur("max-staleness"), MinRevisionWait: dur("min-revision-wait"),
 		ShutdownTimeout: dur("shutdown-timeout"), Logger: lg, MinFreeDisk: minFree,
 	}

@@ -22,6 +22,251 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PushedAuditEvent is one audit event as its node recorded it (package
+// audit's Event); no field ever holds a credential or a secret value.
+type PushedAuditEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "<node>/<sequence>".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// When it happened on its node, in nanoseconds since the Unix epoch.
+	AtUnixNano    int64  `protobuf:"varint,2,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	Node          string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Kind          string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	Action        string `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	Outcome       string `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Identity      string `protobuf:"bytes,7,opt,name=identity,proto3" json:"identity,omitempty"`
+	Resource      string `protobuf:"bytes,8,opt,name=resource,proto3" json:"resource,omitempty"`
+	Version       int64  `protobuf:"varint,9,opt,name=version,proto3" json:"version,omitempty"`
+	Source        string `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`
+	Authenticator string `protobuf:"bytes,11,opt,name=authenticator,proto3" json:"authenticator,omitempty"`
+	Reason        string `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
+	// How many identical events this record stands for (0 and 1: one), and
+	// when the last of them happened (nanoseconds since the epoch; 0: unset).
+	Count         int64 `protobuf:"varint,13,opt,name=count,proto3" json:"count,omitempty"`
+	LastUnixNano  int64 `protobuf:"varint,14,opt,name=last_unix_nano,json=lastUnixNano,proto3" json:"last_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushedAuditEvent) Reset() {
+	*x = PushedAuditEvent{}
+	mi := &file_sower_v1_replication_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushedAuditEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushedAuditEvent) ProtoMessage() {}
+
+func (x *PushedAuditEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_replication_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushedAuditEvent.ProtoReflect.Descriptor instead.
+func (*PushedAuditEvent) Descriptor() ([]byte, []int) {
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PushedAuditEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PushedAuditEvent) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+func (x *PushedAuditEvent) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PushedAuditEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PushedAuditEvent) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *PushedAuditEvent) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *PushedAuditEvent) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *PushedAuditEvent) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *PushedAuditEvent) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PushedAuditEvent) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *PushedAuditEvent) GetAuthenticator() string {
+	if x != nil {
+		return x.Authenticator
+	}
+	return ""
+}
+
+func (x *PushedAuditEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PushedAuditEvent) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PushedAuditEvent) GetLastUnixNano() int64 {
+	if x != nil {
+		return x.LastUnixNano
+	}
+	return 0
+}
+
+// PushAuditRequest is a batch of one Follower's events, oldest first.
+type PushAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*PushedAuditEvent    `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushAuditRequest) Reset() {
+	*x = PushAuditRequest{}
+	mi := &file_sower_v1_replication_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushAuditRequest) ProtoMessage() {}
+
+func (x *PushAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_replication_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushAuditRequest.ProtoReflect.Descriptor instead.
+func (*PushAuditRequest) Descriptor() ([]byte, []int) {
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PushAuditRequest) GetEvents() []*PushedAuditEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// PushAuditResponse says the batch is durable in the trail.
+type PushAuditResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many events of the batch the trail holds (all of them).
+	Stored        int32 `protobuf:"varint,1,opt,name=stored,proto3" json:"stored,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushAuditResponse) Reset() {
+	*x = PushAuditResponse{}
+	mi := &file_sower_v1_replication_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushAuditResponse) ProtoMessage() {}
+
+func (x *PushAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sower_v1_replication_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushAuditResponse.ProtoReflect.Descriptor instead.
+func (*PushAuditResponse) Descriptor() ([]byte, []int) {
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PushAuditResponse) GetStored() int32 {
+	if x != nil {
+		return x.Stored
+	}
+	return 0
+}
+
 // FollowRequest starts a stream (the first one) or acknowledges progress
 // (every later one).
 type FollowRequest struct {
@@ -37,7 +282,7 @@ type FollowRequest struct {
 
 func (x *FollowRequest) Reset() {
 	*x = FollowRequest{}
-	mi := &file_sower_v1_replication_proto_msgTypes[0]
+	mi := &file_sower_v1_replication_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +294,7 @@ func (x *FollowRequest) String() string {
 func (*FollowRequest) ProtoMessage() {}
 
 func (x *FollowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_replication_proto_msgTypes[0]
+	mi := &file_sower_v1_replication_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +307,7 @@ func (x *FollowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowRequest.ProtoReflect.Descriptor instead.
 func (*FollowRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_replication_proto_rawDescGZIP(), []int{0}
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FollowRequest) GetCursor() int64 {
@@ -90,7 +335,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_sower_v1_replication_proto_msgTypes[1]
+	mi := &file_sower_v1_replication_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -102,7 +347,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_replication_proto_msgTypes[1]
+	mi := &file_sower_v1_replication_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -115,7 +360,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_sower_v1_replication_proto_rawDescGZIP(), []int{1}
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -142,7 +387,7 @@ type SnapshotPage struct {
 
 func (x *SnapshotPage) Reset() {
 	*x = SnapshotPage{}
-	mi := &file_sower_v1_replication_proto_msgTypes[2]
+	mi := &file_sower_v1_replication_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -154,7 +399,7 @@ func (x *SnapshotPage) String() string {
 func (*SnapshotPage) ProtoMessage() {}
 
 func (x *SnapshotPage) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_replication_proto_msgTypes[2]
+	mi := &file_sower_v1_replication_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -167,7 +412,7 @@ func (x *SnapshotPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotPage.ProtoReflect.Descriptor instead.
 func (*SnapshotPage) Descriptor() ([]byte, []int) {
-	return file_sower_v1_replication_proto_rawDescGZIP(), []int{2}
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SnapshotPage) GetKvs() []*KeyValue {
@@ -189,7 +434,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_sower_v1_replication_proto_msgTypes[3]
+	mi := &file_sower_v1_replication_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +446,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_replication_proto_msgTypes[3]
+	mi := &file_sower_v1_replication_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,7 +459,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_sower_v1_replication_proto_rawDescGZIP(), []int{3}
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Change) GetRevision() int64 {
@@ -261,7 +506,7 @@ type FollowResponse struct {
 
 func (x *FollowResponse) Reset() {
 	*x = FollowResponse{}
-	mi := &file_sower_v1_replication_proto_msgTypes[4]
+	mi := &file_sower_v1_replication_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +518,7 @@ func (x *FollowResponse) String() string {
 func (*FollowResponse) ProtoMessage() {}
 
 func (x *FollowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_replication_proto_msgTypes[4]
+	mi := &file_sower_v1_replication_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +531,7 @@ func (x *FollowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowResponse.ProtoReflect.Descriptor instead.
 func (*FollowResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_replication_proto_rawDescGZIP(), []int{4}
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FollowResponse) GetHead() int64 {
@@ -410,7 +655,7 @@ type ListFollowersRequest struct {
 
 func (x *ListFollowersRequest) Reset() {
 	*x = ListFollowersRequest{}
-	mi := &file_sower_v1_replication_proto_msgTypes[5]
+	mi := &file_sower_v1_replication_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +667,7 @@ func (x *ListFollowersRequest) String() string {
 func (*ListFollowersRequest) ProtoMessage() {}
 
 func (x *ListFollowersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_replication_proto_msgTypes[5]
+	mi := &file_sower_v1_replication_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +680,7 @@ func (x *ListFollowersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFollowersRequest.ProtoReflect.Descriptor instead.
 func (*ListFollowersRequest) Descriptor() ([]byte, []int) {
-	return file_sower_v1_replication_proto_rawDescGZIP(), []int{5}
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListFollowersRequest) GetLocal() bool {
@@ -472,7 +717,7 @@ type AttachedFollower struct {
 
 func (x *AttachedFollower) Reset() {
 	*x = AttachedFollower{}
-	mi := &file_sower_v1_replication_proto_msgTypes[6]
+	mi := &file_sower_v1_replication_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +729,7 @@ func (x *AttachedFollower) String() string {
 func (*AttachedFollower) ProtoMessage() {}
 
 func (x *AttachedFollower) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_replication_proto_msgTypes[6]
+	mi := &file_sower_v1_replication_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +742,7 @@ func (x *AttachedFollower) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachedFollower.ProtoReflect.Descriptor instead.
 func (*AttachedFollower) Descriptor() ([]byte, []int) {
-	return file_sower_v1_replication_proto_rawDescGZIP(), []int{6}
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AttachedFollower) GetName() string {
@@ -575,7 +820,7 @@ type ListFollowersResponse struct {
 
 func (x *ListFollowersResponse) Reset() {
 	*x = ListFollowersResponse{}
-	mi := &file_sower_v1_replication_proto_msgTypes[7]
+	mi := &file_sower_v1_replication_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +832,7 @@ func (x *ListFollowersResponse) String() string {
 func (*ListFollowersResponse) ProtoMessage() {}
 
 func (x *ListFollowersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sower_v1_replication_proto_msgTypes[7]
+	mi := &file_sower_v1_replication_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +845,7 @@ func (x *ListFollowersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFollowersResponse.ProtoReflect.Descriptor instead.
 func (*ListFollowersResponse) Descriptor() ([]byte, []int) {
-	return file_sower_v1_replication_proto_rawDescGZIP(), []int{7}
+	return file_sower_v1_replication_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListFollowersResponse) GetFollowers() []*AttachedFollower {
@@ -621,7 +866,28 @@ var File_sower_v1_replication_proto protoreflect.FileDescriptor
 
 const file_sower_v1_replication_proto_rawDesc = "" +
 	"\n" +
-	"\x1asower/v1/replication.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"A\n" +
+	"\x1asower/v1/replication.proto\x12\bsower.v1\x1a\x1cgoogle/api/annotations.proto\"\x82\x03\n" +
+	"\x10PushedAuditEvent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
+	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
+	"atUnixNano\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06action\x18\x05 \x01(\tR\x06action\x12\x18\n" +
+	"\aoutcome\x18\x06 \x01(\tR\aoutcome\x12\x1a\n" +
+	"\bidentity\x18\a \x01(\tR\bidentity\x12\x1a\n" +
+	"\bresource\x18\b \x01(\tR\bresource\x12\x18\n" +
+	"\aversion\x18\t \x01(\x03R\aversion\x12\x16\n" +
+	"\x06source\x18\n" +
+	" \x01(\tR\x06source\x12$\n" +
+	"\rauthenticator\x18\v \x01(\tR\rauthenticator\x12\x16\n" +
+	"\x06reason\x18\f \x01(\tR\x06reason\x12\x14\n" +
+	"\x05count\x18\r \x01(\x03R\x05count\x12$\n" +
+	"\x0elast_unix_nano\x18\x0e \x01(\x03R\flastUnixNano\"F\n" +
+	"\x10PushAuditRequest\x122\n" +
+	"\x06events\x18\x01 \x03(\v2\x1a.sower.v1.PushedAuditEventR\x06events\"+\n" +
+	"\x11PushAuditResponse\x12\x16\n" +
+	"\x06stored\x18\x01 \x01(\x05R\x06stored\"A\n" +
 	"\rFollowRequest\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x03R\x06cursor\x12\x18\n" +
 	"\aapplied\x18\x02 \x01(\x03R\aapplied\"2\n" +
@@ -661,10 +927,11 @@ const file_sower_v1_replication_proto_rawDesc = "" +
 	"lagSeconds\"s\n" +
 	"\x15ListFollowersResponse\x128\n" +
 	"\tfollowers\x18\x01 \x03(\v2\x1a.sower.v1.AttachedFollowerR\tfollowers\x12 \n" +
-	"\vunreachable\x18\x02 \x03(\tR\vunreachable2\xbe\x01\n" +
+	"\vunreachable\x18\x02 \x03(\tR\vunreachable2\x84\x02\n" +
 	"\x12ReplicationService\x12?\n" +
 	"\x06Follow\x12\x17.sower.v1.FollowRequest\x1a\x18.sower.v1.FollowResponse(\x010\x01\x12g\n" +
-	"\rListFollowers\x12\x1e.sower.v1.ListFollowersRequest\x1a\x1f.sower.v1.ListFollowersResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/followersB6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
+	"\rListFollowers\x12\x1e.sower.v1.ListFollowersRequest\x1a\x1f.sower.v1.ListFollowersResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/followers\x12D\n" +
+	"\tPushAudit\x12\x1a.sower.v1.PushAuditRequest\x1a\x1b.sower.v1.PushAuditResponseB6Z4github.com/sowerproject/sower/proto/sower/v1;sowerv1b\x06proto3"
 
 var (
 	file_sower_v1_replication_proto_rawDescOnce sync.Once
@@ -678,32 +945,38 @@ func file_sower_v1_replication_proto_rawDescGZIP() []byte {
 	return file_sower_v1_replication_proto_rawDescData
 }
 
-var file_sower_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_sower_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_sower_v1_replication_proto_goTypes = []any{
-	(*FollowRequest)(nil),         // 0: sower.v1.FollowRequest
-	(*KeyValue)(nil),              // 1: sower.v1.KeyValue
-	(*SnapshotPage)(nil),          // 2: sower.v1.SnapshotPage
-	(*Change)(nil),                // 3: sower.v1.Change
-	(*FollowResponse)(nil),        // 4: sower.v1.FollowResponse
-	(*ListFollowersRequest)(nil),  // 5: sower.v1.ListFollowersRequest
-	(*AttachedFollower)(nil),      // 6: sower.v1.AttachedFollower
-	(*ListFollowersResponse)(nil), // 7: sower.v1.ListFollowersResponse
+	(*PushedAuditEvent)(nil),      // 0: sower.v1.PushedAuditEvent
+	(*PushAuditRequest)(nil),      // 1: sower.v1.PushAuditRequest
+	(*PushAuditResponse)(nil),     // 2: sower.v1.PushAuditResponse
+	(*FollowRequest)(nil),         // 3: sower.v1.FollowRequest
+	(*KeyValue)(nil),              // 4: sower.v1.KeyValue
+	(*SnapshotPage)(nil),          // 5: sower.v1.SnapshotPage
+	(*Change)(nil),                // 6: sower.v1.Change
+	(*FollowResponse)(nil),        // 7: sower.v1.FollowResponse
+	(*ListFollowersRequest)(nil),  // 8: sower.v1.ListFollowersRequest
+	(*AttachedFollower)(nil),      // 9: sower.v1.AttachedFollower
+	(*ListFollowersResponse)(nil), // 10: sower.v1.ListFollowersResponse
 }
 var file_sower_v1_replication_proto_depIdxs = []int32{
-	1, // 0: sower.v1.SnapshotPage.kvs:type_name -> sower.v1.KeyValue
-	1, // 1: sower.v1.Change.puts:type_name -> sower.v1.KeyValue
-	2, // 2: sower.v1.FollowResponse.snapshot:type_name -> sower.v1.SnapshotPage
-	3, // 3: sower.v1.FollowResponse.change:type_name -> sower.v1.Change
-	6, // 4: sower.v1.ListFollowersResponse.followers:type_name -> sower.v1.AttachedFollower
-	0, // 5: sower.v1.ReplicationService.Follow:input_type -> sower.v1.FollowRequest
-	5, // 6: sower.v1.ReplicationService.ListFollowers:input_type -> sower.v1.ListFollowersRequest
-	4, // 7: sower.v1.ReplicationService.Follow:output_type -> sower.v1.FollowResponse
-	7, // 8: sower.v1.ReplicationService.ListFollowers:output_type -> sower.v1.ListFollowersResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: sower.v1.PushAuditRequest.events:type_name -> sower.v1.PushedAuditEvent
+	4,  // 1: sower.v1.SnapshotPage.kvs:type_name -> sower.v1.KeyValue
+	4,  // 2: sower.v1.Change.puts:type_name -> sower.v1.KeyValue
+	5,  // 3: sower.v1.FollowResponse.snapshot:type_name -> sower.v1.SnapshotPage
+	6,  // 4: sower.v1.FollowResponse.change:type_name -> sower.v1.Change
+	9,  // 5: sower.v1.ListFollowersResponse.followers:type_name -> sower.v1.AttachedFollower
+	3,  // 6: sower.v1.ReplicationService.Follow:input_type -> sower.v1.FollowRequest
+	8,  // 7: sower.v1.ReplicationService.ListFollowers:input_type -> sower.v1.ListFollowersRequest
+	1,  // 8: sower.v1.ReplicationService.PushAudit:input_type -> sower.v1.PushAuditRequest
+	7,  // 9: sower.v1.ReplicationService.Follow:output_type -> sower.v1.FollowResponse
+	10, // 10: sower.v1.ReplicationService.ListFollowers:output_type -> sower.v1.ListFollowersResponse
+	2,  // 11: sower.v1.ReplicationService.PushAudit:output_type -> sower.v1.PushAuditResponse
+	9,  // [9:12] is the sub-list for method output_type
+	6,  // [6:9] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_sower_v1_replication_proto_init() }
@@ -711,7 +984,7 @@ func file_sower_v1_replication_proto_init() {
 	if File_sower_v1_replication_proto != nil {
 		return
 	}
-	file_sower_v1_replication_proto_msgTypes[4].OneofWrappers = []any{
+	file_sower_v1_replication_proto_msgTypes[7].OneofWrappers = []any{
 		(*FollowResponse_SnapshotStart)(nil),
 		(*FollowResponse_Snapshot)(nil),
 		(*FollowResponse_SnapshotEnd)(nil),
@@ -724,7 +997,7 @@ func file_sower_v1_replication_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sower_v1_replication_proto_rawDesc), len(file_sower_v1_replication_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

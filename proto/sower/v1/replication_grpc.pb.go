@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	ReplicationService_Follow_FullMethodName        = "/sower.v1.ReplicationService/Follow"
 	ReplicationService_ListFollowers_FullMethodName = "/sower.v1.ReplicationService/ListFollowers"
+	ReplicationService_PushAudit_FullMethodName     = "/sower.v1.ReplicationService/PushAudit"
 )
 
 // ReplicationServiceClient is the client API for ReplicationService service.
@@ -30,7 +31,7 @@ const (
 // ReplicationService feeds Followers. Every Leader and Standby serves it.
 // Follow is callable only over mutual TLS with a Follower's replication
 // certificate (profile follower-replication-client, not revoked); it needs
-// no access token. ListFollowers needs an access token.
+// no access token, nor does PushAudit. ListFollowers needs an access token.
 type ReplicationServiceClient interface {
 	// Follow streams the replicated part of the cluster's state: a snapshot
 	// when the node cannot resume from the first request's cursor, then one
@@ -41,6 +42,13 @@ type ReplicationServiceClient interface {
 	// ListFollowers lists the Followers attached to this node and to every
 	// other quorum node that answers, with how far behind each is.
 	ListFollowers(ctx context.Context, in *ListFollowersRequest, opts ...grpc.CallOption) (*ListFollowersResponse, error)
+	// PushAudit stores a Follower's audit events in the cluster's trail.
+	// Like Follow it is callable only with a Follower's replication
+	// certificate, and every event must be that Follower's own (node equal
+	// to the certificate's name). A batch holds at most 1,000 events and
+	// 4 MiB; it is stored whole or not at all, and an event already stored
+	// is skipped, so a Follower re-sends whatever it is unsure of.
+	PushAudit(ctx context.Context, in *PushAuditRequest, opts ...grpc.CallOption) (*PushAuditResponse, error)
 }
 
 type replicationServiceClient struct {
@@ -74,6 +82,16 @@ func (c *replicationServiceClient) ListFollowers(ctx context.Context, in *ListFo
 	return out, nil
 }
 
+func (c *replicationServiceClient) PushAudit(ctx context.Context, in *PushAuditRequest, opts ...grpc.CallOption) (*PushAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushAuditResponse)
+	err := c.cc.Invoke(ctx, ReplicationService_PushAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicationServiceServer is the server API for ReplicationService service.
 // All implementations must embed UnimplementedReplicationServiceServer
 // for forward compatibility.
@@ -81,7 +99,7 @@ func (c *replicationServiceClient) ListFollowers(ctx context.Context, in *ListFo
 // ReplicationService feeds Followers. Every Leader and Standby serves it.
 // Follow is callable only over mutual TLS with a Follower's replication
 // certificate (profile follower-replication-client, not revoked); it needs
-// no access token. ListFollowers needs an access token.
+// no access token, nor does PushAudit. ListFollowers needs an access token.
 type ReplicationServiceServer interface {
 	// Follow streams the replicated part of the cluster's state: a snapshot
 	// when the node cannot resume from the first request's cursor, then one
@@ -92,6 +110,13 @@ type ReplicationServiceServer interface {
 	// ListFollowers lists the Followers attached to this node and to every
 	// other quorum node that answers, with how far behind each is.
 	ListFollowers(context.Context, *ListFollowersRequest) (*ListFollowersResponse, error)
+	// PushAudit stores a Follower's audit events in the cluster's trail.
+	// Like Follow it is callable only with a Follower's replication
+	// certificate, and every event must be that Follower's own (node equal
+	// to the certificate's name). A batch holds at most 1,000 events and
+	// 4 MiB; it is stored whole or not at all, and an event already stored
+	// is skipped, so a Follower re-sends whatever it is unsure of.
+	PushAudit(context.Context, *PushAuditRequest) (*PushAuditResponse, error)
 	mustEmbedUnimplementedReplicationServiceServer()
 }
 
@@ -107,6 +132,9 @@ func (UnimplementedReplicationServiceServer) Follow(grpc.BidiStreamingServer[Fol
 }
 func (UnimplementedReplicationServiceServer) ListFollowers(context.Context, *ListFollowersRequest) (*ListFollowersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListFollowers not implemented")
+}
+func (UnimplementedReplicationServiceServer) PushAudit(context.Context, *PushAuditRequest) (*PushAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PushAudit not implemented")
 }
 func (UnimplementedReplicationServiceServer) mustEmbedUnimplementedReplicationServiceServer() {}
 func (UnimplementedReplicationServiceServer) testEmbeddedByValue()                            {}
@@ -154,6 +182,24 @@ func _ReplicationService_ListFollowers_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ReplicationService_PushAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicationServiceServer).PushAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReplicationService_PushAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicationServiceServer).PushAudit(ctx, req.(*PushAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ReplicationService_ServiceDesc is the grpc.ServiceDesc for ReplicationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -164,6 +210,10 @@ var ReplicationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListFollowers",
 			Handler:    _ReplicationService_ListFollowers_Handler,
+		},
+		{
+			MethodName: "PushAudit",
+			Handler:    _ReplicationService_PushAudit_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/pki"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
 	"github.com/sowerproject/sower/replica"
@@ -43,6 +44,9 @@ type Config struct {
 	// reaches one; ListFollowers asks them for theirs. Optional.
 	Others func(ctx context.Context) map[string]string
 	Dial   func(url string) (sowerv1.ReplicationServiceClient, error)
+	// Audit is the trail PushAudit stores Followers' events in; without
+	// it PushAudit is Unavailable.
+	Audit  audit.Trail
 	Logger *slog.Logger
 }
 

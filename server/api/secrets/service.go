@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/policy"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
 	"github.com/sowerproject/sower/server/api/rpcctx"
@@ -54,7 +55,10 @@ type Config struct {
 	Account string
 	Store   Store
 	// Graph returns the current policy graph.
-	Graph  func() *policy.Graph
+	Graph func() *policy.Graph
+	// Audit is told of every secret read, allowed or refused (never the
+	// value); optional.
+	Audit  audit.Recorder
 	Logger *slog.Logger
 }
 
@@ -83,6 +87,9 @@ func New(c Config) (*Service, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Audit == nil {
+		c.Audit = audit.Discard{}
 	}
 	return &Service{c: c}, nil
 }
@@ -166,6 +173,7 @@ func (s *Service) GetSecret(ctx context.Context, req *sowerv1.GetSecretRequest) 
 	}
 	g := s.c.Graph()
 	if err := s.authorize(g, caller, id, "execute"); err != nil {
+		s.audit(ctx, caller, id, 0, err)
 		return nil, err
 	}
 	if req.GetVersion() < 0 {
@@ -175,6 +183,7 @@ func (s *Service) GetSecret(ctx context.Context, req *sowerv1.GetSecretRequest) 
 	if err != nil {
 		return nil, s.toStatus(ctx, "read the value", id, req.GetVersion(), err)
 	}
+	s.audit(ctx, caller, id, v, nil)
 	mime := defaultMimeType
 	if info, ok := g.Resource(id); ok {
 		for _, a := range info.Annotations {
@@ -221,7 +230,9 @@ func (s *Service) BatchGetSecrets(ctx context.Context, req *sowerv1.BatchGetSecr
 		}
 		seen[id.String()] = true
 		if !g.Allowed(caller, "execute", id) {
-			return nil, status.Errorf(codes.PermissionDenied, "%s needs execute on %s", caller, id)
+			err := status.Errorf(codes.PermissionDenied, "%s needs execute on %s", caller, id)
+			s.audit(ctx, caller, id, 0, err)
+			return nil, err
 		}
 		ids = append(ids, id.String())
 	}
@@ -231,6 +242,10 @@ func (s *Service) BatchGetSecrets(ctx context.Context, req *sowerv1.BatchGetSecr
 	values, err := s.c.Store.GetMany(ctx, ids)
 	if err != nil {
 		return nil, s.toStatus(ctx, "read the values", policy.ID{}, 0, err)
+	}
+	for _, id := range ids {
+		pid, _ := policy.ParseID(id)
+		s.audit(ctx, caller, pid, 0, nil)
 	}
 	return &sowerv1.BatchGetSecretsResponse{Values: values}, nil
 }
@@ -251,4 +266,15 @@ func (s *Service) toStatus(ctx context.Context, op string, id policy.ID, version
 	}
 	s.c.Logger.ErrorContext(ctx, "secrets service failed", "op", op, "resource", id.String(), "version", version, "err", err)
 	return status.Error(codes.Internal, fmt.Sprintf("could not %s; the server log has the details", op))
+}
+
+// audit records a read: allowed (err nil) or refused. Never the value.
+func (s *Service) audit(ctx context.Context, caller, id policy.ID, version int64, err error) {
+	e := audit.Event{Kind: audit.KindSecretRead, Action: "read", Outcome: audit.OutcomeSuccess,
+		Identity: caller.String(), Resource: id.String(), Version: int(version), Source: rpcctx.PeerAddr(ctx)}
+	if err != nil {
+		e.Outcome = audit.OutcomeFailure
+		e.Reason = status.Code(err).String()
+	}
+	s.c.Audit.Record(e)
 }

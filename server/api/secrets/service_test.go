@@ -2,6 +2,7 @@ package secrets_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/internal/testutil"
@@ -83,7 +85,7 @@ func newGraph(t *testing.T) *policy.Graph {
 	return g
 }
 
-func newService(t *testing.T) *secrets.Service {
+func newService(t *testing.T, rec ...audit.Recorder) *secrets.Service {
 	t.Helper()
 	a := testutil.FreeAddrs(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -102,7 +104,11 @@ func newService(t *testing.T) *secrets.Service {
 		t.Fatal(err)
 	}
 	g := newGraph(t)
-	svc, err := secrets.New(secrets.Config{Account: account, Store: store, Graph: func() *policy.Graph { return g }})
+	c := secrets.Config{Account: account, Store: store, Graph: func() *policy.Graph { return g }}
+	if len(rec) > 0 {
+		c.Audit = rec[0]
+	}
+	svc, err := secrets.New(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,5 +245,46 @@ func TestBatchGetSecretsIsAllOrNothing(t *testing.T) {
 				t.Fatalf("%d values, want %d", len(resp.GetValues()), tc.n)
 			}
 		})
+	}
+}
+
+type recorded struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (r *recorded) Record(e audit.Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }
+
+// Every read is audited, allowed or refused, with who, what and which
+// version, never the value; writes are not reads.
+func TestReadsAreAudited(t *testing.T) {
+	rec := &recorded{}
+	svc := newService(t, rec)
+	for _, v := range []string{"one", "two"} {
+		if _, err := svc.SetSecret(as("admin"), set("db/password", v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := svc.GetSecret(as("alice"), get("db/password", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.GetSecret(as("carol"), get("db/password", 0)); status.Code(err) != codes.PermissionDenied {
+		t.Fatal(err)
+	}
+	if _, err := svc.BatchGetSecrets(as("alice"), &sowerv1.BatchGetSecretsRequest{VariableIds: []string{account + ":variable:db/password"}}); err != nil {
+		t.Fatal(err)
+	}
+	want := []audit.Event{
+		{Kind: audit.KindSecretRead, Action: "read", Outcome: audit.OutcomeSuccess, Identity: account + ":user:alice", Resource: account + ":variable:db/password", Version: 1},
+		{Kind: audit.KindSecretRead, Action: "read", Outcome: audit.OutcomeFailure, Identity: account + ":user:carol", Resource: account + ":variable:db/password", Reason: "PermissionDenied"},
+		{Kind: audit.KindSecretRead, Action: "read", Outcome: audit.OutcomeSuccess, Identity: account + ":user:alice", Resource: account + ":variable:db/password"},
+	}
+	if len(rec.events) != len(want) {
+		t.Fatalf("recorded %+v, want %d events", rec.events, len(want))
+	}
+	for i, w := range want {
+		if rec.events[i] != w {
+			t.Errorf("event %d = %+v, want %+v", i, rec.events[i], w)
+		}
 	}
 }
