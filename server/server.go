@@ -241,7 +241,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer np.ca.Close()
-	an, err := openAuthn(ctx, etcd.Client(), dataKey, s.c.Name, s.c.AuthnLimits, s.lg)
+	an, err := openAuthn(ctx, etcd.Client(), dataKey, s.c.Name, s.c.AuthnLimits,
+		etcdstore.TrailConfig{MaxAge: s.c.AuditMaxAge, MaxEvents: s.c.AuditMaxEvents}, s.lg)
 	if err != nil {
 		return err
 	}
@@ -282,6 +283,7 @@ func (s *Server) Run(ctx context.Context) error {
 	n := &node{etcd: etcd, election: q.election}
 	m := newMetrics(n.Info)
 	registerRoleMetrics(m, n.Role)
+	registerAuditMetrics(m, an)
 	auth := &authenticator{tokens: an.tokens, account: s.c.Account, lg: s.lg, audit: an.audit}
 	serverTLS, err := np.serverTLS()
 	if err != nil {
