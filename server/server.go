@@ -304,7 +304,7 @@ func (s *Server) Run(ctx context.Context) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	dk := &dataKeys{kr: dataKey, path: dd.join("data.key"), name: s.c.Name, cli: etcd.Client(), lg: s.lg, members: etcd.MemberNames}
+	dk := &dataKeys{kr: dataKey, path: dd.join("data.key"), name: s.c.Name, cli: etcd.Client(), lg: s.lg, members: etcd.MemberNames, audit: an.recorder}
 	// Sealing keys made ahead: the pool fills after the first sealed seed,
 	// so that a startup storm of Followers finds them ready.
 	eph := archive.NewEphemerals(seedEphemeralPool)

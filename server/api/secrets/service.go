@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/policy"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
 	"github.com/sowerproject/sower/server/api/rpcctx"
@@ -56,6 +57,10 @@ type Config struct {
 	// Graph returns the current policy graph.
 	Graph  func() *policy.Graph
 	Logger *slog.Logger
+	// Audit records every secret read (success, and refusals for want of
+	// execute); nil records nothing. It stamps the node, the ID and the
+	// time.
+	Audit audit.Recorder
 }
 
 // Service implements sowerv1.SecretsServiceServer.
@@ -83,6 +88,9 @@ func New(c Config) (*Service, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Audit == nil {
+		c.Audit = audit.Discard{}
 	}
 	return &Service{c: c}, nil
 }
@@ -166,6 +174,9 @@ func (s *Service) GetSecret(ctx context.Context, req *sowerv1.GetSecretRequest) 
 	}
 	g := s.c.Graph()
 	if err := s.authorize(g, caller, id, "execute"); err != nil {
+		if status.Code(err) == codes.PermissionDenied {
+			s.audit(ctx, "read", caller, id.String(), int(req.GetVersion()), "no execute privilege")
+		}
 		return nil, err
 	}
 	if req.GetVersion() < 0 {
@@ -175,6 +186,7 @@ func (s *Service) GetSecret(ctx context.Context, req *sowerv1.GetSecretRequest) 
 	if err != nil {
 		return nil, s.toStatus(ctx, "read the value", id, req.GetVersion(), err)
 	}
+	s.audit(ctx, "read", caller, id.String(), int(v), "")
 	mime := defaultMimeType
 	if info, ok := g.Resource(id); ok {
 		for _, a := range info.Annotations {
@@ -221,6 +233,7 @@ func (s *Service) BatchGetSecrets(ctx context.Context, req *sowerv1.BatchGetSecr
 		}
 		seen[id.String()] = true
 		if !g.Allowed(caller, "execute", id) {
+			s.audit(ctx, "batch-read", caller, id.String(), 0, "no execute privilege")
 			return nil, status.Errorf(codes.PermissionDenied, "%s needs execute on %s", caller, id)
 		}
 		ids = append(ids, id.String())
@@ -232,7 +245,21 @@ func (s *Service) BatchGetSecrets(ctx context.Context, req *sowerv1.BatchGetSecr
 	if err != nil {
 		return nil, s.toStatus(ctx, "read the values", policy.ID{}, 0, err)
 	}
+	for _, id := range ids {
+		s.audit(ctx, "batch-read", caller, id, 0, "")
+	}
 	return &sowerv1.BatchGetSecretsResponse{Values: values}, nil
+}
+
+// audit records a read of resource (version 0: the latest, in a batch)
+// by caller; a reason makes it a refusal. The value is never recorded.
+func (s *Service) audit(ctx context.Context, action string, caller policy.ID, resource string, version int, reason string) {
+	e := audit.Event{Kind: audit.KindSecretRead, Action: action, Outcome: audit.OutcomeSuccess,
+		Identity: caller.String(), Resource: resource, Version: version, Source: rpcctx.PeerAddr(ctx)}
+	if reason != "" {
+		e.Outcome, e.Reason = audit.OutcomeFailure, reason
+	}
+	s.c.Audit.Record(e)
 }
 
 // toStatus turns a store error into the caller's status. An unknown error is
