@@ -87,7 +87,7 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := d.quorum.service(s, d.node.Role, pol)
+	cl, err := d.quorum.service(s, d.node.Role, pol, d.authn.recorder)
 	if err != nil {
 		return nil, err
 	}
