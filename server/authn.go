@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/authn"
 	"github.com/sowerproject/sower/authn/apikey"
 	"github.com/sowerproject/sower/authn/k8s"
@@ -56,12 +58,18 @@ type authnParts struct {
 	limiter *authn.Limiter
 	secrets *etcdstore.Secrets
 	audit   *etcdstore.AuthnAudit
+	// trail is the audit trail; recorder this node's Recorder of every
+	// other event (secret reads, seeds, membership, data keys).
+	trail    *etcdstore.AuditTrail
+	recorder *audit.Queue
+	pruned   func(etcdstore.Pruned)
 	// creds, signing and switches are written only by the Leader in its
 	// term (fenceWrites, once the election runs).
 	creds    *etcdstore.Credentials
 	signing  *etcdstore.SigningKeys
 	switches *etcdstore.AuthenticatorSwitches
 	closers  []func()
+	lg       *slog.Logger
 }
 
 // fenceWrites sends every authentication write (credentials, signing keys,
@@ -72,7 +80,7 @@ func (a *authnParts) fenceWrites(w *clientv3.Client) {
 	a.signing.FenceWrites(w)
 	a.secrets.FenceWrites(w)
 	a.switches.FenceWrites(w)
-	a.audit.FencePrune(w)
+	a.trail.FencePrune(w)
 }
 
 // onClose adds fn to what run calls when it ends.
@@ -84,11 +92,42 @@ func (a *authnParts) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.secrets.Run(gctx) })
 	g.Go(func() error { return a.audit.Run(gctx) })
+	g.Go(func() error { return a.recorder.Run(gctx) })
+	g.Go(func() error { return a.pruneAudit(gctx) })
 	err := g.Wait()
 	for _, fn := range a.closers {
 		fn()
 	}
 	return err
+}
+
+// auditPruneInterval is how often the Leader applies the audit trail's
+// retention.
+const auditPruneInterval = time.Minute
+
+// pruneAudit applies the trail's retention every auditPruneInterval; the
+// prune is fenced (fenceWrites): only the Leader deletes.
+func (a *authnParts) pruneAudit(ctx context.Context) error {
+	t := time.NewTicker(auditPruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		p, err := a.trail.Prune(ctx)
+		if err != nil && ctx.Err() == nil {
+			a.lg.Warn("cannot prune the audit trail", "err", err)
+		}
+		if p.Age+p.Count > 0 {
+			cfg := a.trail.Config()
+			a.lg.Info("pruned the audit trail", "older_than_max_age", p.Age, "beyond_max_events", p.Count, "max_age", cfg.MaxAge, "max_events", cfg.MaxEvents)
+			if a.pruned != nil {
+				a.pruned(p)
+			}
+		}
+	}
 }
 
 // WithKubernetes gives the node a Kubernetes API client (in-cluster, say)
@@ -97,7 +136,7 @@ func WithKubernetes(k k8s.API) Option { return func(s *Server) { s.kube = k } }
 
 // openAuthn loads (or, on a new cluster, creates) the API-key pepper and the
 // token signing key ring, and opens the secret store and the audit trail.
-func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, node string, limits authn.LimiterConfig, lg *slog.Logger) (*authnParts, error) {
+func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, node string, limits authn.LimiterConfig, retention etcdstore.TrailConfig, lg *slog.Logger) (*authnParts, error) {
 	pepper, err := loadOrCreatePepper(ctx, cli, sealer)
 	if err != nil {
 		return nil, err
@@ -118,8 +157,14 @@ func openAuthn(ctx context.Context, cli *clientv3.Client, sealer *pki.Keyring, n
 	if err != nil {
 		return nil, err
 	}
+	trail := etcdstore.NewAuditTrail(cli, retention)
+	rec, err := audit.NewQueue(audit.QueueConfig{Node: node, Trail: trail, Logger: lg})
+	if err != nil {
+		return nil, err
+	}
 	return &authnParts{keys: keys, tokens: tokens, limiter: authn.NewLimiter(limits), secrets: secrets,
-		audit: etcdstore.NewAuthnAudit(cli, etcdstore.AuditConfig{Node: node, Logger: lg}),
+		audit: etcdstore.NewAuthnAudit(trail, etcdstore.AuditConfig{Node: node, Logger: lg}),
+		trail: trail, recorder: rec, lg: lg,
 		creds: creds, signing: signing, switches: etcdstore.NewAuthenticatorSwitches(cli)}, nil
 }
 

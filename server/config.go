@@ -54,6 +54,16 @@ type Config struct {
 	// AuthnLimits are the failed-login limits (authn.LimiterConfig); the
 	// zero value takes the defaults.
 	AuthnLimits authn.LimiterConfig
+	// AuditMaxAge and AuditMaxEvents are the audit trail's retention
+	// (docs/audit.md): the Leader prunes events older than AuditMaxAge
+	// and the oldest beyond AuditMaxEvents; zero takes the defaults (30
+	// days, 1,000,000 events).
+	AuditMaxAge    time.Duration
+	AuditMaxEvents int64
+	// AuditExport, when set, is where the Leader writes every event of the
+	// trail as JSON lines (slog's JSON handler format): a file path
+	// (appended to, created 0600), or "-" for standard output.
+	AuditExport string
 	// PolicyLoadTimeout is the longest one policy load may hold the node's
 	// policy lock; zero means the policy service's default (5m).
 	PolicyLoadTimeout time.Duration

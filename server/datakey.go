@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/authn/apikey"
 	"github.com/sowerproject/sower/authn/token"
 	"github.com/sowerproject/sower/pki"
@@ -43,6 +44,9 @@ type dataKeys struct {
 	lg   *slog.Logger
 	// members lists the etcd member names that must acknowledge.
 	members func() []string
+	// audit records the rotation (start in the keyring's transaction, end
+	// once resealed); nil on a Follower.
+	audit *audit.Queue
 
 	mu         sync.Mutex
 	publishing uint32
@@ -74,8 +78,16 @@ func (d *dataKeys) Rotate(ctx context.Context) (RotateResult, error) {
 	}
 	d.publishing = v
 	defer func() { d.publishing = 0 }()
-	if _, err := d.cli.Txn(ctx).Then(clientv3.OpPut(keyringKey, string(sealed)),
-		etcdstore.AuditOp(time.Now(), "data-key-rotation-started", map[string]any{"version": v, "by": d.name})).Commit(); err != nil {
+	ops := []clientv3.Op{clientv3.OpPut(keyringKey, string(sealed))}
+	if d.audit != nil {
+		ev, err := etcdstore.EventOp(audit.Event{ID: d.audit.NextID(), At: time.Now().UTC(), Node: d.audit.Node(), Kind: audit.KindDataKey,
+			Action: "rotate-start", Outcome: audit.OutcomeSuccess, Resource: fmt.Sprintf("data-key/%d", v)})
+		if err != nil {
+			return RotateResult{}, err
+		}
+		ops = append(ops, ev)
+	}
+	if _, err := d.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return RotateResult{}, fmt.Errorf("server: publish the new data key version: %w", err)
 	}
 	others := make([]string, 0)
@@ -98,7 +110,10 @@ func (d *dataKeys) Rotate(ctx context.Context) (RotateResult, error) {
 	if err != nil {
 		return res, err
 	}
-	_, _ = d.cli.Txn(ctx).Then(etcdstore.AuditOp(time.Now(), "data-key-rotated", res)).Commit()
+	if d.audit != nil {
+		d.audit.Record(audit.Event{Kind: audit.KindDataKey, Action: "rotate", Outcome: audit.OutcomeSuccess,
+			Resource: fmt.Sprintf("data-key/%d", v)})
+	}
 	d.lg.Info("data key rotated", "version", v, "members", res.Members, "resealed", res.Resealed)
 	return res, nil
 }

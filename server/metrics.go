@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sowerproject/sower/cluster"
+	"github.com/sowerproject/sower/server/etcdstore"
 )
 
 // metrics are a node's Prometheus series. Each Server has its own registry
@@ -76,4 +77,32 @@ func (m *metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerI
 	err := h(srv, ss)
 	m.observe(info.FullMethod, start, err)
 	return err
+}
+
+// registerAuditMetrics adds the audit trail's series: what this node's
+// recorder stored, dropped (its memory bound was reached) and holds, and
+// what the Leader's retention pruned, by bound.
+func registerAuditMetrics(m *metrics, a *authnParts) {
+	pruned := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sower_audit_pruned_events_total",
+		Help: "Audit events the Leader deleted from the trail by retention, by bound (max_age, max_events).",
+	}, []string{"bound"})
+	a.pruned = func(p etcdstore.Pruned) {
+		pruned.WithLabelValues("max_age").Add(float64(p.Age))
+		pruned.WithLabelValues("max_events").Add(float64(p.Count))
+	}
+	m.reg.MustRegister(pruned,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sower_audit_recorded_events_total",
+			Help: "Audit events this node's recorder stored in the trail.",
+		}, func() float64 { return float64(a.recorder.Stored()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sower_audit_dropped_events_total",
+			Help: "Audit events this node's recorder dropped: its in-memory queue was full (the trail unreachable for long) or the trail refused them.",
+		}, func() float64 { return float64(a.recorder.Dropped()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sower_audit_pending_events",
+			Help: "Audit events this node's recorder holds in memory, not yet stored.",
+		}, func() float64 { return float64(a.recorder.Pending()) }),
+	)
 }

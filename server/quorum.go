@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/seed/archive"
 	clusterapi "github.com/sowerproject/sower/server/api/cluster"
@@ -169,11 +170,11 @@ func (q *quorum) run(ctx context.Context) error {
 func (q *quorum) close() { q.remote.Close() }
 
 // service is the ClusterService of this node.
-func (q *quorum) service(s *Server, role func() cluster.Role, authz clusterapi.Authorizer) (*clusterapi.Service, error) {
+func (q *quorum) service(s *Server, role func() cluster.Role, authz clusterapi.Authorizer, rec audit.Recorder) (*clusterapi.Service, error) {
 	return clusterapi.New(clusterapi.Config{
 		Account: s.c.Account, Cluster: q.name, Name: s.c.Name,
 		Election: q.election, Members: q.members, Enroller: q.enroller,
-		Role: role, TTL: q.ttl, Authorizer: authz, Logger: s.lg,
+		Role: role, TTL: q.ttl, Authorizer: authz, Logger: s.lg, Audit: rec,
 	})
 }
 

@@ -241,7 +241,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer np.ca.Close()
-	an, err := openAuthn(ctx, etcd.Client(), dataKey, s.c.Name, s.c.AuthnLimits, s.lg)
+	an, err := openAuthn(ctx, etcd.Client(), dataKey, s.c.Name, s.c.AuthnLimits,
+		etcdstore.TrailConfig{MaxAge: s.c.AuditMaxAge, MaxEvents: s.c.AuditMaxEvents}, s.lg)
 	if err != nil {
 		return err
 	}
@@ -282,6 +283,7 @@ func (s *Server) Run(ctx context.Context) error {
 	n := &node{etcd: etcd, election: q.election}
 	m := newMetrics(n.Info)
 	registerRoleMetrics(m, n.Role)
+	registerAuditMetrics(m, an)
 	auth := &authenticator{tokens: an.tokens, account: s.c.Account, lg: s.lg, audit: an.audit}
 	serverTLS, err := np.serverTLS()
 	if err != nil {
@@ -302,7 +304,7 @@ func (s *Server) Run(ctx context.Context) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	dk := &dataKeys{kr: dataKey, path: dd.join("data.key"), name: s.c.Name, cli: etcd.Client(), lg: s.lg, members: etcd.MemberNames}
+	dk := &dataKeys{kr: dataKey, path: dd.join("data.key"), name: s.c.Name, cli: etcd.Client(), lg: s.lg, members: etcd.MemberNames, audit: an.recorder}
 	// Sealing keys made ahead: the pool fills after the first sealed seed,
 	// so that a startup storm of Followers finds them ready.
 	eph := archive.NewEphemerals(seedEphemeralPool)

@@ -78,7 +78,8 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	// A changed variable drops the JWT authenticator built from it.
 	d.authn.secrets.OnChange(au.InvalidateJWT)
 	d.authn.onClose(func() { _ = au.Close() })
-	sec, err := secretsapi.New(secretsapi.Config{Account: s.c.Account, Store: d.authn.secrets, Graph: d.policies.Graph, Logger: s.lg})
+	sec, err := secretsapi.New(secretsapi.Config{Account: s.c.Account, Store: d.authn.secrets, Graph: d.policies.Graph, Logger: s.lg,
+		Audit: d.authn.recorder})
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +87,7 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := d.quorum.service(s, d.node.Role, pol)
+	cl, err := d.quorum.service(s, d.node.Role, pol, d.authn.recorder)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +109,7 @@ func (s *Server) seedService(d serviceDeps) (*seedapi.Service, error) {
 	iss, err := seed.New(seed.Config{
 		Account: s.c.Account, Cluster: d.quorum.name, Policy: gp, CA: d.pki.ca,
 		// Seed records commit only during this node's term as Leader.
-		Store: etcdstore.NewSeeds(d.quorum.election.FencedClient(d.etcd.Client())),
+		Store: etcdstore.NewSeeds(d.quorum.election.FencedClient(d.etcd.Client()), etcdstore.AuditIDs(d.authn.recorder.Node(), d.authn.recorder.NextID)),
 		Signer: func() (archive.Signer, error) {
 			cur := d.pki.node.Current()
 			return archive.Signer{Key: cur.Key, Chain: cur.Chain}, nil

@@ -36,6 +36,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/internal/testutil"
 	"github.com/sowerproject/sower/pki"
 	"github.com/sowerproject/sower/server"
@@ -209,7 +210,8 @@ func (n *anNode) whoami(t testing.TB, b64 string) map[string]string {
 	return who
 }
 
-// auditRecord is one record of /sower/audit/authn/.
+// auditRecord is an authentication event of the audit trail
+// (/sower/audit/events/), its reason split into reason and detail.
 type auditRecord struct {
 	Type  string `json:"type"`
 	Event struct {
@@ -232,13 +234,21 @@ func (n *anNode) waitAudit(t testing.TB, rev int64, match func([]auditRecord) bo
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var got []auditRecord
-	wch := n.etcd.Watch(ctx, etcdstore.AuthnAuditPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	wch := n.etcd.Watch(ctx, etcdstore.AuditEventsPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	for wr := range wch {
 		for _, ev := range wr.Events {
-			var r auditRecord
-			if ev.Type == clientv3.EventTypePut && json.Unmarshal(ev.Kv.Value, &r) == nil {
-				got = append(got, r)
+			var e audit.Event
+			if ev.Type != clientv3.EventTypePut || json.Unmarshal(ev.Kv.Value, &e) != nil || e.Kind != audit.KindAuthn {
+				continue
 			}
+			r := auditRecord{Type: "authn-" + e.Outcome}
+			if e.Action == "summary" {
+				r.Type = "authn-summary"
+			}
+			r.Event.Outcome, r.Event.Authenticator, r.Event.Identity, r.Event.Source, r.Event.Method, r.Event.Count =
+				e.Outcome, e.Authenticator, e.Identity, e.Source, e.Resource, e.Count
+			r.Event.Reason, r.Event.Detail, _ = strings.Cut(e.Reason, ": ")
+			got = append(got, r)
 		}
 		if match(got) {
 			return got

@@ -3,28 +3,21 @@ package etcdstore
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/sowerproject/sower/cluster"
+	"github.com/sowerproject/sower/audit"
 )
 
-// AuthnAuditPrefix holds the authentication audit trail:
-//
-//	/sower/audit/authn/<first event, 20060102T150405.000000000Z>-<random>
-//
-// It is a prefix of its own under AuditPrefix (the other audit records are
-// keyed by time directly under it, which sorts before "authn/"), so that
-// pruning it touches nothing else.
+// AuthnAuditPrefix held the authentication records of earlier versions
+// (/sower/audit/authn/<time>-<random>); authentications are now
+// audit.Events of kind authn in the trail (AuditEventsPrefix). Records left
+// there by an earlier version are not read, and not pruned.
 const AuthnAuditPrefix = AuditPrefix + "authn/"
 
 // Outcomes of an authentication.
@@ -77,39 +70,40 @@ type AuditConfig struct {
 	// MaxPending bounds the distinct events held in memory between two
 	// flushes (default 10000); more are counted in the summary.
 	MaxPending int
-	// MaxRecords bounds the trail: every PruneInterval (default 1m) the
-	// oldest records beyond MaxRecords (default 100000, about 50 MB) are
-	// deleted.
-	MaxRecords    int
-	PruneInterval time.Duration
-	Logger        *slog.Logger
+	Logger     *slog.Logger
 	// Now replaces time.Now, for tests.
 	Now func() time.Time
 }
 
-// AuthnAudit writes the authentication audit trail to etcd with bounded
-// cost, so that a storm of failed logins cannot flood etcd:
+// AuthnAudit writes authentications to the audit trail (audit.Events of
+// kind authn) with bounded cost, so that a storm of failed logins cannot
+// flood etcd nor the node's memory:
 //
 //   - Record never touches etcd; it adds the event to the pending window,
 //     where identical events (same outcome, authenticator, identity,
 //     source, reason and method) are one record with a count and the times
 //     of the first and last.
-//   - Every FlushInterval the window is written in one transaction, at most
+//     The record's Count and Last say how many and until when.
+//   - Every FlushInterval the window is appended to the trail, at most
 //     MaxPerFlush records, and at most what the Rate/Burst bucket allows;
 //     failures go first, then the largest counts. What does not fit is
-//     folded into one "authn-summary" record (counts per outcome,
-//     authenticator and reason) written as soon as the bucket allows.
-//   - The trail keeps at most MaxRecords records; older ones are pruned.
+//     folded into "summary" events (action "summary", one per outcome,
+//     authenticator and reason, with a count and no identity), written as
+//     soon as the bucket allows.
+//   - A write that fails puts its counts back into the summary: nothing is
+//     lost while etcd is away, and memory stays bounded (MaxPending
+//     records, 256 summary keys).
+//
+// The trail's retention (AuditTrail.Prune) bounds what it keeps.
 //
 // A refused brute-force storm against one identity from one address is one
 // record per second with its count; one from many addresses against many
 // identities costs at most Rate records per second.
 type AuthnAudit struct {
-	cli *clientv3.Client
-	c   AuditConfig
-	// pruner, when set (FencePrune), is the client the prune deletes
-	// through.
-	pruner atomic.Pointer[clientv3.Client]
+	trail audit.Trail
+	c     AuditConfig
+	boot  string
+	seq   atomic.Uint64
 
 	mu       sync.Mutex
 	pending  map[auditKey]*auditEntry
@@ -135,8 +129,11 @@ type summaryEntry struct {
 	count       int64
 }
 
-// NewAuthnAudit returns the audit writer; call Run to write.
-func NewAuthnAudit(cli *clientv3.Client, c AuditConfig) *AuthnAudit {
+// NewAuthnAudit returns the audit writer over trail; call Run to write.
+func NewAuthnAudit(trail audit.Trail, c AuditConfig) *AuthnAudit {
+	if c.Node == "" {
+		c.Node = "unnamed"
+	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = time.Second
 	}
@@ -152,19 +149,13 @@ func NewAuthnAudit(cli *clientv3.Client, c AuditConfig) *AuthnAudit {
 	if c.MaxPending <= 0 {
 		c.MaxPending = 10000
 	}
-	if c.MaxRecords <= 0 {
-		c.MaxRecords = 100000
-	}
-	if c.PruneInterval <= 0 {
-		c.PruneInterval = time.Minute
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return &AuthnAudit{cli: cli, c: c, pending: map[auditKey]*auditEntry{}, summary: map[summaryKey]*summaryEntry{},
+	return &AuthnAudit{trail: trail, c: c, boot: strconv.FormatInt(c.Now().UnixNano(), 36), pending: map[auditKey]*auditEntry{}, summary: map[summaryKey]*summaryEntry{},
 		tokens: float64(c.Burst), refilled: c.Now()}
 }
 
@@ -175,6 +166,18 @@ const (
 	maxAuditDetail = 512
 	maxSummaryKeys = 256
 )
+
+// cleanField makes a caller-chosen string storable in an audit.Event:
+// valid UTF-8, no NUL or line break.
+func cleanField(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	return strings.Map(func(r rune) rune {
+		if r == 0 || r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
+}
 
 func clip(s string, n int) string {
 	if len(s) > n {
@@ -300,40 +303,38 @@ func boolRank(b bool) int {
 	return 0
 }
 
-// Flush writes what the window and the budget allow now, in one
-// transaction.
+// Flush writes what the window and the budget allow now, in one Append.
 func (a *AuthnAudit) Flush(ctx context.Context) error {
 	detailed, summary := a.take()
 	if len(detailed) == 0 && summary == nil {
 		return nil
 	}
-	ops := make([]clientv3.Op, 0, len(detailed)+1)
+	events := make([]audit.Event, 0, len(detailed)+len(summary))
 	for _, r := range detailed {
-		typ := "authn-" + r.key.Outcome
-		ops = append(ops, a.op(r.e.first, typ, map[string]any{
-			"outcome": r.key.Outcome, "authenticator": r.key.Authenticator, "identity": r.key.Identity,
-			"source": r.key.Source, "reason": r.key.Reason, "detail": r.e.detail, "method": r.key.Method,
-			"count": r.e.count, "first": r.e.first.UTC(), "last": r.e.last.UTC(), "node": a.c.Node,
-		}))
-	}
-	if summary != nil {
-		var first, last time.Time
-		counts := make([]map[string]any, 0, len(summary))
-		for k, s := range summary {
-			if first.IsZero() || s.first.Before(first) {
-				first = s.first
-			}
-			if s.last.After(last) {
-				last = s.last
-			}
-			counts = append(counts, map[string]any{"outcome": k.Outcome, "authenticator": k.Authenticator, "reason": k.Reason, "count": s.count})
+		reason := r.key.Reason
+		if r.e.detail != "" {
+			reason = clip(reason+": "+r.e.detail, audit.MaxFieldBytes-3)
 		}
-		slices.SortFunc(counts, func(x, y map[string]any) int { return cmp.Compare(y["count"].(int64), x["count"].(int64)) })
-		ops = append(ops, a.op(first, "authn-summary", map[string]any{
-			"note":  "more authentication events than the audit budget allows; counted here without identities",
-			"first": first.UTC(), "last": last.UTC(), "counts": counts, "node": a.c.Node,
-		}))
+		e := a.event(r.e.first, r.e.last, r.e.count)
+		e.Outcome, e.Authenticator, e.Identity, e.Source, e.Reason, e.Resource = r.key.Outcome, r.key.Authenticator, r.key.Identity, r.key.Source, reason, r.key.Method
+		events = append(events, e)
 	}
+	// The summary is one event per (outcome, authenticator, reason), at
+	// most maxSummaryKeys, without identities or sources: action
+	// "summary".
+	for k, s := range summary {
+		e := a.event(s.first, s.last, s.count)
+		e.Action = "summary"
+		e.Outcome, e.Authenticator, e.Reason = k.Outcome, k.Authenticator, k.Reason
+		events = append(events, e)
+	}
+	for i := range events {
+		e := &events[i]
+		for _, f := range []*string{&e.Authenticator, &e.Identity, &e.Source, &e.Reason, &e.Resource} {
+			*f = cleanField(*f)
+		}
+	}
+	slices.SortFunc(events, func(x, y audit.Event) int { return x.At.Compare(y.At) })
 	// The in-process etcd client may apply a transaction whose context is
 	// already cancelled and then report the cancellation; putting the
 	// counts back after that would write them twice. A dead context
@@ -342,54 +343,21 @@ func (a *AuthnAudit) Flush(ctx context.Context) error {
 		a.putBack(detailed, summary)
 		return err
 	}
-	if _, err := a.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+	if err := a.trail.Append(ctx, events); err != nil {
 		a.putBack(detailed, summary)
 		return err
 	}
 	return nil
 }
 
-func (a *AuthnAudit) op(at time.Time, typ string, body map[string]any) clientv3.Op {
-	var rnd [4]byte
-	_, _ = rand.Read(rnd[:])
-	raw, _ := json.Marshal(map[string]any{"type": typ, "at": at.UTC(), "event": body})
-	return clientv3.OpPut(AuthnAuditPrefix+at.UTC().Format("20060102T150405.000000000Z")+"-"+hex.EncodeToString(rnd[:]), string(raw))
-}
-
-// FencePrune makes the Leader alone prune the trail, in its term: the
-// prune's delete goes through w (the election's FencedClient) from now on,
-// and on another node it deletes nothing and reports nothing. The records
-// themselves are not fenced: every node, Standbys included, records the
-// authentications it answered, each under a key of its own (time and
-// random), so a record of a node that is not the Leader, or no longer is,
-// is a fact to keep and replaces nothing.
-func (a *AuthnAudit) FencePrune(w *clientv3.Client) { a.pruner.Store(w) }
-
-// Prune deletes the oldest records beyond MaxRecords. With FencePrune, on a
-// node that is not the Leader it deletes nothing and returns 0, nil.
-func (a *AuthnAudit) Prune(ctx context.Context) (int, error) {
-	resp, err := a.cli.Get(ctx, AuthnAuditPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return 0, err
+// event is an authentication record of count events from first to last.
+func (a *AuthnAudit) event(first, last time.Time, count int64) audit.Event {
+	e := audit.Event{ID: a.c.Node + "/authn-" + a.boot + "-" + strconv.FormatUint(a.seq.Add(1), 10),
+		At: first.UTC(), Node: a.c.Node, Kind: audit.KindAuthn, Action: "login"}
+	if count > 1 {
+		e.Count, e.Last = count, last.UTC()
 	}
-	excess := resp.Count - int64(a.c.MaxRecords)
-	if excess <= 0 {
-		return 0, nil
-	}
-	old, err := a.cli.Get(ctx, AuthnAuditPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(excess), clientv3.WithRev(resp.Header.Revision))
-	if err != nil || len(old.Kvs) == 0 {
-		return 0, err
-	}
-	end := string(old.Kvs[len(old.Kvs)-1].Key) + "\x00"
-	del, err := orPlain(a.pruner.Load(), a.cli).Delete(ctx, AuthnAuditPrefix, clientv3.WithRange(end))
-	if errors.Is(err, cluster.ErrNotLeader) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	return int(del.Deleted), nil
+	return e
 }
 
 // Run flushes every FlushInterval and prunes every PruneInterval until ctx
@@ -397,8 +365,6 @@ func (a *AuthnAudit) Prune(ctx context.Context) (int, error) {
 func (a *AuthnAudit) Run(ctx context.Context) error {
 	flush := time.NewTicker(a.c.FlushInterval)
 	defer flush.Stop()
-	prune := time.NewTicker(a.c.PruneInterval)
-	defer prune.Stop()
 	failing := false
 	for {
 		select {
@@ -415,12 +381,6 @@ func (a *AuthnAudit) Run(ctx context.Context) error {
 				a.c.Logger.Warn("cannot write the authentication audit trail; its counts are kept and retried", "err", err)
 			}
 			failing = err != nil
-		case <-prune.C:
-			if n, err := a.Prune(ctx); err != nil && ctx.Err() == nil {
-				a.c.Logger.Warn("cannot prune the authentication audit trail", "err", err)
-			} else if n > 0 {
-				a.c.Logger.Info("pruned the authentication audit trail", "deleted", n, "kept", a.c.MaxRecords)
-			}
 		}
 	}
 }

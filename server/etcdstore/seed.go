@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/seed"
 )
 
@@ -25,11 +26,53 @@ const (
 	RevokedPrefix = "/sower/pki/revoked/"
 )
 
-// Seeds is seed.Store over etcd.
-type Seeds struct{ cli *clientv3.Client }
+// Seeds is seed.Store over etcd. Each seed issued, refused or revoked is
+// also an audit.Event of kind seed, in the transaction of the fact.
+type Seeds struct {
+	cli  *clientv3.Client
+	node string
+	ids  func() string
+}
+
+// SeedsOption configures NewSeeds.
+type SeedsOption func(*Seeds)
+
+// AuditIDs names this node in the seed audit events and gives their IDs
+// (audit.Queue.NextID); without it events are of node "unnamed" with
+// random IDs.
+func AuditIDs(node string, next func() string) SeedsOption {
+	return func(s *Seeds) { s.node, s.ids = node, next }
+}
 
 // NewSeeds returns the seed store.
-func NewSeeds(cli *clientv3.Client) *Seeds { return &Seeds{cli: cli} }
+func NewSeeds(cli *clientv3.Client, opts ...SeedsOption) *Seeds {
+	s := &Seeds{cli: cli, node: "unnamed"}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.ids == nil {
+		node := s.node
+		s.ids = func() string {
+			var rnd [8]byte
+			_, _ = rand.Read(rnd[:])
+			return node + "/" + hex.EncodeToString(rnd[:])
+		}
+	}
+	return s
+}
+
+// seedEvent is the audit event of a seed fact; its put goes in the fact's
+// transaction.
+func (s *Seeds) seedEvent(at time.Time, action, outcome, identity, resource, source, reason string) (clientv3.Op, error) {
+	e := audit.Event{ID: s.ids(), At: at.UTC(), Node: s.node, Kind: audit.KindSeed, Action: action, Outcome: outcome,
+		Identity: cleanField(clip(identity, maxAuditField)), Resource: cleanField(clip(resource, maxAuditField)),
+		Source: cleanField(clip(source, maxAuditField)), Reason: cleanField(clip(reason, audit.MaxFieldBytes-3))}
+	op, err := EventOp(e)
+	if err != nil {
+		return op, fmt.Errorf("etcdstore: seed audit event: %w", err)
+	}
+	return op, nil
+}
 
 // Put records an issued seed and its enrollment token in one transaction.
 func (s *Seeds) Put(ctx context.Context, r seed.Record, e *seed.Enrollment) error {
@@ -37,7 +80,11 @@ func (s *Seeds) Put(ctx context.Context, r seed.Record, e *seed.Enrollment) erro
 	if err != nil {
 		return err
 	}
-	ops := []clientv3.Op{clientv3.OpPut(seedPrefix+r.ID, string(raw)), auditOp(r.IssuedAt, "seed-issued", r)}
+	ev, err := s.seedEvent(r.IssuedAt, "issue", audit.OutcomeSuccess, r.Requester, r.ID, r.From, "")
+	if err != nil {
+		return err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(seedPrefix+r.ID, string(raw)), ev}
 	if e != nil {
 		er, err := json.Marshal(e)
 		if err != nil {
@@ -57,7 +104,11 @@ func (s *Seeds) Put(ctx context.Context, r seed.Record, e *seed.Enrollment) erro
 
 // Audit records a refused request.
 func (s *Seeds) Audit(ctx context.Context, e seed.Event) error {
-	_, err := s.cli.Txn(ctx).Then(auditOp(e.At, "seed-refused", e)).Commit()
+	ev, err := s.seedEvent(e.At, "refuse", audit.OutcomeFailure, e.Requester, "", e.From, string(e.Kind)+" seed: "+e.Reason)
+	if err != nil {
+		return err
+	}
+	_, err = s.cli.Txn(ctx).Then(ev).Commit()
 	return err
 }
 
@@ -110,7 +161,11 @@ func (s *Seeds) Revoke(ctx context.Context, id, by string, at time.Time) (seed.R
 	}
 	r.RevokedAt, r.RevokedBy = at, by
 	raw, _ := json.Marshal(r)
-	ops := []clientv3.Op{clientv3.OpPut(seedPrefix+id, string(raw)), auditOp(at, "seed-revoked", r)}
+	ev, err := s.seedEvent(at, "revoke", audit.OutcomeSuccess, by, id, "", "")
+	if err != nil {
+		return seed.Record{}, err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(seedPrefix+id, string(raw)), ev}
 	ops = append(ops, revocationOps(r.Serials, by, "seed "+id+" revoked", at)...)
 	enr, err := s.cli.Get(ctx, EnrollPrefix, clientv3.WithPrefix())
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -29,6 +30,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/pki"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
@@ -62,6 +64,10 @@ type Config struct {
 	// over (default 30s).
 	MoveTimeout time.Duration
 	Logger      *slog.Logger
+	// Audit records every membership change (a Standby enrolled or
+	// abandoned, a member promoted or removed, the Leader role moved);
+	// nil records nothing.
+	Audit audit.Recorder
 }
 
 // Service implements sowerv1.ClusterServiceServer.
@@ -85,6 +91,9 @@ func New(c Config) (*Service, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Audit == nil {
+		c.Audit = audit.Discard{}
 	}
 	return &Service{c: c}, nil
 }
@@ -161,6 +170,7 @@ func (s *Service) RemoveMember(ctx context.Context, req *sowerv1.RemoveMemberReq
 		return nil, s.toStatus("remove a member", err)
 	}
 	s.c.Logger.Info("member removed", "name", m.Name, "by", caller, "forced", req.GetForce())
+	s.membership(ctx, "remove", caller, m.Name, nil)
 	return &sowerv1.RemoveMemberResponse{Id: strconv.FormatUint(m.ID, 16)}, nil
 }
 
@@ -178,6 +188,7 @@ func (s *Service) PromoteMember(ctx context.Context, req *sowerv1.PromoteMemberR
 		return nil, s.toStatus("promote a member", err)
 	}
 	s.c.Logger.Info("learner promoted", "name", m.Name, "by", caller)
+	s.membership(ctx, "promote", caller, m.Name, nil)
 	return &sowerv1.PromoteMemberResponse{Id: strconv.FormatUint(m.ID, 16)}, nil
 }
 
@@ -216,6 +227,7 @@ func (s *Service) MoveLeader(ctx context.Context, req *sowerv1.MoveLeaderRequest
 		return nil, status.Errorf(codes.DeadlineExceeded, "the Leader role was released for %s, which has not taken over yet; `sower cluster status` shows who leads", to.Name)
 	}
 	s.c.Logger.Info("Leader role handed over", "to", l.Name, "by", caller)
+	s.membership(ctx, "move-leader", caller, l.Name, nil)
 	return &sowerv1.MoveLeaderResponse{LeaderName: l.Name, LeaderUrl: l.URL}, nil
 }
 
@@ -223,6 +235,7 @@ func (s *Service) MoveLeader(ctx context.Context, req *sowerv1.MoveLeaderRequest
 func (s *Service) Enroll(ctx context.Context, req *sowerv1.EnrollRequest) (*sowerv1.EnrollResponse, error) {
 	cert := clientCert(ctx)
 	res, err := s.c.Enroller.Enroll(ctx, cluster.EnrollRequest{Token: req.GetToken(), Name: req.GetName(), PeerURL: req.GetPeerUrl(), Cert: cert})
+	s.membership(ctx, "enroll", "", req.GetName(), err)
 	if err != nil {
 		return nil, s.toStatus("enroll a Standby", err)
 	}
@@ -231,10 +244,24 @@ func (s *Service) Enroll(ctx context.Context, req *sowerv1.EnrollRequest) (*sowe
 
 // AbandonEnrollment removes the learner of a join that failed.
 func (s *Service) AbandonEnrollment(ctx context.Context, req *sowerv1.AbandonEnrollmentRequest) (*sowerv1.AbandonEnrollmentResponse, error) {
-	if err := s.c.Enroller.Abandon(ctx, req.GetName(), clientCert(ctx)); err != nil {
+	err := s.c.Enroller.Abandon(ctx, req.GetName(), clientCert(ctx))
+	s.membership(ctx, "abandon-enrollment", "", req.GetName(), err)
+	if err != nil {
 		return nil, s.toStatus("abandon an enrollment", err)
 	}
 	return &sowerv1.AbandonEnrollmentResponse{}, nil
+}
+
+// membership records a membership change of member by who (a role;
+// empty for a node's own enrollment, authenticated by its token and
+// certificate); err makes it a failure.
+func (s *Service) membership(ctx context.Context, action, who, member string, err error) {
+	e := audit.Event{Kind: audit.KindMembership, Action: action, Outcome: audit.OutcomeSuccess,
+		Identity: who, Resource: member, Source: rpcctx.PeerAddr(ctx)}
+	if err != nil {
+		e.Outcome, e.Reason = audit.OutcomeFailure, strings.ReplaceAll(status.Convert(s.toStatus(action, err)).Message(), "\n", " ")
+	}
+	s.c.Audit.Record(e)
 }
 
 // clientCert is the caller's verified TLS client certificate, when it is

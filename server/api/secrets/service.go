@@ -55,11 +55,12 @@ type Config struct {
 	Account string
 	Store   Store
 	// Graph returns the current policy graph.
-	Graph func() *policy.Graph
-	// Audit is told of every secret read, allowed or refused (never the
-	// value); optional.
-	Audit  audit.Recorder
+	Graph  func() *policy.Graph
 	Logger *slog.Logger
+	// Audit records every secret read (success, and refusals for want of
+	// execute); nil records nothing. It stamps the node, the ID and the
+	// time.
+	Audit audit.Recorder
 }
 
 // Service implements sowerv1.SecretsServiceServer.
@@ -173,7 +174,9 @@ func (s *Service) GetSecret(ctx context.Context, req *sowerv1.GetSecretRequest) 
 	}
 	g := s.c.Graph()
 	if err := s.authorize(g, caller, id, "execute"); err != nil {
-		s.audit(ctx, caller, id, 0, err)
+		if status.Code(err) == codes.PermissionDenied {
+			s.audit(ctx, "read", caller, id.String(), int(req.GetVersion()), "no execute privilege")
+		}
 		return nil, err
 	}
 	if req.GetVersion() < 0 {
@@ -183,7 +186,7 @@ func (s *Service) GetSecret(ctx context.Context, req *sowerv1.GetSecretRequest) 
 	if err != nil {
 		return nil, s.toStatus(ctx, "read the value", id, req.GetVersion(), err)
 	}
-	s.audit(ctx, caller, id, v, nil)
+	s.audit(ctx, "read", caller, id.String(), int(v), "")
 	mime := defaultMimeType
 	if info, ok := g.Resource(id); ok {
 		for _, a := range info.Annotations {
@@ -230,9 +233,8 @@ func (s *Service) BatchGetSecrets(ctx context.Context, req *sowerv1.BatchGetSecr
 		}
 		seen[id.String()] = true
 		if !g.Allowed(caller, "execute", id) {
-			err := status.Errorf(codes.PermissionDenied, "%s needs execute on %s", caller, id)
-			s.audit(ctx, caller, id, 0, err)
-			return nil, err
+			s.audit(ctx, "batch-read", caller, id.String(), 0, "no execute privilege")
+			return nil, status.Errorf(codes.PermissionDenied, "%s needs execute on %s", caller, id)
 		}
 		ids = append(ids, id.String())
 	}
@@ -244,10 +246,20 @@ func (s *Service) BatchGetSecrets(ctx context.Context, req *sowerv1.BatchGetSecr
 		return nil, s.toStatus(ctx, "read the values", policy.ID{}, 0, err)
 	}
 	for _, id := range ids {
-		pid, _ := policy.ParseID(id)
-		s.audit(ctx, caller, pid, 0, nil)
+		s.audit(ctx, "batch-read", caller, id, 0, "")
 	}
 	return &sowerv1.BatchGetSecretsResponse{Values: values}, nil
+}
+
+// audit records a read of resource (version 0: the latest, in a batch)
+// by caller; a reason makes it a refusal. The value is never recorded.
+func (s *Service) audit(ctx context.Context, action string, caller policy.ID, resource string, version int, reason string) {
+	e := audit.Event{Kind: audit.KindSecretRead, Action: action, Outcome: audit.OutcomeSuccess,
+		Identity: caller.String(), Resource: resource, Version: version, Source: rpcctx.PeerAddr(ctx)}
+	if reason != "" {
+		e.Outcome, e.Reason = audit.OutcomeFailure, reason
+	}
+	s.c.Audit.Record(e)
 }
 
 // toStatus turns a store error into the caller's status. An unknown error is
@@ -266,15 +278,4 @@ func (s *Service) toStatus(ctx context.Context, op string, id policy.ID, version
 	}
 	s.c.Logger.ErrorContext(ctx, "secrets service failed", "op", op, "resource", id.String(), "version", version, "err", err)
 	return status.Error(codes.Internal, fmt.Sprintf("could not %s; the server log has the details", op))
-}
-
-// audit records a read: allowed (err nil) or refused. Never the value.
-func (s *Service) audit(ctx context.Context, caller, id policy.ID, version int64, err error) {
-	e := audit.Event{Kind: audit.KindSecretRead, Action: "read", Outcome: audit.OutcomeSuccess,
-		Identity: caller.String(), Resource: id.String(), Version: int(version), Source: rpcctx.PeerAddr(ctx)}
-	if err != nil {
-		e.Outcome = audit.OutcomeFailure
-		e.Reason = status.Code(err).String()
-	}
-	s.c.Audit.Record(e)
 }

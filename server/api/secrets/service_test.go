@@ -276,8 +276,8 @@ func TestReadsAreAudited(t *testing.T) {
 	}
 	want := []audit.Event{
 		{Kind: audit.KindSecretRead, Action: "read", Outcome: audit.OutcomeSuccess, Identity: account + ":user:alice", Resource: account + ":variable:db/password", Version: 1},
-		{Kind: audit.KindSecretRead, Action: "read", Outcome: audit.OutcomeFailure, Identity: account + ":user:carol", Resource: account + ":variable:db/password", Reason: "PermissionDenied"},
-		{Kind: audit.KindSecretRead, Action: "read", Outcome: audit.OutcomeSuccess, Identity: account + ":user:alice", Resource: account + ":variable:db/password"},
+		{Kind: audit.KindSecretRead, Action: "read", Outcome: audit.OutcomeFailure, Identity: account + ":user:carol", Resource: account + ":variable:db/password", Reason: "no execute privilege"},
+		{Kind: audit.KindSecretRead, Action: "batch-read", Outcome: audit.OutcomeSuccess, Identity: account + ":user:alice", Resource: account + ":variable:db/password"},
 	}
 	if len(rec.events) != len(want) {
 		t.Fatalf("recorded %+v, want %d events", rec.events, len(want))
