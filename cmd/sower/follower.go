@@ -55,6 +55,7 @@ keeps its copy between starts; it is never an etcd member.`,
 	fs.String("min-free-disk", envOr("SOWER_MIN_FREE_DISK", "auto"), "free space the data dir's file system keeps: below it the copy stops taking updates (reads go on) until space is freed; auto or a size such as 512MiB (env SOWER_MIN_FREE_DISK)")
 	fs.String("log-format", envOr("SOWER_LOG_FORMAT", "text"), "log format: text or json")
 	fs.String("log-level", envOr("SOWER_LOG_LEVEL", "info"), "log level: debug, info, warn or error")
+	pprofFlags(fs)
 	return cmd
 }
 
@@ -87,6 +88,12 @@ func runFollowerCommand(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return &usageError{err}
 	}
+	remote, _ := fs.GetBool("pprof-allow-remote")
+	_, stopPprof, err := startPprof(str("pprof"), remote, lg)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return runFollower(ctx, f, cmd.ErrOrStderr())
