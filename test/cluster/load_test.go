@@ -20,6 +20,13 @@ type loadPlan struct {
 	Rate     float64      `json:"rate,omitempty"`
 	Timeout  string       `json:"timeout,omitempty"`
 	Targets  []loadTarget `json:"targets"`
+	Probes   []loadProbe  `json:"probes,omitempty"`
+}
+
+// loadProbe is a request loadgen sends every Every alongside the load.
+type loadProbe struct {
+	loadTarget
+	Every string `json:"every"`
 }
 
 type loadTarget struct {
@@ -48,6 +55,7 @@ type loadReport struct {
 	loadFigures
 	Seconds float64                `json:"seconds"`
 	Targets map[string]loadFigures `json:"targets"`
+	Probes  map[string]loadFigures `json:"probes"`
 	Errors  []string               `json:"errors"`
 	Start   string                 `json:"start"`
 	End     string                 `json:"end"`
