@@ -559,10 +559,12 @@ func (i *Issuer) builderFor() (*archive.Builder, error) {
 	return b, nil
 }
 
-// archiveSizeHint estimates the archive's size: the files plus tar headers,
-// the manifest, the signature with its chain, and age's framing.
+// archiveSizeHint estimates the archive's size from above, without much
+// to spare (a Follower seed is about 16.5 KiB): the files with their tar
+// headers and padding, and 8 KiB for the manifest, the signature with its
+// chain, the tar's end and age's framing.
 func archiveSizeHint(files []archive.File) int {
-	n := 16 << 10
+	n := 8 << 10
 	for _, f := range files {
 		n += len(f.Data) + 1024
 	}
