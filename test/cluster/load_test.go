@@ -36,6 +36,7 @@ type loadTarget struct {
 	ServerName string            `json:"server_name,omitempty"`
 	Headers    map[string]string `json:"headers,omitempty"`
 	Body       string            `json:"body,omitempty"`
+	Bodies     []string          `json:"bodies,omitempty"`
 	Status     int               `json:"status,omitempty"`
 	Expect     string            `json:"expect,omitempty"`
 }

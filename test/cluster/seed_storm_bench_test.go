@@ -126,40 +126,49 @@ func (s *seedStorm) profile(b *testing.B, path string, seconds int) (wait func()
 	return func() { <-done }
 }
 
+// stormFigures are one storm's results.
+type stormFigures struct {
+	perSec, p50, p99, statusP99, cpuPerReq float64
+}
+
 // run is one storm of b.N sealed Follower seeds from loadgen's process:
 // closed loop with clients always outstanding (rate 0), or open loop at
 // rate requests/s served by up to clients connections.
-func (s *seedStorm) run(b *testing.B, name string, clients int, rate float64) {
+func (s *seedStorm) run(b *testing.B, name string, clients int, rate float64) stormFigures {
 	plan := loadPlan{CAFile: s.h.caFile(), Clients: clients, Requests: b.N, Rate: rate, Timeout: "60s",
 		Targets: []loadTarget{s.seed}, Probes: []loadProbe{s.status}}
-	pid := s.leader.cmd.Process.Pid
-	var waitProfile func()
 	if *stormProfile != "" {
-		waitProfile = s.profile(b, *stormProfile+"-"+name+".pprof", *stormProfileSeconds)
+		defer s.profile(b, *stormProfile+"-"+name+".pprof", *stormProfileSeconds)()
 	}
+	return measureStorm(b, s.leader.cmd.Process.Pid, plan)
+}
+
+// measureStorm runs plan (one target and a probe named status) against
+// the server process pid and reports throughput, latency, the probe's p99,
+// the server's CPU per request and the cores it kept busy.
+func measureStorm(b *testing.B, pid int, plan loadPlan) stormFigures {
 	load0 := loadAverage()
 	cpu0 := cpuTicks(pid)
 	b.ResetTimer()
 	r := runLoad(b, plan)
 	b.StopTimer()
 	cpu := cpuTicks(pid) - cpu0
-	if waitProfile != nil {
-		waitProfile()
-	}
 	if r.Failed > 0 {
-		b.Fatalf("%d of %d seeds failed: %v", r.Failed, r.Requests, r.Errors)
+		b.Fatalf("%d of %d requests failed: %v", r.Failed, r.Requests, r.Errors)
 	}
 	st := r.Probes["status"]
 	if st.Failed > 0 {
 		b.Errorf("%d of %d status probes failed: %v", st.Failed, st.Requests, r.Errors)
 	}
-	b.ReportMetric(r.PerSec, "seeds/s")
-	b.ReportMetric(r.P50ms, "p50-ms")
-	b.ReportMetric(r.P99ms, "p99-ms")
-	b.ReportMetric(st.P99ms, "status-p99-ms")
-	b.ReportMetric(float64(cpu)*10*1000/float64(r.Requests), "leader-cpu-µs/seed")
-	b.ReportMetric(float64(cpu)/100/r.Seconds, "leader-cores")
+	f := stormFigures{perSec: r.PerSec, p50: r.P50ms, p99: r.P99ms, statusP99: st.P99ms, cpuPerReq: float64(cpu) * 10 * 1000 / float64(r.Requests)}
+	b.ReportMetric(f.perSec, "req/s")
+	b.ReportMetric(f.p50, "p50-ms")
+	b.ReportMetric(f.p99, "p99-ms")
+	b.ReportMetric(f.statusP99, "status-p99-ms")
+	b.ReportMetric(f.cpuPerReq, "server-cpu-µs/req")
+	b.ReportMetric(float64(cpu)/100/r.Seconds, "server-cores")
 	b.ReportMetric(load0, "loadavg-1m")
+	return f
 }
 
 // loadAverage is the machine's one-minute load average, to print next to
@@ -187,14 +196,24 @@ func loadAverage() float64 {
 //   - rate-1000, rate-1500: requests due at that rate (open loop, up to
 //     400 connections), latency counted from each request's due time.
 //
-// Reported: seeds/s, p50/p99, the status probe's p99, the Leader's CPU per
-// seed (utime+stime from /proc, robust to a loaded machine), the cores it
-// kept busy, and the load average when the variant started.
+// Reported: seeds/s (req/s), p50/p99, the status probe's p99, the Leader's
+// CPU per seed (utime+stime from /proc, robust to a loaded machine), the
+// cores it kept busy, and the load average when the variant started.
+//
+// With -stepca <step-ca binary>, every variant is followed by the same
+// storm against step-ca's /1.0/sign (one certificate from a CSR and a
+// one-time JWK token; /health probed), and the ratios sower/step-ca of
+// throughput, p99 and CPU per request are reported with it.
 //
 //	go test ./test/cluster -run '^$' -bench SeedStorm -benchtime 3000x
 //	go test ./test/cluster -run '^$' -bench 'SeedStorm/rate-1000' -benchtime 5000x -storm-cpuprofile /tmp/storm
+//	go test ./test/cluster -run '^$' -bench SeedStorm -benchtime 3000x -stepca /tmp/stepca/step-ca
 func BenchmarkSeedStorm(b *testing.B) {
 	s := newSeedStorm(b)
+	var ca *stepCA
+	if *stepCABin != "" {
+		ca = startStepCA(b, *stepCABin)
+	}
 	for _, v := range []struct {
 		name    string
 		clients int
@@ -205,6 +224,18 @@ func BenchmarkSeedStorm(b *testing.B) {
 		{"rate-1000", 400, 1000},
 		{"rate-1500", 400, 1500},
 	} {
-		b.Run(v.name, func(b *testing.B) { s.run(b, v.name, v.clients, v.rate) })
+		var sower stormFigures
+		b.Run(v.name, func(b *testing.B) { sower = s.run(b, v.name, v.clients, v.rate) })
+		if ca == nil {
+			continue
+		}
+		// step-ca right after, on the same machine in the same minute;
+		// the ratios compare it with the sower run just before.
+		b.Run("stepca-"+v.name, func(b *testing.B) {
+			f := ca.run(b, v.clients, v.rate)
+			b.ReportMetric(sower.perSec/f.perSec, "sower/stepca-throughput")
+			b.ReportMetric(sower.p99/f.p99, "sower/stepca-p99")
+			b.ReportMetric(sower.cpuPerReq/f.cpuPerReq, "sower/stepca-cpu")
+		})
 	}
 }

@@ -88,6 +88,12 @@ type Target struct {
 	ServerName string            `json:"server_name"`
 	Headers    map[string]string `json:"headers"`
 	Body       string            `json:"body"`
+	// Bodies, when set, replace Body: the target's k-th request sends
+	// Bodies[k % len], for servers that refuse the same body twice (a
+	// one-time token inside it, as step-ca's /1.0/sign has).
+	Bodies []string `json:"bodies"`
+	// sent counts the target's requests (for Bodies).
+	sent atomic.Int64
 	// Status is the answer expected (default 200); Expect, when set, is
 	// the whole body expected. Anything else counts as a failure.
 	Status int    `json:"status"`
@@ -362,7 +368,11 @@ func (t *Target) defaults() {
 
 // do sends the target's request once and checks the answer.
 func (t *Target) do(ctx context.Context, hc *http.Client) error {
-	r, err := http.NewRequestWithContext(ctx, t.Method, t.URL, strings.NewReader(t.Body))
+	send := t.Body
+	if len(t.Bodies) > 0 {
+		send = t.Bodies[(t.sent.Add(1)-1)%int64(len(t.Bodies))]
+	}
+	r, err := http.NewRequestWithContext(ctx, t.Method, t.URL, strings.NewReader(send))
 	if err != nil {
 		return err
 	}
