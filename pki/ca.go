@@ -550,11 +550,15 @@ func checkImportedChain(certs []*x509.Certificate, key crypto.Signer, now time.T
 
 // EncodeCertificatesPEM renders certificates as concatenated PEM blocks.
 func EncodeCertificatesPEM(certs []*x509.Certificate) []byte {
-	var b bytes.Buffer
+	n := 0
 	for _, c := range certs {
-		pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		n += pemSize("CERTIFICATE", len(c.Raw))
 	}
-	return b.Bytes()
+	b := make([]byte, 0, n)
+	for _, c := range certs {
+		b = appendPEM(b, "CERTIFICATE", c.Raw)
+	}
+	return b
 }
 
 // ParseCertificatesPEM parses one or more PEM certificates, in order. Blocks
@@ -642,5 +646,8 @@ func encodePrivateKeyPEM(k crypto.Signer) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: encode private key: %w", err)
 	}
-	return pem.EncodeToMemory(block), nil
+	if len(block.Headers) > 0 {
+		return pem.EncodeToMemory(block), nil
+	}
+	return appendPEM(make([]byte, 0, pemSize(block.Type, len(block.Bytes))), block.Type, block.Bytes), nil
 }

@@ -15,4 +15,7 @@ var (
 	ErrPlainDisabled = errors.New("seed: unsealed seeds are disabled")
 	// ErrNotFound: no seed with that id.
 	ErrNotFound = errors.New("seed: no such seed")
+	// ErrBusy: more seed requests wait for a core than Config.MaxWaiting;
+	// the caller should try again shortly (503 with Retry-After).
+	ErrBusy = errors.New("seed: too many seed requests waiting")
 )

@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
@@ -132,7 +134,25 @@ type Config struct {
 	// Ephemerals, when set, supplies the ephemeral keys of sealing, made
 	// ahead of a burst. The caller stops it.
 	Ephemerals *archive.Ephemerals
+	// MaxConcurrent is how many seeds are signed and sealed at once
+	// (default GOMAXPROCS): the rest wait their turn in arrival order, so
+	// that a storm of seeds keeps at most that many goroutines busy with
+	// cryptography and the node's other requests (status, reads, logins)
+	// do not queue behind hundreds of them.
+	MaxConcurrent int
+	// MaxWaiting is how many seed requests may wait for their turn
+	// (default DefaultMaxWaiting); beyond it a request is refused at once
+	// with ErrBusy.
+	MaxWaiting int
 }
+
+// DefaultMaxWaiting is how many seed requests wait for a core before more
+// are refused with ErrBusy: about a second of a storm at the rates a Leader
+// sustains (docs/benchmarks.md).
+const DefaultMaxWaiting = 1024
+
+// BusyRetryAfter is the wait an ErrBusy answer suggests (Retry-After).
+const BusyRetryAfter = time.Second
 
 // Option changes optional behaviour.
 type Option func(*Issuer)
@@ -151,6 +171,11 @@ type Issuer struct {
 	mu          sync.Mutex
 	builder     *archive.Builder
 	builderLeaf *x509.Certificate
+
+	// slots holds one token per seed being signed and sealed; waiting
+	// counts the requests queued for one.
+	slots   chan struct{}
+	waiting atomic.Int64
 }
 
 // New checks the dependencies.
@@ -176,7 +201,13 @@ func New(c Config, opts ...Option) (*Issuer, error) {
 	if c.Reserved == nil {
 		c.Reserved = func() []string { return nil }
 	}
-	i := &Issuer{c: c, now: time.Now}
+	if c.MaxConcurrent <= 0 {
+		c.MaxConcurrent = runtime.GOMAXPROCS(0)
+	}
+	if c.MaxWaiting <= 0 {
+		c.MaxWaiting = DefaultMaxWaiting
+	}
+	i := &Issuer{c: c, now: time.Now, slots: make(chan struct{}, c.MaxConcurrent)}
 	for _, o := range opts {
 		o(i)
 	}
@@ -209,6 +240,30 @@ type Issued struct {
 	CAPin   pki.Pin
 	// EnrollmentToken is set for Standby seeds; it is also inside the seed.
 	EnrollmentToken string
+}
+
+// acquire waits for a turn to sign and seal (Config.MaxConcurrent), in
+// arrival order, or refuses with ErrBusy when Config.MaxWaiting requests
+// already wait. The returned release gives the turn back; calling it
+// again does nothing.
+func (i *Issuer) acquire(ctx context.Context) (release func(), err error) {
+	release = sync.OnceFunc(func() { <-i.slots })
+	select {
+	case i.slots <- struct{}{}:
+		return release, nil
+	default:
+	}
+	if i.waiting.Add(1) > int64(i.c.MaxWaiting) {
+		i.waiting.Add(-1)
+		return nil, fmt.Errorf("%w: %d wait for one of %d signing turns (the limit is %d); try again in %s", ErrBusy, i.c.MaxWaiting, i.c.MaxConcurrent, i.c.MaxWaiting, BusyRetryAfter)
+	}
+	defer i.waiting.Add(-1)
+	select {
+	case i.slots <- struct{}{}:
+		return release, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (i *Issuer) webservice() string { return i.c.Account + ":" + WebserviceID }
@@ -277,6 +332,11 @@ func (i *Issuer) IssueFollower(ctx context.Context, req Request) (*Issued, error
 	for k, n := range req.Hostnames {
 		names[k] = strings.ToLower(strings.TrimSuffix(n, "."))
 	}
+	release, err := i.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	server, err := i.c.CA.Issue(ctx, pki.ProfileFollowerServer, pki.Request{CommonName: names[0], DNSNames: names})
 	if err != nil {
 		return nil, fmt.Errorf("seed: issue the Follower server certificate: %w", err)
@@ -289,7 +349,7 @@ func (i *Issuer) IssueFollower(ctx context.Context, req Request) (*Issued, error
 	if err != nil {
 		return nil, err
 	}
-	return i.build(ctx, archive.KindFollower, req, rcpt, names, "", "", files, nil, server, client)
+	return i.build(ctx, release, archive.KindFollower, req, rcpt, names, "", "", files, nil, server, client)
 }
 
 // ClusterOf returns the cluster name of a Standby host id
@@ -368,6 +428,11 @@ func (i *Issuer) IssueStandby(ctx context.Context, req Request) (*Issued, error)
 	}
 	dns := append([]string{node}, req.DNSNames...)
 	ips := append([]net.IP{net.IPv4(127, 0, 0, 1)}, req.IPs...)
+	release, err := i.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	nodeCert, err := i.c.CA.Issue(ctx, pki.ProfileLeaderServer, pki.Request{CommonName: node, DNSNames: dns, IPAddresses: ips})
 	if err != nil {
 		return nil, fmt.Errorf("seed: issue the Standby's node certificate: %w", err)
@@ -386,7 +451,7 @@ func (i *Issuer) IssueStandby(ctx context.Context, req Request) (*Issued, error)
 	}
 	files = append(files, archive.File{Path: "enrollment-token", Mode: 0o600, Data: []byte(token + "\n")})
 	enroll := &Enrollment{TokenHash: TokenHash(token), Host: host, NodeName: node}
-	iss, err := i.build(ctx, archive.KindStandby, req, rcpt, dns, host, node, files, enroll, nodeCert, peerCert)
+	iss, err := i.build(ctx, release, archive.KindStandby, req, rcpt, dns, host, node, files, enroll, nodeCert, peerCert)
 	if err != nil {
 		return nil, err
 	}
@@ -424,8 +489,10 @@ func newID() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// build signs and seals the archive and records it.
-func (i *Issuer) build(ctx context.Context, kind archive.Kind, req Request, rcpt age.Recipient, names []string, host, node string, files []archive.File, enroll *Enrollment, certs ...*pki.Issued) (*Issued, error) {
+// build signs and seals the archive and records it. It calls release
+// once the cryptography is done: the record's wait for etcd holds no
+// signing turn (and lets the store commit many records together).
+func (i *Issuer) build(ctx context.Context, release func(), kind archive.Kind, req Request, rcpt age.Recipient, names []string, host, node string, files []archive.File, enroll *Enrollment, certs ...*pki.Issued) (*Issued, error) {
 	id, err := newID()
 	if err != nil {
 		return nil, err
@@ -463,6 +530,7 @@ func (i *Issuer) build(ctx context.Context, kind archive.Kind, req Request, rcpt
 	for _, c := range certs {
 		rec.Serials = append(rec.Serials, c.Leaf().SerialNumber.Text(16))
 	}
+	release()
 	if enroll != nil {
 		enroll.SeedID, enroll.ExpiresAt, enroll.Serials = id, exp, rec.Serials
 	}
@@ -491,10 +559,12 @@ func (i *Issuer) builderFor() (*archive.Builder, error) {
 	return b, nil
 }
 
-// archiveSizeHint estimates the archive's size: the files plus tar headers,
-// the manifest, the signature with its chain, and age's framing.
+// archiveSizeHint estimates the archive's size from above, without much
+// to spare (a Follower seed is about 16.5 KiB): the files with their tar
+// headers and padding, and 8 KiB for the manifest, the signature with its
+// chain, the tar's end and age's framing.
 func archiveSizeHint(files []archive.File) int {
-	n := 16 << 10
+	n := 8 << 10
 	for _, f := range files {
 		n += len(f.Data) + 1024
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,7 +42,17 @@ type quorum struct {
 	enroller *cluster.Enroller
 	remote   *clientv3.Client
 	ttl      func(context.Context) time.Duration
+
+	// The nodes' endpoints a seed lists, read from etcd at most once per
+	// nodesCacheTTL: a storm of seeds does not read them per seed.
+	nodesMu sync.Mutex
+	nodes   []cluster.Node
+	nodesAt time.Time
 }
+
+// nodesCacheTTL is how long seeds reuse the nodes' endpoints they read.
+// A node that joins or moves shows in seeds issued a second later.
+const nodesCacheTTL = time.Second
 
 // openQuorum reads (or, on a new cluster, records) the cluster's name and
 // builds the election, the membership manager and the enroller. pol may be
@@ -105,15 +116,30 @@ func (q *quorum) seedEndpoints() archive.Endpoints {
 	if known {
 		ep.Leader = []string{l.URL}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	nodes, _ := cluster.Nodes(ctx, q.cli)
-	for _, n := range nodes {
+	for _, n := range q.cachedNodes() {
 		if !known || n.Name != l.Name {
 			ep.Standbys = append(ep.Standbys, n.URL)
 		}
 	}
 	return ep
+}
+
+// cachedNodes returns the nodes' endpoints, read again when the copy is
+// older than nodesCacheTTL.
+func (q *quorum) cachedNodes() []cluster.Node {
+	q.nodesMu.Lock()
+	defer q.nodesMu.Unlock()
+	if q.nodes != nil && time.Since(q.nodesAt) < nodesCacheTTL {
+		return q.nodes
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	nodes, err := cluster.Nodes(ctx, q.cli)
+	if err != nil {
+		return q.nodes // the last copy, or none
+	}
+	q.nodes, q.nodesAt = nodes, time.Now()
+	return nodes
 }
 
 // leaderOnlyMethods are the RPCs that write cluster state: a node that is

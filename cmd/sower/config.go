@@ -51,6 +51,9 @@ type nodeConfig struct {
 	AuthnGlobalBurst  string `yaml:"authn-global-burst"`
 	AuthnGlobalRefill string `yaml:"authn-global-refill"`
 	AuthnMaxEntries   string `yaml:"authn-max-entries"`
+	// The opt-in profiling listener (pprof.go), docs/cluster.md.
+	Pprof            string `yaml:"pprof"`
+	PprofAllowRemote string `yaml:"pprof-allow-remote"`
 }
 
 // nodeFlags declares the node flags with defaults that work on a laptop.
@@ -78,6 +81,7 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.String("authn-global-burst", strconv.Itoa(authn.DefaultLimiterGlobalBurst), "node-wide failed logins absorbed before addresses that failed recently are refused")
 	fs.String("authn-global-refill", authn.DefaultLimiterGlobalRefill.String(), "time in which the node earns back one failed login of its budget")
 	fs.String("authn-max-entries", strconv.Itoa(authn.DefaultLimiterMaxEntries), "identities and addresses the login limiter tracks at most (memory bound)")
+	pprofFlags(fs)
 	fs.String("failover-ttl", "", "how long a silent Leader keeps its role before a Standby takes over, when the cluster policy has no ttl annotation (default 10s, at least 2s)")
 }
 
@@ -85,7 +89,7 @@ func nodeFlags(fs *pflag.FlagSet) {
 var configKeys = []string{"data-dir", "account", "name", "grpc-addr", "http-addr", "etcd-client-addr",
 	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl", "memory-limit",
 	"policy-load-timeout", "min-free-disk", "trusted-proxies", "authn-burst", "authn-refill", "authn-source-burst", "authn-source-refill",
-	"authn-global-burst", "authn-global-refill", "authn-max-entries"}
+	"authn-global-burst", "authn-global-refill", "authn-max-entries", "pprof", "pprof-allow-remote"}
 
 // secretKeys are redacted by `sower config print`. None of today's keys is
 // a secret (credentials live in files under the data dir); the list exists
@@ -143,6 +147,7 @@ func loadNodeConfig(fs *pflag.FlagSet) (nodeConfig, error) {
 		AuthnSourceBurst: v.GetString("authn-source-burst"), AuthnSourceRefill: v.GetString("authn-source-refill"),
 		AuthnGlobalBurst: v.GetString("authn-global-burst"), AuthnGlobalRefill: v.GetString("authn-global-refill"),
 		AuthnMaxEntries: v.GetString("authn-max-entries"),
+		Pprof:           v.GetString("pprof"), PprofAllowRemote: v.GetString("pprof-allow-remote"),
 	}
 	if _, err := c.serverConfig(io.Discard); err != nil {
 		return nodeConfig{}, err
@@ -216,6 +221,9 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 	if err != nil {
 		return server.Config{}, &usageError{err}
 	}
+	if _, err := c.pprofRemote(); err != nil {
+		return server.Config{}, &usageError{err}
+	}
 	sc := server.Config{
 		TrustedProxies: proxies, AuthnLimits: limits, PolicyLoadTimeout: loadTimeout, MinFreeDisk: minFree,
 		Name: c.Name, Account: c.Account, DataDir: c.DataDir,
@@ -229,6 +237,22 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 		return server.Config{}, &usageError{err}
 	}
 	return sc, nil
+}
+
+// pprofRemote checks the profiling listener's address and returns whether
+// it may listen off loopback.
+func (c nodeConfig) pprofRemote() (bool, error) {
+	remote := false
+	if c.PprofAllowRemote != "" {
+		var err error
+		if remote, err = strconv.ParseBool(c.PprofAllowRemote); err != nil {
+			return false, fmt.Errorf("pprof-allow-remote %q: give true or false", c.PprofAllowRemote)
+		}
+	}
+	if c.Pprof == "" {
+		return remote, nil
+	}
+	return remote, checkPprofAddr(c.Pprof, remote)
 }
 
 // authnLimits reads the failed-login limits, naming the key at fault.

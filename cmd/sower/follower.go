@@ -60,6 +60,7 @@ keeps its copy between starts; it is never an etcd member.`,
 	fs.String("audit-queue-full", string(queue.DropOldest), "when the audit queue is full: drop-oldest (drop the oldest events, counted in sower_audit_queue_dropped_total) or refuse (answer authentication and secret reads 503 until the quorum takes events)")
 	fs.String("log-format", envOr("SOWER_LOG_FORMAT", "text"), "log format: text or json")
 	fs.String("log-level", envOr("SOWER_LOG_LEVEL", "info"), "log level: debug, info, warn or error")
+	pprofFlags(fs)
 	return cmd
 }
 
@@ -103,6 +104,12 @@ func runFollowerCommand(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return &usageError{err}
 	}
+	remote, _ := fs.GetBool("pprof-allow-remote")
+	_, stopPprof, err := startPprof(str("pprof"), remote, lg)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return runFollower(ctx, f, cmd.ErrOrStderr())

@@ -75,6 +75,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		"bad authn refill":    {nil, []string{"config", "print", "--authn-global-refill", "fast"}, "authn-global-refill \"fast\""},
 		"bad min free disk":   {nil, []string{"config", "print", "--min-free-disk", "lots"}, "min-free-disk \"lots\""},
 		"min free disk low":   {nil, []string{"config", "print", "--min-free-disk", "10MiB"}, "min-free-disk \"10MiB\": at least"},
+		"pprof off loopback":  {nil, []string{"server", "--pprof", "0.0.0.0:6060"}, "not a loopback address"},
+		"bad pprof remote":    {nil, []string{"config", "print", "--pprof", "127.0.0.1:6060", "--pprof-allow-remote=maybe"}, "pprof-allow-remote"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -98,7 +100,7 @@ func TestConfigPrintMergesSources(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, out)
 	}
 	for _, want := range []string{`account: "fromfile"`, `name: "fromenv"`, `log-format: "text"`, `data-dir: "./.sower"`,
-		`trusted-proxies: "10.0.0.0/8"`, `authn-source-burst: "50"`, `authn-burst: "10"`, `authn-refill: "6s"`, `policy-load-timeout: "5m0s"`, `min-free-disk: "auto"`} {
+		`trusted-proxies: "10.0.0.0/8"`, `authn-source-burst: "50"`, `authn-burst: "10"`, `authn-refill: "6s"`, `policy-load-timeout: "5m0s"`, `min-free-disk: "auto"`, `pprof: ""`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config print lacks %s:\n%s", want, out)
 		}

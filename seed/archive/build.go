@@ -2,11 +2,13 @@ package archive
 
 import (
 	"archive/tar"
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -16,6 +18,8 @@ import (
 // and share it: it holds no per-seed state and is safe for concurrent use.
 type Builder struct {
 	signer *preparedSigner
+	// tarBuffers stage a seed's tar before sealing (Seal).
+	tarBuffers sync.Pool
 }
 
 // NewBuilder checks the signer (the key fits the first certificate, the
@@ -54,8 +58,34 @@ func (b *Builder) Seal(w io.Writer, recipient age.Recipient, md Metadata, files 
 	if err != nil {
 		return Manifest{}, fmt.Errorf("seed/archive: seal seed %q: %w", md.SeedID, err)
 	}
-	if err := writeTar(enc, m, manifest, sig, files); err != nil {
+	// The tar is staged, then handed to age in two writes: age collects
+	// a chunk in a bytes.Buffer, which the tar's many small writes would
+	// grow by doubling, copying each time. A first write of just over half
+	// makes the second grow the buffer once, to at least the whole tar
+	// plus the 16-byte tag age adds when it seals the chunk (a single
+	// write would leave no room for the tag: tar sizes are multiples of
+	// 512, as are the allocator's size classes there). The staging buffer
+	// is reused across seeds and wiped before it is put back, as it held
+	// the seed in the clear.
+	tb, _ := b.tarBuffers.Get().(*bytes.Buffer)
+	if tb == nil {
+		tb = new(bytes.Buffer)
+	}
+	defer func() {
+		clear(tb.Bytes()[:tb.Cap()])
+		tb.Reset()
+		b.tarBuffers.Put(tb)
+	}()
+	if err := writeTar(tb, m, manifest, sig, files); err != nil {
 		return Manifest{}, err
+	}
+	raw := tb.Bytes()
+	half := min(len(raw), len(raw)/2+64)
+	if _, err := enc.Write(raw[:half]); err != nil {
+		return Manifest{}, fmt.Errorf("seed/archive: seal seed %q: %w", md.SeedID, err)
+	}
+	if _, err := enc.Write(raw[half:]); err != nil {
+		return Manifest{}, fmt.Errorf("seed/archive: seal seed %q: %w", md.SeedID, err)
 	}
 	if err := enc.Close(); err != nil {
 		return Manifest{}, fmt.Errorf("seed/archive: seal seed %q: %w", md.SeedID, err)

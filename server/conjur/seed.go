@@ -2,6 +2,7 @@ package conjur
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
@@ -26,6 +27,8 @@ func writeSeed(w http.ResponseWriter, s *sowerv1.IssuedSeed) {
 	w.Header().Set("X-Sower-Seed-Id", s.GetRecord().GetId())
 	w.Header().Set("X-Sower-Ca-Pin", s.GetCaPin())
 	w.Header().Set("X-Sower-Seed-Sealed", map[bool]string{true: "true", false: "false"}[s.GetRecord().GetSealed()])
+	// The length up front: the archive goes out in one piece, not chunked.
+	w.Header().Set("Content-Length", strconv.Itoa(len(s.GetArchive())))
 	_, _ = w.Write(s.GetArchive())
 }
 

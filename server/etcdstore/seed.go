@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -32,6 +33,15 @@ type Seeds struct {
 	cli  *clientv3.Client
 	node string
 	ids  func() string
+
+	// The group commit of seed records (Put): records that arrive while
+	// a transaction is in flight wait in queue and go together in the
+	// next one, so a storm of seeds costs one raft entry and one WAL
+	// fsync per batch instead of per seed. Each Put still returns only
+	// once its own record is committed.
+	mu         sync.Mutex
+	queue      []*pendingSeed
+	committing bool
 }
 
 // SeedsOption configures NewSeeds.
@@ -42,6 +52,20 @@ type SeedsOption func(*Seeds)
 // random IDs.
 func AuditIDs(node string, next func() string) SeedsOption {
 	return func(s *Seeds) { s.node, s.ids = node, next }
+}
+
+// MaxSeedBatch is how many seed records one group-commit transaction holds
+// at most (three operations each, far below etcd's --max-txn-ops).
+const MaxSeedBatch = 64
+
+// seedCommitTimeout bounds one group-commit transaction: the records of
+// several callers ride in it, so no one caller's context may cut it.
+const seedCommitTimeout = 30 * time.Second
+
+type pendingSeed struct {
+	id   string
+	ops  []clientv3.Op
+	done chan error
 }
 
 // NewSeeds returns the seed store.
@@ -74,7 +98,10 @@ func (s *Seeds) seedEvent(at time.Time, action, outcome, identity, resource, sou
 	return op, nil
 }
 
-// Put records an issued seed and its enrollment token in one transaction.
+// Put records an issued seed and its enrollment token in one transaction,
+// shared with the seeds being recorded at the same moment (group commit).
+// It returns when the record is committed (durable in etcd), or with the
+// error that kept it out.
 func (s *Seeds) Put(ctx context.Context, r seed.Record, e *seed.Enrollment) error {
 	raw, err := json.Marshal(r)
 	if err != nil {
@@ -84,22 +111,89 @@ func (s *Seeds) Put(ctx context.Context, r seed.Record, e *seed.Enrollment) erro
 	if err != nil {
 		return err
 	}
-	ops := []clientv3.Op{clientv3.OpPut(seedPrefix+r.ID, string(raw)), ev}
+	p := &pendingSeed{id: r.ID, done: make(chan error, 1),
+		ops: []clientv3.Op{clientv3.OpPut(seedPrefix+r.ID, string(raw)), ev}}
 	if e != nil {
 		er, err := json.Marshal(e)
 		if err != nil {
 			return err
 		}
-		ops = append(ops, clientv3.OpPut(EnrollPrefix+e.TokenHash, string(er)))
+		p.ops = append(p.ops, clientv3.OpPut(EnrollPrefix+e.TokenHash, string(er)))
 	}
-	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(seedPrefix+r.ID), "=", 0)).Then(ops...).Commit()
-	if err != nil {
-		return fmt.Errorf("etcdstore: record seed: %w", err)
+	s.mu.Lock()
+	s.queue = append(s.queue, p)
+	if !s.committing {
+		s.committing = true
+		go s.commitQueued()
 	}
-	if !txn.Succeeded {
-		return fmt.Errorf("etcdstore: seed id %s already exists", r.ID)
+	s.mu.Unlock()
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		// The record may still commit with its batch, as it may after a
+		// timed-out etcd call: the seed is never handed out, and its
+		// record shows an issue nobody received.
+		return fmt.Errorf("etcdstore: record seed %s: %w", r.ID, ctx.Err())
 	}
-	return nil
+}
+
+// commitQueued commits the queue in batches until it is empty, then ends:
+// no goroutine outlives a quiet store.
+func (s *Seeds) commitQueued() {
+	for {
+		s.mu.Lock()
+		n := min(len(s.queue), MaxSeedBatch)
+		if n == 0 {
+			s.committing = false
+			s.queue = nil
+			s.mu.Unlock()
+			return
+		}
+		batch := s.queue[:n:n]
+		s.queue = s.queue[n:]
+		s.mu.Unlock()
+		s.commit(batch)
+	}
+}
+
+// commit writes a batch in one transaction. An error (etcd, or this node
+// no longer the Leader: the fence) is every record's answer. When only a
+// compare fails (a seed id already taken, which 96 random bits make a near
+// impossibility) each record is retried on its own, so that each caller
+// gets its own answer.
+func (s *Seeds) commit(batch []*pendingSeed) {
+	ctx, cancel := context.WithTimeout(context.Background(), seedCommitTimeout)
+	defer cancel()
+	if len(batch) > 1 {
+		var cmps []clientv3.Cmp
+		var ops []clientv3.Op
+		for _, p := range batch {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(seedPrefix+p.id), "=", 0))
+			ops = append(ops, p.ops...)
+		}
+		txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil || txn.Succeeded {
+			if err != nil {
+				err = fmt.Errorf("etcdstore: record seed: %w", err)
+			}
+			for _, p := range batch {
+				p.done <- err
+			}
+			return
+		}
+	}
+	for _, p := range batch {
+		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(seedPrefix+p.id), "=", 0)).Then(p.ops...).Commit()
+		switch {
+		case err != nil:
+			p.done <- fmt.Errorf("etcdstore: record seed: %w", err)
+		case !txn.Succeeded:
+			p.done <- fmt.Errorf("etcdstore: seed id %s already exists", p.id)
+		default:
+			p.done <- nil
+		}
+	}
 }
 
 // Audit records a refused request.

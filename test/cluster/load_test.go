@@ -20,6 +20,13 @@ type loadPlan struct {
 	Rate     float64      `json:"rate,omitempty"`
 	Timeout  string       `json:"timeout,omitempty"`
 	Targets  []loadTarget `json:"targets"`
+	Probes   []loadProbe  `json:"probes,omitempty"`
+}
+
+// loadProbe is a request loadgen sends every Every alongside the load.
+type loadProbe struct {
+	loadTarget
+	Every string `json:"every"`
 }
 
 type loadTarget struct {
@@ -29,6 +36,7 @@ type loadTarget struct {
 	ServerName string            `json:"server_name,omitempty"`
 	Headers    map[string]string `json:"headers,omitempty"`
 	Body       string            `json:"body,omitempty"`
+	Bodies     []string          `json:"bodies,omitempty"`
 	Status     int               `json:"status,omitempty"`
 	Expect     string            `json:"expect,omitempty"`
 }
@@ -48,6 +56,7 @@ type loadReport struct {
 	loadFigures
 	Seconds float64                `json:"seconds"`
 	Targets map[string]loadFigures `json:"targets"`
+	Probes  map[string]loadFigures `json:"probes"`
 	Errors  []string               `json:"errors"`
 	Start   string                 `json:"start"`
 	End     string                 `json:"end"`

@@ -21,10 +21,15 @@
 // Targets are taken in turn (request i goes to Targets[i % len]); each
 // keeps its connections alive, one HTTP/1.1 connection per client, as
 // Conjur's API clients do.
+//
+// Probes run alongside the load, whatever its mode: each sends its request
+// every Every on a connection of its own, from the load's start to its
+// end, and its figures (latency from send to answer) are reported apart
+// under Probes, so a plan can ask "how fast does /v1/status answer while
+// the node is busy with seeds" in one run.
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -34,7 +39,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +67,14 @@ type Plan struct {
 	// KeepErrors is how many distinct failures the report quotes
 	// (default 5).
 	KeepErrors int `json:"keep_errors"`
+	// Probes are sent at a fixed interval alongside the load.
+	Probes []Probe `json:"probes"`
+}
+
+// Probe is a request sent every Every (a Go duration) during the run.
+type Probe struct {
+	Target
+	Every string `json:"every"`
 }
 
 // Target is one request.
@@ -73,6 +88,12 @@ type Target struct {
 	ServerName string            `json:"server_name"`
 	Headers    map[string]string `json:"headers"`
 	Body       string            `json:"body"`
+	// Bodies, when set, replace Body: the target's k-th request sends
+	// Bodies[k % len], for servers that refuse the same body twice (a
+	// one-time token inside it, as step-ca's /1.0/sign has).
+	Bodies []string `json:"bodies"`
+	// sent counts the target's requests (for Bodies).
+	sent atomic.Int64
 	// Status is the answer expected (default 200); Expect, when set, is
 	// the whole body expected. Anything else counts as a failure.
 	Status int    `json:"status"`
@@ -96,7 +117,9 @@ type Report struct {
 	Seconds float64 `json:"seconds"`
 	// Targets are the figures per target name.
 	Targets map[string]Figures `json:"targets"`
-	// Errors quotes a few distinct failures.
+	// Probes are the probes' figures, by name.
+	Probes map[string]Figures `json:"probes,omitempty"`
+	// Errors quotes a few distinct failures (the probes' too).
 	Errors []string `json:"errors,omitempty"`
 	// Start and End bound the run (RFC 3339 with nanoseconds): a caller
 	// can line events of its own up with them.
@@ -174,58 +197,66 @@ func run(ctx context.Context, p Plan) (*Report, error) {
 		}
 	}
 	clients := map[string]*http.Client{}
-	reqs := make([]func(context.Context) (*http.Request, error), len(p.Targets))
+	client := func(serverName string, conns int) *http.Client {
+		tr := &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12},
+			MaxIdleConnsPerHost: conns,
+			MaxConnsPerHost:     conns,
+			IdleConnTimeout:     time.Minute,
+		}
+		return &http.Client{Transport: tr, Timeout: timeout}
+	}
+	defer func() {
+		for _, c := range clients {
+			c.CloseIdleConnections()
+		}
+	}()
 	for i := range p.Targets {
 		t := &p.Targets[i]
-		if t.Name == "" {
-			t.Name = t.URL
-		}
-		if t.Method == "" {
-			t.Method = http.MethodGet
-		}
-		if t.Status == 0 {
-			t.Status = http.StatusOK
-		}
+		t.defaults()
 		if _, ok := clients[t.ServerName]; !ok {
-			tr := &http.Transport{
-				TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: t.ServerName, MinVersion: tls.VersionTLS12},
-				MaxIdleConnsPerHost: p.Clients,
-				MaxConnsPerHost:     p.Clients,
-				IdleConnTimeout:     time.Minute,
-			}
-			defer tr.CloseIdleConnections()
-			clients[t.ServerName] = &http.Client{Transport: tr, Timeout: timeout}
-		}
-		reqs[i] = func(ctx context.Context) (*http.Request, error) {
-			r, err := http.NewRequestWithContext(ctx, t.Method, t.URL, bytes.NewReader([]byte(t.Body)))
-			if err != nil {
-				return nil, err
-			}
-			for k, v := range t.Headers {
-				r.Header.Set(k, v)
-			}
-			return r, nil
+			clients[t.ServerName] = client(t.ServerName, p.Clients)
 		}
 	}
 	do := func(ctx context.Context, i int) error {
 		t := &p.Targets[i]
-		r, err := reqs[i](ctx)
-		if err != nil {
-			return err
+		return t.do(ctx, clients[t.ServerName])
+	}
+
+	// The probes: one goroutine and one connection each, until the load
+	// is over.
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	probeSamples := make([][]sample, len(p.Probes))
+	var probes sync.WaitGroup
+	for k := range p.Probes {
+		pr := &p.Probes[k]
+		pr.defaults()
+		every, err := time.ParseDuration(pr.Every)
+		if err != nil || every <= 0 {
+			return nil, fmt.Errorf("probe %s: every %q: give a positive duration such as 10ms", pr.Name, pr.Every)
 		}
-		resp, err := clients[t.ServerName].Do(r)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != t.Status || t.Expect != "" && string(body) != t.Expect {
-			return fmt.Errorf("%s %s: %d %.120q", t.Method, t.Name, resp.StatusCode, body)
-		}
-		return nil
+		hc := client(pr.ServerName, 1)
+		defer hc.CloseIdleConnections()
+		probes.Add(1)
+		go func() {
+			defer probes.Done()
+			tick := time.NewTicker(every)
+			defer tick.Stop()
+			for {
+				select {
+				case <-probeCtx.Done():
+					return
+				case <-tick.C:
+				}
+				t0 := time.Now()
+				err := pr.do(probeCtx, hc)
+				if probeCtx.Err() != nil {
+					return // the load's end cut it
+				}
+				probeSamples[k] = append(probeSamples[k], sample{target: k, lat: time.Since(t0), err: err})
+			}
+		}()
 	}
 
 	var (
@@ -306,7 +337,61 @@ func run(ctx context.Context, p Plan) (*Report, error) {
 	}
 	wg.Wait()
 	end := time.Now()
-	return report(p, samples, start, end), nil
+	stopProbes()
+	probes.Wait()
+	r := report(p, samples, start, end)
+	for k, ss := range probeSamples {
+		if r.Probes == nil {
+			r.Probes = map[string]Figures{}
+		}
+		r.Probes[p.Probes[k].Name] = figures(ss, end.Sub(start))
+		for _, s := range ss {
+			if s.err != nil && len(r.Errors) < p.KeepErrors && !slices.Contains(r.Errors, s.err.Error()) {
+				r.Errors = append(r.Errors, s.err.Error())
+			}
+		}
+	}
+	return r, nil
+}
+
+func (t *Target) defaults() {
+	if t.Name == "" {
+		t.Name = t.URL
+	}
+	if t.Method == "" {
+		t.Method = http.MethodGet
+	}
+	if t.Status == 0 {
+		t.Status = http.StatusOK
+	}
+}
+
+// do sends the target's request once and checks the answer.
+func (t *Target) do(ctx context.Context, hc *http.Client) error {
+	send := t.Body
+	if len(t.Bodies) > 0 {
+		send = t.Bodies[(t.sent.Add(1)-1)%int64(len(t.Bodies))]
+	}
+	r, err := http.NewRequestWithContext(ctx, t.Method, t.URL, strings.NewReader(send))
+	if err != nil {
+		return err
+	}
+	for k, v := range t.Headers {
+		r.Header.Set(k, v)
+	}
+	resp, err := hc.Do(r)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != t.Status || t.Expect != "" && string(body) != t.Expect {
+		return fmt.Errorf("%s %s: %d %.120q", t.Method, t.Name, resp.StatusCode, body)
+	}
+	return nil
 }
 
 func report(p Plan, samples []sample, start, end time.Time) *Report {

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sowerproject/sower/authn"
 	sowerv1 "github.com/sowerproject/sower/proto/sower/v1"
@@ -165,6 +167,13 @@ func (s *Service) toStatus(what string, id authn.Identity, err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, seed.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, seed.ErrBusy):
+		// 503 with Retry-After (the REST front ends read the RetryInfo).
+		st := status.New(codes.Unavailable, err.Error())
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(seed.BusyRetryAfter)}); derr == nil {
+			st = d
+		}
+		return st.Err()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}
