@@ -335,17 +335,35 @@ func (f *Follower) Run(ctx context.Context) error {
 	f.rep = rep
 	f.mu.Unlock()
 
-	g, gctx := errgroup.WithContext(ctx)
+	// The policy graph follows the copy from the start: during a first
+	// load its watch decodes the facts as the pages are written (on
+	// another core than the writes), instead of reading them all back
+	// once the load is whole.
+	policies := etcdstore.NewPolicies(local, etcdstore.PolicyConfig{Logger: f.lg})
+	if err := policies.Open(ctx); err != nil {
+		return fmt.Errorf("server: read policies: %w", err)
+	}
+	rctx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	g, gctx := errgroup.WithContext(rctx)
+	g.Go(func() error { return policies.Run(gctx) })
 	g.Go(func() error { return rep.Run(gctx) })
 	if !rep.Loaded() {
 		f.lg.Info("waiting for the first copy of the cluster's state", "endpoints", feed.Current())
 	}
 	if err := rep.WaitLoaded(gctx); err != nil {
-		_ = g.Wait()
-		return nil
+		return g.Wait()
+	}
+	// Serve once the graph holds the whole copy.
+	if err := policies.Sync(gctx); err != nil {
+		if gctx.Err() != nil {
+			return g.Wait()
+		}
+		stopRun()
+		return errors.Join(err, g.Wait())
 	}
 
-	serveErr := f.serve(gctx, g, local, dataKey, ft, grpcLis, httpLis)
+	serveErr := f.serve(gctx, g, local, policies, dataKey, ft, grpcLis, httpLis)
 	if serveErr != nil {
 		return errors.Join(serveErr, g.Wait())
 	}
@@ -428,7 +446,7 @@ func (f *Follower) refuseWrites(ctx context.Context, req any, info *grpc.UnarySe
 }
 
 // serve opens the node's stores over the local copy and serves.
-func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3.Client, dataKey *pki.Keyring, ft *followerTLS, grpcLis, httpLis net.Listener) error {
+func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3.Client, policies *etcdstore.Policies, dataKey *pki.Keyring, ft *followerTLS, grpcLis, httpLis net.Listener) error {
 	m := f.manifest
 	pepper, err := readPepper(ctx, local, dataKey)
 	if err != nil {
@@ -448,10 +466,6 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	secrets, err := etcdstore.NewSecrets(local, dataKey, etcdstore.SecretsConfig{Logger: f.lg, Serializable: true})
 	if err != nil {
 		return err
-	}
-	policies := etcdstore.NewPolicies(local, etcdstore.PolicyConfig{Logger: f.lg})
-	if err := policies.Open(ctx); err != nil {
-		return fmt.Errorf("server: read policies: %w", err)
 	}
 	limiter := authn.NewLimiter(authn.LimiterConfig{})
 
@@ -535,7 +549,6 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	}
 	revs := &nodePKI{revoked: ft.revoked, lg: f.lg}
 	g.Go(func() error { return revs.watchRevocations(ctx, local) })
-	g.Go(func() error { return policies.Run(ctx) })
 	g.Go(func() error { return secrets.Run(ctx) })
 	g.Go(func() error {
 		if err := gs.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
