@@ -25,11 +25,11 @@ func TestMain(m *testing.M) {
 }
 
 // etcdOf starts a private etcd member for one side of a test.
-func etcdOf(t *testing.T) *cluster.Etcd {
+func etcdOf(t *testing.T, rebuildable ...bool) *cluster.Etcd {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e, err := cluster.StartPrivateEtcd(ctx, cluster.PrivateEtcdConfig{Dir: t.TempDir()})
+	e, err := cluster.StartPrivateEtcd(ctx, cluster.PrivateEtcdConfig{Dir: t.TempDir(), Rebuildable: len(rebuildable) > 0 && rebuildable[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +145,9 @@ type side struct {
 	src, dst *cluster.Etcd
 	hub      *replica.Hub
 	feed     *localFeed
+	// bulk: the copy is a rebuildable etcd that takes a first load's
+	// pages outside raft, as a Follower's is.
+	bulk bool
 }
 
 func newSide(t *testing.T, hc replica.HubConfig) *side {
@@ -163,7 +166,11 @@ func newSide(t *testing.T, hc replica.HubConfig) *side {
 
 func (s *side) replica(t *testing.T) (*replica.Replica, context.CancelFunc) {
 	t.Helper()
-	r, err := replica.New(context.Background(), replica.Config{Store: replica.NewLocalStore(s.dst.Client(), replica.LocalConfig{}), Feed: s.feed, Backoff: 5 * time.Millisecond})
+	lc := replica.LocalConfig{}
+	if s.bulk {
+		lc.Bulk = s.dst
+	}
+	r, err := replica.New(context.Background(), replica.Config{Store: replica.NewLocalStore(s.dst.Client(), lc), Feed: s.feed, Backoff: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +269,17 @@ func TestReplicaCopiesOnlyTheAllowList(t *testing.T) {
 // the source, and every source revision appears on it whole, as one local
 // revision.
 func TestReplicaConvergesThroughFaults(t *testing.T) {
+	for name, bulk := range map[string]bool{"transactions": false, "bulk first load": true} {
+		t.Run(name, func(t *testing.T) { testConverges(t, bulk) })
+	}
+}
+
+func testConverges(t *testing.T, bulk bool) {
 	s := newSide(t, replica.HubConfig{RingSize: 64})
+	if bulk {
+		s.dst.Close()
+		s.dst, s.bulk = etcdOf(t, true), true
+	}
 	s.feed.cutAfter, s.feed.failOpen = 12, 0.2
 	src, dst := s.src.Client(), s.dst.Client()
 
@@ -368,7 +385,17 @@ func TestReplicaResyncsKeepingTheOldCopyUntilWhole(t *testing.T) {
 // midway is cleared by the next one, so keys deleted meanwhile do not
 // survive in the copy.
 func TestReplicaFirstLoadWritesPagesAsTheyArrive(t *testing.T) {
+	for name, bulk := range map[string]bool{"transactions": false, "bulk writes": true} {
+		t.Run(name, func(t *testing.T) { testFirstLoad(t, bulk) })
+	}
+}
+
+func testFirstLoad(t *testing.T, bulk bool) {
 	s := newSide(t, replica.HubConfig{PageSize: 3})
+	if bulk {
+		s.dst.Close()
+		s.dst, s.bulk = etcdOf(t, true), true
+	}
 	src, dst := s.src.Client(), s.dst.Client()
 	var ops []clientv3.Op
 	for i := range 20 {

@@ -124,6 +124,9 @@ type Follower struct {
 	leader   cluster.Leader
 	rep      *replica.Replica
 	feed     *replication.Feed
+	// graphAt waits until the policy graph reflects the copy as it is
+	// (read-after-write: the copy may be ahead of the graph's watch).
+	graphAt  func(ctx context.Context) error
 	started  time.Time
 	manifest archive.Manifest
 }
@@ -317,7 +320,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	defer feed.Close()
 	f.feed = feed
 	rep, err := replica.New(ctx, replica.Config{
-		Store: replica.NewLocalStore(local, replica.LocalConfig{Rewrite: etcdstore.RebaseGuard}),
+		Store: replica.NewLocalStore(local, replica.LocalConfig{Rewrite: etcdstore.RebaseGuard, Bulk: etcd}),
 		Feed:  feed,
 		Observe: func(puts []replica.KV) {
 			for _, kv := range puts {
@@ -343,6 +346,9 @@ func (f *Follower) Run(ctx context.Context) error {
 	if err := policies.Open(ctx); err != nil {
 		return fmt.Errorf("server: read policies: %w", err)
 	}
+	f.mu.Lock()
+	f.graphAt = func(ctx context.Context) error { return policies.SyncTo(ctx, etcd.Revision()) }
+	f.mu.Unlock()
 	rctx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	g, gctx := errgroup.WithContext(rctx)
@@ -473,7 +479,7 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	if err != nil {
 		return err
 	}
-	pol, err := policyapi.New(policyapi.Config{Account: m.Account, Store: policies, Keys: keys, Logger: f.lg})
+	pol, err := policyapi.New(policyapi.Config{Account: m.Account, Store: policies, Keys: keys, Logger: f.lg, Secrets: secrets})
 	if err != nil {
 		return err
 	}

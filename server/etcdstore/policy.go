@@ -185,7 +185,13 @@ func (p *Policies) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("etcdstore: read the store's revision: %w", err)
 	}
-	rev := resp.Header.Revision
+	return p.SyncTo(ctx, resp.Header.Revision)
+}
+
+// SyncTo is Sync to a revision of the store already known to the caller
+// (a Follower's read-after-write: the copy has reached the revision, the
+// graph must too).
+func (p *Policies) SyncTo(ctx context.Context, rev int64) error {
 	for p.Revision() < rev {
 		// The mark goes to every watch of the client's stream, Run's
 		// among them; Run may not have opened its watch yet: ask again.

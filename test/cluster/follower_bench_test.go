@@ -322,16 +322,18 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 	b.Logf("policy loaded on the Leader in %s", time.Since(t0).Round(time.Millisecond))
 	var total time.Duration
 	var hwm float64
-	var leaderCPU int64
+	var leaderCPU, followerCPU int64
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
 		p, _ := fb.h.followerNode(fb.leader.url(), fmt.Sprintf("cold-%d", i+1), fmt.Sprintf("127.0.1.%d", i+1))
 		cpu0 := cpuTicks(fb.leader.cmd.Process.Pid)
 		if *inProcess {
+			self0 := cpuTicks(os.Getpid())
 			d := coldStartInProcess(b, fb, p)
 			total += d
 			leaderCPU += cpuTicks(fb.leader.cmd.Process.Pid) - cpu0
+			followerCPU += cpuTicks(os.Getpid()) - self0
 			continue
 		}
 		b.StartTimer()
@@ -343,12 +345,14 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 		b.StopTimer()
 		leaderCPU += cpuTicks(fb.leader.cmd.Process.Pid) - cpu0
 		hwm = max(hwm, vmHWM(p.cmd.Process.Pid))
+		followerCPU += cpuTicks(p.cmd.Process.Pid)
 		p.stop()
 		b.StartTimer()
 	}
 	b.StopTimer()
 	b.ReportMetric(total.Seconds()/float64(b.N), "s-to-ready")
 	b.ReportMetric(float64(leaderCPU)/100/float64(b.N), "leader-cpu-s")
+	b.ReportMetric(float64(followerCPU)/100/float64(b.N), "follower-cpu-s")
 	if !*inProcess {
 		b.ReportMetric(hwm, "peak-rss-MiB")
 	}
