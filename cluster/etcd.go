@@ -116,6 +116,10 @@ type Etcd struct {
 	afterClose func() error
 	closeErr   error
 	discarded  bool
+	// bulk is held (read) by BulkPut and (write) by Close, so that no
+	// bulk write runs into a closed store; rebuildable allows BulkPut.
+	bulk        sync.RWMutex
+	rebuildable bool
 }
 
 // StartEtcd starts the member and waits until it is ready to serve requests,
@@ -317,7 +321,9 @@ func (e *Etcd) Stopped() <-chan struct{} { return e.e.Server.StopNotify() }
 // flushed. It is safe to call more than once.
 func (e *Etcd) Close() error {
 	e.once.Do(func() {
+		e.bulk.Lock()
 		e.closing.Store(true)
+		e.bulk.Unlock()
 		e.client.Close()
 		e.e.Close()
 		if e.gates != nil {

@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestPrivateEtcdServesInProcessOnly(t *testing.T) {
@@ -89,5 +93,72 @@ func TestPrivateEtcdRebuildableKeepsOnlyCleanStops(t *testing.T) {
 	defer e.Close()
 	if !e.Discarded() || count(e) != 0 {
 		t.Fatalf("after an unclean stop: discarded %v, %d keys; want an empty copy", e.Discarded(), count(e))
+	}
+}
+
+// BulkPut writes a batch as one revision that a watch sees like any other
+// and that a clean stop keeps; it is refused on an etcd that is not a
+// rebuildable cache and while the NOSPACE alarm is raised.
+func TestPrivateEtcdBulkPut(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	plain, err := StartPrivateEtcd(ctx, PrivateEtcdConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.BulkPut([]string{"/k"}, [][]byte{[]byte("v")}); !errors.Is(err, ErrNotRebuildable) {
+		t.Fatalf("BulkPut on a durable etcd: %v, want ErrNotRebuildable", err)
+	}
+	plain.Close()
+
+	dir := filepath.Join(t.TempDir(), "replica")
+	e, err := StartPrivateEtcd(ctx, PrivateEtcdConfig{Dir: dir, Rebuildable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc := e.Client().Watch(ctx, "/b/", clientv3.WithPrefix(), clientv3.WithRev(e.Revision()+1))
+	rev, err := e.BulkPut([]string{"/b/1", "/b/2", "/b/3"}, [][]byte{[]byte("1"), []byte("2"), []byte("3")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev != e.Revision() {
+		t.Fatalf("BulkPut returned revision %d, the store is at %d", rev, e.Revision())
+	}
+	wr := <-wc
+	if len(wr.Events) != 3 || wr.Events[0].Kv.ModRevision != rev || string(wr.Events[2].Kv.Value) != "3" {
+		t.Fatalf("the watch saw %+v, want the three puts at revision %d", wr.Events, rev)
+	}
+	// Writes through raft go on from there.
+	resp, err := e.Client().Put(ctx, "/after", "x")
+	if err != nil || resp.Header.Revision != rev+1 {
+		t.Fatalf("a put after the bulk write: %v at %d, want revision %d", err, resp.Header.Revision, rev+1)
+	}
+	if _, err := e.e.Server.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: uint64(e.e.Server.MemberID()), Alarm: pb.AlarmType_NOSPACE}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.BulkPut([]string{"/b/4"}, [][]byte{nil}); !errors.Is(err, rpctypes.ErrNoSpace) {
+		t.Fatalf("BulkPut under the NOSPACE alarm: %v, want ErrNoSpace", err)
+	}
+	if _, err := e.e.Server.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_DEACTIVATE, MemberID: uint64(e.e.Server.MemberID()), Alarm: pb.AlarmType_NOSPACE}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.BulkPut([]string{"/b/5"}, [][]byte{nil}); !errors.Is(err, ErrEtcdStopped) {
+		t.Fatalf("BulkPut after Close: %v, want ErrEtcdStopped", err)
+	}
+
+	e, err = StartPrivateEtcd(ctx, PrivateEtcdConfig{Dir: dir, Rebuildable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	got, err := e.Client().Get(ctx, "/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Discarded() || len(got.Kvs) != 4 {
+		t.Fatalf("after a clean stop: discarded %v, %d keys (%v); want the three bulk keys and /after", e.Discarded(), len(got.Kvs), got.Kvs)
 	}
 }

@@ -21,6 +21,22 @@ type Store interface {
 	Replace(ctx context.Context, rev int64, kvs []KV) error
 }
 
+// Loader is a Store that can take a snapshot into a copy that holds no
+// whole snapshot yet (nothing serves from it) page by page, as the pages
+// arrive, instead of collecting the whole snapshot for one Replace: the
+// first load of a Follower then costs neither the memory of the whole
+// snapshot nor the time to receive it before writing starts.
+type Loader interface {
+	// LoadStart begins a load of the snapshot at source revision rev: it
+	// removes whatever an interrupted earlier load left.
+	LoadStart(ctx context.Context, rev int64) error
+	// LoadPage writes one page of the snapshot; it need not be atomic
+	// with the others.
+	LoadPage(ctx context.Context, kvs []KV) error
+	// LoadEnd records rev as applied: from then on the copy is whole.
+	LoadEnd(ctx context.Context, rev int64) error
+}
+
 // Feed opens streams of messages from the quorum.
 type Feed interface {
 	// Open starts a stream from cursor (0: the Follower has nothing) on
@@ -213,6 +229,7 @@ func (r *Replica) follow(ctx context.Context) (bool, error) {
 		ack = func() { a.Ack(r.Applied()) }
 	}
 	var snap *snapshot
+	defer func() { snap.stop() }()
 	for {
 		m, err := st.Recv()
 		if err != nil {
@@ -222,21 +239,49 @@ func (r *Replica) follow(ctx context.Context) (bool, error) {
 		switch {
 		case m.SnapshotStart > 0:
 			// A second start (the hub retried its read) begins again.
-			snap = &snapshot{rev: m.SnapshotStart}
+			snap.stop()
+			snap = &snapshot{rev: m.SnapshotStart, at: r.c.Now()}
 			r.setState(StateSnapshotting)
+			if l, ok := r.c.Store.(Loader); ok && !r.Loaded() {
+				// Nothing serves yet: write the pages as they arrive.
+				if err := l.LoadStart(ctx, snap.rev); err != nil {
+					return false, fmt.Errorf("replica: begin loading the snapshot at %d: %w", snap.rev, err)
+				}
+				snap.load = r.startLoad(ctx, l)
+			}
 		case m.Snapshot != nil:
 			if snap == nil {
 				return false, fmt.Errorf("%w: snapshot page without a start", ErrOutOfOrder)
+			}
+			snap.keys += len(m.Snapshot)
+			if snap.load != nil {
+				if err := snap.load.page(m.Snapshot); err != nil {
+					return false, fmt.Errorf("replica: load the snapshot at %d: %w", snap.rev, err)
+				}
+				break
 			}
 			snap.kvs = append(snap.kvs, m.Snapshot...)
 		case m.SnapshotEnd:
 			if snap == nil {
 				return false, fmt.Errorf("%w: snapshot end without a start", ErrOutOfOrder)
 			}
-			if err := r.c.Store.Replace(ctx, snap.rev, snap.kvs); err != nil {
-				return false, fmt.Errorf("replica: replace the local copy at %d: %w", snap.rev, err)
+			if snap.load != nil {
+				err := snap.load.finish()
+				snap.load = nil
+				if err != nil {
+					return false, fmt.Errorf("replica: load the snapshot at %d: %w", snap.rev, err)
+				}
+				if err := r.c.Store.(Loader).LoadEnd(ctx, snap.rev); err != nil {
+					return false, fmt.Errorf("replica: finish loading the snapshot at %d: %w", snap.rev, err)
+				}
+			} else {
+				if err := r.c.Store.Replace(ctx, snap.rev, snap.kvs); err != nil {
+					return false, fmt.Errorf("replica: replace the local copy at %d: %w", snap.rev, err)
+				}
+				r.observe(snap.kvs)
 			}
-			r.observe(snap.kvs)
+			r.c.Logger.Info("replica: snapshot applied", "revision", snap.rev, "keys", snap.keys,
+				"first_load", !r.Loaded(), "took", r.c.Now().Sub(snap.at).Round(time.Millisecond))
 			r.mu.Lock()
 			if r.loaded {
 				r.st.Resyncs++
@@ -272,9 +317,84 @@ func (r *Replica) follow(ctx context.Context) (bool, error) {
 	}
 }
 
+// snapshot is a snapshot being received: collected in kvs for one
+// Replace, or, on a first load, written as it arrives by load.
 type snapshot struct {
-	rev int64
-	kvs []KV
+	rev  int64
+	at   time.Time // when its start arrived
+	keys int
+	kvs  []KV
+	load *pageLoad
+}
+
+// stop abandons a load still running (a stream that ended mid-snapshot);
+// the next snapshot's LoadStart clears what it wrote.
+func (s *snapshot) stop() {
+	if s != nil && s.load != nil {
+		s.load.abort()
+		s.load = nil
+	}
+}
+
+// pageLoad writes the pages of a first load on its own goroutine, so that
+// receiving the next pages overlaps writing the last ones; at most
+// loadQueue pages wait.
+type pageLoad struct {
+	pages  chan []KV
+	done   chan struct{}
+	cancel context.CancelFunc
+	err    error // set before done closes
+}
+
+const loadQueue = 4
+
+func (r *Replica) startLoad(ctx context.Context, l Loader) *pageLoad {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &pageLoad{pages: make(chan []KV, loadQueue), done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(p.done)
+		for kvs := range p.pages {
+			if err := l.LoadPage(ctx, kvs); err != nil {
+				p.err = err
+				return
+			}
+			// The data-key rotation is taken before later pages, sealed
+			// under it, are read by anyone (nothing reads before the end).
+			r.observe(kvs)
+		}
+	}()
+	return p
+}
+
+// page queues one page; it fails once the writer has failed.
+func (p *pageLoad) page(kvs []KV) error {
+	select {
+	case p.pages <- kvs:
+		return nil
+	case <-p.done:
+		return p.err
+	}
+}
+
+// finish waits until every queued page is written.
+func (p *pageLoad) finish() error {
+	close(p.pages)
+	<-p.done
+	p.cancel()
+	return p.err
+}
+
+func (p *pageLoad) abort() {
+	p.cancel()
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	close(p.pages)
+	for range p.pages {
+	}
+	<-p.done
 }
 
 func (r *Replica) observe(puts []KV) {

@@ -25,11 +25,11 @@ func TestMain(m *testing.M) {
 }
 
 // etcdOf starts a private etcd member for one side of a test.
-func etcdOf(t *testing.T) *cluster.Etcd {
+func etcdOf(t *testing.T, rebuildable ...bool) *cluster.Etcd {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e, err := cluster.StartPrivateEtcd(ctx, cluster.PrivateEtcdConfig{Dir: t.TempDir()})
+	e, err := cluster.StartPrivateEtcd(ctx, cluster.PrivateEtcdConfig{Dir: t.TempDir(), Rebuildable: len(rebuildable) > 0 && rebuildable[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +145,9 @@ type side struct {
 	src, dst *cluster.Etcd
 	hub      *replica.Hub
 	feed     *localFeed
+	// bulk: the copy is a rebuildable etcd that takes a first load's
+	// pages outside raft, as a Follower's is.
+	bulk bool
 }
 
 func newSide(t *testing.T, hc replica.HubConfig) *side {
@@ -163,7 +166,11 @@ func newSide(t *testing.T, hc replica.HubConfig) *side {
 
 func (s *side) replica(t *testing.T) (*replica.Replica, context.CancelFunc) {
 	t.Helper()
-	r, err := replica.New(context.Background(), replica.Config{Store: replica.NewLocalStore(s.dst.Client(), replica.LocalConfig{}), Feed: s.feed, Backoff: 5 * time.Millisecond})
+	lc := replica.LocalConfig{}
+	if s.bulk {
+		lc.Bulk = s.dst
+	}
+	r, err := replica.New(context.Background(), replica.Config{Store: replica.NewLocalStore(s.dst.Client(), lc), Feed: s.feed, Backoff: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +269,17 @@ func TestReplicaCopiesOnlyTheAllowList(t *testing.T) {
 // the source, and every source revision appears on it whole, as one local
 // revision.
 func TestReplicaConvergesThroughFaults(t *testing.T) {
+	for name, bulk := range map[string]bool{"transactions": false, "bulk first load": true} {
+		t.Run(name, func(t *testing.T) { testConverges(t, bulk) })
+	}
+}
+
+func testConverges(t *testing.T, bulk bool) {
 	s := newSide(t, replica.HubConfig{RingSize: 64})
+	if bulk {
+		s.dst.Close()
+		s.dst, s.bulk = etcdOf(t, true), true
+	}
 	s.feed.cutAfter, s.feed.failOpen = 12, 0.2
 	src, dst := s.src.Client(), s.dst.Client()
 
@@ -324,9 +341,10 @@ func TestReplicaConvergesThroughFaults(t *testing.T) {
 func TestReplicaResyncsKeepingTheOldCopyUntilWhole(t *testing.T) {
 	s := newSide(t, replica.HubConfig{RingSize: 2})
 	src, dst := s.src.Client(), s.dst.Client()
-	put(t, src, clientv3.OpPut("/sower/secrets/keep/1", "old"), clientv3.OpPut("/sower/secrets/gone/1", "old"))
+	first := put(t, src, clientv3.OpPut("/sower/secrets/keep/1", "old"), clientv3.OpPut("/sower/secrets/gone/1", "old"))
 	r, stop := s.replica(t)
-	waitApplied(t, r, s.hub.Revision())
+	// (Not the hub's revision: the hub may not have started yet.)
+	waitApplied(t, r, first)
 	before := r.Applied()
 	stop()
 
@@ -358,6 +376,55 @@ func TestReplicaResyncsKeepingTheOldCopyUntilWhole(t *testing.T) {
 		t.Fatalf("the copy changed before the snapshot was whole: %v at %d", got, r2.Applied())
 	}
 	close(s.feed.hold)
+	waitApplied(t, r2, last)
+	sameMaps(t, dump(t, dst), replicatedOf(dump(t, src)))
+}
+
+// A first load writes the snapshot's pages as they arrive, yet the copy is
+// not loaded (its cursor not written) until the last one is; a load cut off
+// midway is cleared by the next one, so keys deleted meanwhile do not
+// survive in the copy.
+func TestReplicaFirstLoadWritesPagesAsTheyArrive(t *testing.T) {
+	for name, bulk := range map[string]bool{"transactions": false, "bulk writes": true} {
+		t.Run(name, func(t *testing.T) { testFirstLoad(t, bulk) })
+	}
+}
+
+func testFirstLoad(t *testing.T, bulk bool) {
+	s := newSide(t, replica.HubConfig{PageSize: 3})
+	if bulk {
+		s.dst.Close()
+		s.dst, s.bulk = etcdOf(t, true), true
+	}
+	src, dst := s.src.Client(), s.dst.Client()
+	var ops []clientv3.Op
+	for i := range 20 {
+		ops = append(ops, clientv3.OpPut(fmt.Sprintf("/sower/secrets/v/%02d", i), "sealed"))
+	}
+	first := put(t, src, ops...)
+	for deadline := time.Now().Add(20 * time.Second); s.hub.Revision() < first; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub is at %d, never reached %d", s.hub.Revision(), first)
+		}
+	}
+	s.feed.hold = make(chan struct{})
+	r, stop := s.replica(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for len(dump(t, dst)) < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pages were not written before the snapshot's end: %d keys", len(dump(t, dst)))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	applied, err := replica.NewLocalStore(dst, replica.LocalConfig{}).Applied(context.Background())
+	if err != nil || applied != 0 || r.Loaded() {
+		t.Fatalf("a half-received snapshot counts as loaded: cursor %d, Loaded %v, %v", applied, r.Loaded(), err)
+	}
+	stop() // cut off before the end
+
+	last := put(t, src, clientv3.OpDelete("/sower/secrets/v/", clientv3.WithPrefix()), clientv3.OpPut("/sower/secrets/w/1", "sealed"))
+	s.feed.hold = nil
+	r2, _ := s.replica(t)
 	waitApplied(t, r2, last)
 	sameMaps(t, dump(t, dst), replicatedOf(dump(t, src)))
 }

@@ -151,6 +151,9 @@ type Follower struct {
 	rep      *replica.Replica
 	feed     *replication.Feed
 	audit    *queue.Queue // nil when the audit is off
+	// graphAt waits until the policy graph reflects the copy as it is
+	// (read-after-write: the copy may be ahead of the graph's watch).
+	graphAt  func(ctx context.Context) error
 	started  time.Time
 	manifest archive.Manifest
 }
@@ -371,7 +374,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	defer feed.Close()
 	f.feed = feed
 	rep, err := replica.New(ctx, replica.Config{
-		Store: replica.NewLocalStore(local, replica.LocalConfig{Rewrite: etcdstore.RebaseGuard}),
+		Store: replica.NewLocalStore(local, replica.LocalConfig{Rewrite: etcdstore.RebaseGuard, Bulk: etcd}),
 		Feed:  feed,
 		Observe: func(puts []replica.KV) {
 			for _, kv := range puts {
@@ -389,7 +392,21 @@ func (f *Follower) Run(ctx context.Context) error {
 	f.rep = rep
 	f.mu.Unlock()
 
-	g, gctx := errgroup.WithContext(ctx)
+	// The policy graph follows the copy from the start: during a first
+	// load its watch decodes the facts as the pages are written (on
+	// another core than the writes), instead of reading them all back
+	// once the load is whole.
+	policies := etcdstore.NewPolicies(local, etcdstore.PolicyConfig{Logger: f.lg})
+	if err := policies.Open(ctx); err != nil {
+		return fmt.Errorf("server: read policies: %w", err)
+	}
+	f.mu.Lock()
+	f.graphAt = func(ctx context.Context) error { return policies.SyncTo(ctx, etcd.Revision()) }
+	f.mu.Unlock()
+	rctx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	g, gctx := errgroup.WithContext(rctx)
+	g.Go(func() error { return policies.Run(gctx) })
 	g.Go(func() error { return rep.Run(gctx) })
 	if f.audit != nil {
 		g.Go(func() error { return feed.ForwardAudit(gctx, f.audit) })
@@ -398,11 +415,18 @@ func (f *Follower) Run(ctx context.Context) error {
 		f.lg.Info("waiting for the first copy of the cluster's state", "endpoints", feed.Current())
 	}
 	if err := rep.WaitLoaded(gctx); err != nil {
-		_ = g.Wait()
-		return nil
+		return g.Wait()
+	}
+	// Serve once the graph holds the whole copy.
+	if err := policies.Sync(gctx); err != nil {
+		if gctx.Err() != nil {
+			return g.Wait()
+		}
+		stopRun()
+		return errors.Join(err, g.Wait())
 	}
 
-	serveErr := f.serve(gctx, g, local, dataKey, ft, grpcLis, httpLis)
+	serveErr := f.serve(gctx, g, local, policies, dataKey, ft, grpcLis, httpLis)
 	if serveErr != nil {
 		return errors.Join(serveErr, g.Wait())
 	}
@@ -485,7 +509,7 @@ func (f *Follower) refuseWrites(ctx context.Context, req any, info *grpc.UnarySe
 }
 
 // serve opens the node's stores over the local copy and serves.
-func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3.Client, dataKey *pki.Keyring, ft *followerTLS, grpcLis, httpLis net.Listener) error {
+func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3.Client, policies *etcdstore.Policies, dataKey *pki.Keyring, ft *followerTLS, grpcLis, httpLis net.Listener) error {
 	m := f.manifest
 	pepper, err := readPepper(ctx, local, dataKey)
 	if err != nil {
@@ -505,10 +529,6 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	secrets, err := etcdstore.NewSecrets(local, dataKey, etcdstore.SecretsConfig{Logger: f.lg, Serializable: true})
 	if err != nil {
 		return err
-	}
-	policies := etcdstore.NewPolicies(local, etcdstore.PolicyConfig{Logger: f.lg})
-	if err := policies.Open(ctx); err != nil {
-		return fmt.Errorf("server: read policies: %w", err)
 	}
 	limiter := authn.NewLimiter(authn.LimiterConfig{})
 
@@ -601,7 +621,6 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	}
 	revs := &nodePKI{revoked: ft.revoked, lg: f.lg}
 	g.Go(func() error { return revs.watchRevocations(ctx, local) })
-	g.Go(func() error { return policies.Run(ctx) })
 	g.Go(func() error { return secrets.Run(ctx) })
 	g.Go(func() error {
 		if err := gs.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -178,6 +178,9 @@ func (f *Follower) readOnly(next http.Handler) http.Handler {
 			}
 			ctx, cancel := context.WithTimeout(r.Context(), f.c.MinRevisionWait)
 			err = rep.WaitFor(ctx, want)
+			if err == nil {
+				err = f.graphAt(ctx) // permission checks and resources read the graph
+			}
 			cancel()
 			if err != nil {
 				cur := rep.Applied()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -174,6 +175,39 @@ func (p *Policies) WaitFor(ctx context.Context, rev int64) error {
 	}
 }
 
+// Sync waits until the graph reflects the store's current revision, even
+// when the last writes touched no policy key (Run then has no event to
+// say so): it asks etcd for a progress mark on the watch. A Follower,
+// whose graph follows its copy's first load through Run, calls it before
+// it serves.
+func (p *Policies) Sync(ctx context.Context) error {
+	resp, err := p.cli.Get(ctx, guardKey, clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("etcdstore: read the store's revision: %w", err)
+	}
+	return p.SyncTo(ctx, resp.Header.Revision)
+}
+
+// SyncTo is Sync to a revision of the store already known to the caller
+// (a Follower's read-after-write: the copy has reached the revision, the
+// graph must too).
+func (p *Policies) SyncTo(ctx context.Context, rev int64) error {
+	for p.Revision() < rev {
+		// The mark goes to every watch of the client's stream, Run's
+		// among them; Run may not have opened its watch yet: ask again.
+		if err := p.cli.RequestProgress(ctx); err != nil {
+			return fmt.Errorf("etcdstore: ask for the policy watch's progress: %w", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		err := p.WaitFor(wctx, rev)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Open reads every fact into a new graph. Run keeps the graph current
 // from there. (A large load left unfinished by a writer that died is rolled
 // back by the next Begin, on whichever node writes next.)
@@ -221,8 +255,12 @@ func (p *Policies) load(ctx context.Context) error {
 	return nil
 }
 
-// scanPage is how many keys one range read returns.
-const scanPage = 10000
+// scanPage is how many keys one range read returns. etcd counts the
+// whole rest of the range on every limited read, so a scan costs
+// O(keys²/scanPage): with 575,000 facts, pages of 10,000 spent 1.6 s of a
+// Follower's cold start counting; pages of 100,000 (about 25 MB each)
+// spend a tenth of that.
+const scanPage = 100_000
 
 // scan calls fn for every key under prefix at revision rev (the current
 // revision when zero) in pages, and returns the revision read.
@@ -286,6 +324,11 @@ func (p *Policies) watch(ctx context.Context) error {
 		}
 		if resp.Canceled {
 			return fmt.Errorf("etcdstore: policy watch canceled: %s", resp.CancelReason)
+		}
+		if resp.IsProgressNotify() {
+			// Every change up to here has been delivered (and applied).
+			p.setRevision(resp.Header.Revision)
+			continue
 		}
 		// Events of one revision are one transaction; apply them as one.
 		evs := resp.Events

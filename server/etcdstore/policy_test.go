@@ -526,3 +526,38 @@ func TestDeletingAVariableDeletesItsValues(t *testing.T) {
 		t.Fatalf("the other variable's value: %q, %v", v, err)
 	}
 }
+
+// Sync returns once the graph reflects the store's current revision, also
+// when the writes after the last policy change touched other keys (a
+// Follower's copy records its cursor last): the watch's progress mark
+// says so. Run over the in-process client a Follower's private etcd has.
+func TestSyncReachesTheCurrentRevisionThroughAProgressMark(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := cluster.StartPrivateEtcd(ctx, cluster.PrivateEtcdConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	cli := e.Client()
+	follower := openStore(t, cli, PolicyConfig{})
+	writer := openStore(t, cli, PolicyConfig{})
+	if err := writer.EnsureAccount(ctx, account); err != nil {
+		t.Fatal(err)
+	}
+	load(t, writer, policy.Replace, hostsPolicy+manyHosts(5))
+	resp, err := cli.Put(ctx, "/sower-replica/applied", "42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follower.Sync(ctx); err != nil {
+		t.Fatalf("Sync: %v (graph at %d, store at %d)", err, follower.Revision(), resp.Header.Revision)
+	}
+	if got := follower.Revision(); got < resp.Header.Revision {
+		t.Fatalf("after Sync the graph is at %d, the store at %d", got, resp.Header.Revision)
+	}
+	if got, want := factsOf(t, follower.Graph()), factsOf(t, writer.Graph()); !equalMaps(got, want) {
+		t.Fatalf("after Sync the graph differs from the writer's:\n got %v\nwant %v", got, want)
+	}
+}

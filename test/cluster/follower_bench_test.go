@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -321,10 +322,20 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 	b.Logf("policy loaded on the Leader in %s", time.Since(t0).Round(time.Millisecond))
 	var total time.Duration
 	var hwm float64
+	var leaderCPU, followerCPU int64
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
 		p, _ := fb.h.followerNode(fb.leader.url(), fmt.Sprintf("cold-%d", i+1), fmt.Sprintf("127.0.1.%d", i+1))
+		cpu0 := cpuTicks(fb.leader.cmd.Process.Pid)
+		if *inProcess {
+			self0 := cpuTicks(os.Getpid())
+			d := coldStartInProcess(b, fb, p)
+			total += d
+			leaderCPU += cpuTicks(fb.leader.cmd.Process.Pid) - cpu0
+			followerCPU += cpuTicks(os.Getpid()) - self0
+			continue
+		}
 		b.StartTimer()
 		start := time.Now()
 		if err := p.start(); err != nil {
@@ -332,13 +343,54 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 		}
 		total += time.Since(start)
 		b.StopTimer()
+		leaderCPU += cpuTicks(fb.leader.cmd.Process.Pid) - cpu0
 		hwm = max(hwm, vmHWM(p.cmd.Process.Pid))
+		followerCPU += cpuTicks(p.cmd.Process.Pid)
 		p.stop()
 		b.StartTimer()
 	}
 	b.StopTimer()
 	b.ReportMetric(total.Seconds()/float64(b.N), "s-to-ready")
-	b.ReportMetric(hwm, "peak-rss-MiB")
+	b.ReportMetric(float64(leaderCPU)/100/float64(b.N), "leader-cpu-s")
+	b.ReportMetric(float64(followerCPU)/100/float64(b.N), "follower-cpu-s")
+	if !*inProcess {
+		b.ReportMetric(hwm, "peak-rss-MiB")
+	}
+}
+
+// coldStartInProcess unpacks p's seed and runs the Follower inside the
+// test process from it to ready (so that go test -cpuprofile and
+// -memprofile see it), then stops it; it returns the time to ready.
+func coldStartInProcess(b *testing.B, fb *followerBench, p *proc) time.Duration {
+	seedDir := filepath.Join(p.dir, "seed")
+	if _, err := fb.h.sower(fb.leader.url(), "seed", "unpack", p.follower[2], "--identity", p.follower[4], "--ca-pin", p.follower[6], "--dir", seedDir); err != nil {
+		b.Fatal(err)
+	}
+	lg := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	f, err := server.NewFollower(server.FollowerConfig{SeedDir: seedDir, DataDir: p.dir, HTTPAddr: p.http, GRPCAddr: p.grpc, Logger: lg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	b.StartTimer()
+	start := time.Now()
+	go func() { errc <- f.Run(ctx) }()
+	select {
+	case <-f.Ready():
+	case err := <-errc:
+		b.Fatalf("in-process Follower: %v", err)
+	case <-time.After(5 * time.Minute):
+		b.Fatal("in-process Follower not ready after 5 minutes")
+	}
+	d := time.Since(start)
+	b.StopTimer()
+	cancel()
+	if err := <-errc; err != nil {
+		b.Errorf("in-process Follower: %v", err)
+	}
+	return d
 }
 
 var failoverFollowers = flag.Int("failover-followers", 3, "BenchmarkFollowerFailover: Followers under read load")
