@@ -246,6 +246,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	export, err := openAuditExport(s.c.AuditExport)
+	if err != nil {
+		return err
+	}
+	if export != nil {
+		defer export.Close()
+	}
 	meta, created, err := loadOrBootstrap(ctx, etcd.Client(), s.c, adminBootstrapper{an.keys}, dd.join("admin.key"))
 	if err != nil {
 		if ctx.Err() != nil {
@@ -388,6 +395,14 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return np.run(gctx, etcd.Client()) })
 	g.Go(func() error { return dk.watch(gctx) })
 	g.Go(func() error { return an.run(gctx) })
+	if export != nil {
+		g.Go(func() error {
+			if err := exportAudit(gctx, an.trail, export, auditCursor(s.c.AuditExport)); err != nil && gctx.Err() == nil {
+				return fmt.Errorf("server: audit export to %s stopped: %w", s.c.AuditExport, err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { return policies.Run(gctx) })
 	g.Go(func() error { return q.run(gctx) })
 	g.Go(func() error { return hub.Run(gctx) })

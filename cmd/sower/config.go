@@ -21,6 +21,7 @@ import (
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/server"
 	policyapi "github.com/sowerproject/sower/server/api/policy"
+	"github.com/sowerproject/sower/server/etcdstore"
 )
 
 // nodeConfig is the file/env/flag view of a node's configuration. Each field
@@ -43,6 +44,10 @@ type nodeConfig struct {
 	TrustedProxies    string `yaml:"trusted-proxies"`
 	PolicyLoadTimeout string `yaml:"policy-load-timeout"`
 	MinFreeDisk       string `yaml:"min-free-disk"`
+	// The audit trail's retention and export, docs/audit.md.
+	AuditMaxAge    string `yaml:"audit-max-age"`
+	AuditMaxEvents string `yaml:"audit-max-events"`
+	AuditExport    string `yaml:"audit-export"`
 	// The failed-login limits (authn.LimiterConfig), docs/authn.md.
 	AuthnBurst        string `yaml:"authn-burst"`
 	AuthnRefill       string `yaml:"authn-refill"`
@@ -81,6 +86,9 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.String("authn-global-burst", strconv.Itoa(authn.DefaultLimiterGlobalBurst), "node-wide failed logins absorbed before addresses that failed recently are refused")
 	fs.String("authn-global-refill", authn.DefaultLimiterGlobalRefill.String(), "time in which the node earns back one failed login of its budget")
 	fs.String("authn-max-entries", strconv.Itoa(authn.DefaultLimiterMaxEntries), "identities and addresses the login limiter tracks at most (memory bound)")
+	fs.String("audit-max-age", etcdstore.DefaultAuditMaxAge.String(), "how long the audit trail keeps an event: the Leader prunes older ones every minute")
+	fs.String("audit-max-events", strconv.Itoa(etcdstore.DefaultAuditMaxEvents), "most events the audit trail keeps: the Leader prunes the oldest beyond it every minute")
+	fs.String("audit-export", "", "also write every event stored in the audit trail from now on, any node's, as JSON lines (slog's JSON format) to this file (appended, 0600) or - for standard output")
 	pprofFlags(fs)
 	fs.String("failover-ttl", "", "how long a silent Leader keeps its role before a Standby takes over, when the cluster policy has no ttl annotation (default 10s, at least 2s)")
 }
@@ -89,7 +97,8 @@ func nodeFlags(fs *pflag.FlagSet) {
 var configKeys = []string{"data-dir", "account", "name", "grpc-addr", "http-addr", "etcd-client-addr",
 	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl", "memory-limit",
 	"policy-load-timeout", "min-free-disk", "trusted-proxies", "authn-burst", "authn-refill", "authn-source-burst", "authn-source-refill",
-	"authn-global-burst", "authn-global-refill", "authn-max-entries", "pprof", "pprof-allow-remote"}
+	"authn-global-burst", "authn-global-refill", "authn-max-entries", "pprof", "pprof-allow-remote",
+	"audit-max-age", "audit-max-events", "audit-export"}
 
 // secretKeys are redacted by `sower config print`. None of today's keys is
 // a secret (credentials live in files under the data dir); the list exists
@@ -148,6 +157,8 @@ func loadNodeConfig(fs *pflag.FlagSet) (nodeConfig, error) {
 		AuthnGlobalBurst: v.GetString("authn-global-burst"), AuthnGlobalRefill: v.GetString("authn-global-refill"),
 		AuthnMaxEntries: v.GetString("authn-max-entries"),
 		Pprof:           v.GetString("pprof"), PprofAllowRemote: v.GetString("pprof-allow-remote"),
+		AuditMaxAge: v.GetString("audit-max-age"), AuditMaxEvents: v.GetString("audit-max-events"),
+		AuditExport: v.GetString("audit-export"),
 	}
 	if _, err := c.serverConfig(io.Discard); err != nil {
 		return nodeConfig{}, err
@@ -224,6 +235,10 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 	if _, err := c.pprofRemote(); err != nil {
 		return server.Config{}, &usageError{err}
 	}
+	auditAge, auditEvents, err := c.auditRetention()
+	if err != nil {
+		return server.Config{}, &usageError{err}
+	}
 	sc := server.Config{
 		TrustedProxies: proxies, AuthnLimits: limits, PolicyLoadTimeout: loadTimeout, MinFreeDisk: minFree,
 		Name: c.Name, Account: c.Account, DataDir: c.DataDir,
@@ -232,6 +247,7 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 		Version: version, ShutdownTimeout: d, Logger: lg,
 		Cluster: c.Cluster, FailoverTTL: ttl,
 		ReplicationRing: replicationRing(),
+		AuditMaxAge:     auditAge, AuditMaxEvents: auditEvents, AuditExport: c.AuditExport,
 	}
 	if err := sc.Validate(); err != nil {
 		return server.Config{}, &usageError{err}
@@ -375,4 +391,27 @@ func replicationRing() int {
 		return 0
 	}
 	return n
+}
+
+// auditRetention checks the audit trail's retention: empty takes the
+// defaults; an age under a minute (the prune's period) or a count under
+// 1,000 would leave nothing to query.
+func (c nodeConfig) auditRetention() (time.Duration, int64, error) {
+	var age time.Duration
+	var events int64
+	if c.AuditMaxAge != "" {
+		d, err := time.ParseDuration(c.AuditMaxAge)
+		if err != nil || d < time.Minute {
+			return 0, 0, fmt.Errorf("audit-max-age %q: give a duration of at least 1m, such as 720h (30 days)", c.AuditMaxAge)
+		}
+		age = d
+	}
+	if c.AuditMaxEvents != "" {
+		n, err := strconv.ParseInt(c.AuditMaxEvents, 10, 64)
+		if err != nil || n < 1000 {
+			return 0, 0, fmt.Errorf("audit-max-events %q: give a whole number of at least 1000", c.AuditMaxEvents)
+		}
+		events = n
+	}
+	return age, events, nil
 }

@@ -278,13 +278,32 @@ func pageToken(end, start string) string {
 // it is stored, oldest first, until ctx ends or fn returns an error. With
 // fromStart it first calls fn with every event already stored.
 func (t *AuditTrail) Follow(ctx context.Context, q Query, fromStart bool, fn func(audit.Event) error) error {
+	after := int64(-1)
+	if fromStart {
+		after = 0
+	}
+	return t.follow(ctx, q, after, func(e audit.Event, _ int64) error { return fn(e) })
+}
+
+// FollowAfter is Follow for a consumer that keeps its place: fn gets each
+// event with the etcd revision that stored it, and the events stored after
+// revision after (0: every event stored) come first, so a consumer that
+// restarts from the last revision it handled misses nothing, however late
+// a Follower's events arrived.
+func (t *AuditTrail) FollowAfter(ctx context.Context, q Query, after int64, fn func(audit.Event, int64) error) error {
+	return t.follow(ctx, q, max(after, 0), fn)
+}
+
+// follow replays the events created after revision after (none when after
+// is negative), then watches.
+func (t *AuditTrail) follow(ctx context.Context, q Query, after int64, fn func(audit.Event, int64) error) error {
 	get, err := t.cli.Get(ctx, AuditEventsPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return fmt.Errorf("etcdstore: follow audit events: %w", err)
 	}
 	rev := get.Header.Revision
-	if fromStart {
-		if _, err = t.replay(ctx, q, rev, 0, fn); err != nil {
+	if after >= 0 && after < rev {
+		if err = t.replayByRevision(ctx, q, rev, after+1, fn); err != nil {
 			return err
 		}
 	}
@@ -304,7 +323,7 @@ func (t *AuditTrail) Follow(ctx context.Context, q Query, fromStart bool, fn fun
 				if json.Unmarshal(ev.Kv.Value, &e) != nil || !q.Match(e) {
 					continue
 				}
-				if err := fn(e); err != nil {
+				if err := fn(e, ev.Kv.ModRevision); err != nil {
 					cancel()
 					return err
 				}
@@ -322,17 +341,59 @@ func (t *AuditTrail) Follow(ctx context.Context, q Query, fromStart bool, fn fun
 		if err != nil {
 			return fmt.Errorf("etcdstore: follow audit events: %w", err)
 		}
-		if _, err := t.replay(ctx, q, get.Header.Revision, rev+1, fn); err != nil {
+		if err := t.replayByRevision(ctx, q, get.Header.Revision, rev+1, fn); err != nil {
 			return err
 		}
 		rev = get.Header.Revision
 	}
 }
 
+// replayByRevision passes fn every event q selects that was stored from
+// revision minRev up to rev, in the order they were stored, so that a
+// consumer keeping the last revision it handled as its place never skips
+// one.
+func (t *AuditTrail) replayByRevision(ctx context.Context, q Query, rev, minRev int64, fn func(audit.Event, int64) error) error {
+	for minRev <= rev {
+		resp, err := t.cli.Get(ctx, AuditEventsPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithLimit(500),
+			clientv3.WithMinCreateRev(minRev), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+		if err != nil {
+			return fmt.Errorf("etcdstore: read audit events: %w", err)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		// One revision may store many events (a batch, at most etcd's 128
+		// operations: far fewer than a page): a full page stops before its
+		// last revision, which the next page reads whole.
+		kvs, last := resp.Kvs, resp.Kvs[len(resp.Kvs)-1].CreateRevision
+		next := last + 1
+		if resp.More && kvs[0].CreateRevision != last {
+			for len(kvs) > 0 && kvs[len(kvs)-1].CreateRevision == last {
+				kvs = kvs[:len(kvs)-1]
+			}
+			next = last
+		}
+		for _, kv := range kvs {
+			var e audit.Event
+			if json.Unmarshal(kv.Value, &e) != nil || !q.Match(e) {
+				continue
+			}
+			if err := fn(e, kv.CreateRevision); err != nil {
+				return err
+			}
+		}
+		if !resp.More {
+			return nil
+		}
+		minRev = next
+	}
+	return nil
+}
+
 // replay passes fn every event stored at revision rev (and created at
 // minRev or later, when minRev > 0), in key order, and returns the last key
 // read.
-func (t *AuditTrail) replay(ctx context.Context, q Query, rev, minRev int64, fn func(audit.Event) error) (string, error) {
+func (t *AuditTrail) replay(ctx context.Context, q Query, rev, minRev int64, fn func(audit.Event, int64) error) (string, error) {
 	from, end := AuditEventsPrefix, clientv3.GetPrefixRangeEnd(AuditEventsPrefix)
 	last := ""
 	for {
@@ -351,7 +412,7 @@ func (t *AuditTrail) replay(ctx context.Context, q Query, rev, minRev int64, fn 
 			if json.Unmarshal(kv.Value, &e) != nil || !q.Match(e) {
 				continue
 			}
-			if err := fn(e); err != nil {
+			if err := fn(e, kv.CreateRevision); err != nil {
 				return last, err
 			}
 		}

@@ -281,8 +281,10 @@ func TestFollowerAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The Leader comes back; the Followers catch up from their cursors.
-	if err := l1.start(); err != nil {
+	// The Leader comes back, exporting the trail; the Followers catch up
+	// from their cursors.
+	exportFile := filepath.Join(t.TempDir(), "audit.jsonl")
+	if err := l1.start("--audit-export", exportFile); err != nil {
 		t.Fatal(err)
 	}
 	if err := f2.waitReady(); err != nil {
@@ -322,6 +324,53 @@ func TestFollowerAudit(t *testing.T) {
 			t.Errorf("the trail holds a secret: %s", v)
 		}
 	}
+
+	t.Run("the export holds every Follower event forwarded since, as slog JSON lines, and no secret", func(t *testing.T) {
+		want := map[string]audit.Event{}
+		for _, e := range append(ev1, ev2...) {
+			want[e.ID] = e
+		}
+		exported := map[string]map[string]any{}
+		var lines []string
+		waitFor(t, "the Followers' events in the export", func() bool {
+			raw, err := os.ReadFile(exportFile)
+			if err != nil {
+				return false
+			}
+			lines = strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n")
+			for _, l := range lines {
+				var m map[string]any
+				if json.Unmarshal([]byte(l), &m) == nil {
+					if id, _ := m["id"].(string); id != "" {
+						exported[id] = m
+					}
+				}
+			}
+			for id := range want {
+				if exported[id] == nil {
+					return false
+				}
+			}
+			return true
+		})
+		for id, e := range want {
+			m := exported[id]
+			if m["msg"] != "audit" || m["level"] != "INFO" || m["kind"] != string(e.Kind) || m["node"] != e.Node || m["identity"] != e.Identity {
+				t.Errorf("exported %s = %v; want msg audit, level INFO and the event's fields %+v", id, m, e)
+			}
+			if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(m["time"])); err != nil || !at.Equal(e.At) {
+				t.Errorf("exported %s at %v, the event at %v", id, m["time"], e.At)
+			}
+		}
+		for _, l := range lines {
+			if strings.Contains(l, secretValue) || strings.Contains(l, appKey) {
+				t.Errorf("the export holds a secret: %s", l)
+			}
+		}
+		if fi, err := os.Stat(exportFile); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("the export file: %v %v; want mode 0600", fi.Mode(), err)
+		}
+	})
 
 	t.Run("PushAudit: only a Follower's own events, bounded, stored once", func(t *testing.T) {
 		cli := func(who *proc, kind string) sowerv1.ReplicationServiceClient {
