@@ -20,6 +20,7 @@ import (
 
 var (
 	benchFollowers = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
+	auditOff       = flag.Bool("follower-audit-off", false, "BenchmarkFollowerReads: also run the load on a second Follower started with --audit=false, for the cost of recording reads")
 	inProcess      = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads, BenchmarkReplicationLag: run the (first) Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
 )
 
@@ -139,9 +140,12 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // BenchmarkFollowerReads measures secret reads and API-key logins per
 // second on one Follower process over TLS (REST, Conjur's paths), the load
 // from a separate process (test/loadgen) with 64 concurrent clients on
-// kept-alive connections, and the Follower's CPU per request:
+// kept-alive connections, and the Follower's CPU per request. With
+// -follower-audit-off it also runs the same load on a second Follower
+// started with --audit=false, in the same run, for the cost of recording:
 //
 //	go test ./test/cluster -run '^$' -bench FollowerReads -benchtime 20000x
+//	go test ./test/cluster -run '^$' -bench 'FollowerReads/.*secret-read' -benchtime 20000x -follower-audit-off
 func BenchmarkFollowerReads(b *testing.B) {
 	fb := newFollowerBench(b, 1)
 	f := fb.followers[0]
@@ -149,32 +153,57 @@ func BenchmarkFollowerReads(b *testing.B) {
 	if *inProcess {
 		pid = inProcessFollower(b, f)
 	}
-	tok, err := f.login("host/app", fb.appKey)
-	if err != nil {
-		b.Fatal(err)
+	type follower struct {
+		name string
+		p    *proc
+		pid  int
 	}
-	for _, t := range []loadTarget{
-		{Name: "secret-read", Method: http.MethodGet, URL: f.url() + secretPath, Headers: map[string]string{"Authorization": tok}, Expect: "bench-secret"},
-		{Name: "api-key-login", Method: http.MethodPost, URL: f.url() + "/authn/" + account + "/host%2Fapp/authenticate", Body: fb.appKey,
-			Headers: map[string]string{"Accept-Encoding": "base64"}},
-	} {
-		b.Run(t.Name, func(b *testing.B) {
-			t.ServerName = f.serverName
-			plan := loadPlan{CAFile: fb.h.caFile(), Clients: 64, Requests: b.N, Targets: []loadTarget{t}}
-			cpu0 := cpuTicks(pid)
-			b.ResetTimer()
-			r := runLoad(b, plan)
-			b.StopTimer()
-			cpu := cpuTicks(pid) - cpu0
-			if r.Failed > 0 {
-				b.Fatalf("%d of %d requests failed: %v", r.Failed, r.Requests, r.Errors)
+	runs := []follower{{"audit=on", f, pid}}
+	if *auditOff {
+		p, _ := fb.h.followerNode(fb.leader.url(), "follower-noaudit", "127.0.1.99")
+		p.follower = append(p.follower, "--audit=false")
+		if err := p.start(); err != nil {
+			b.Fatal(err)
+		}
+		runs = append(runs, follower{"audit=off", p, p.cmd.Process.Pid})
+	}
+	for _, run := range runs {
+		f, pid := run.p, run.pid
+		tok, err := f.login("host/app", fb.appKey)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, t := range []loadTarget{
+			{Name: "secret-read", Method: http.MethodGet, URL: f.url() + secretPath, Headers: map[string]string{"Authorization": tok}, Expect: "bench-secret"},
+			{Name: "api-key-login", Method: http.MethodPost, URL: f.url() + "/authn/" + account + "/host%2Fapp/authenticate", Body: fb.appKey,
+				Headers: map[string]string{"Accept-Encoding": "base64"}},
+		} {
+			name := t.Name
+			if *auditOff {
+				name = run.name + "/" + t.Name
 			}
-			b.ReportMetric(r.PerSec, "req/s")
-			b.ReportMetric(r.P50ms, "p50-ms")
-			b.ReportMetric(r.P99ms, "p99-ms")
-			b.ReportMetric(float64(cpu)*10/float64(r.Requests)*1000, "follower-cpu-µs/req")
-		})
+			benchFollowerTarget(b, fb, f, pid, name, t)
+		}
 	}
+}
+
+func benchFollowerTarget(b *testing.B, fb *followerBench, f *proc, pid int, name string, t loadTarget) {
+	b.Run(name, func(b *testing.B) {
+		t.ServerName = f.serverName
+		plan := loadPlan{CAFile: fb.h.caFile(), Clients: 64, Requests: b.N, Targets: []loadTarget{t}}
+		cpu0 := cpuTicks(pid)
+		b.ResetTimer()
+		r := runLoad(b, plan)
+		b.StopTimer()
+		cpu := cpuTicks(pid) - cpu0
+		if r.Failed > 0 {
+			b.Fatalf("%d of %d requests failed: %v", r.Failed, r.Requests, r.Errors)
+		}
+		b.ReportMetric(r.PerSec, "req/s")
+		b.ReportMetric(r.P50ms, "p50-ms")
+		b.ReportMetric(r.P99ms, "p99-ms")
+		b.ReportMetric(float64(cpu)*10/float64(r.Requests)*1000, "follower-cpu-µs/req")
+	})
 }
 
 // BenchmarkReplicationLag measures the time from a write acknowledged by
