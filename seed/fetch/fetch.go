@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,6 +85,40 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.retry(ctx, hc)
+}
+
+// MaxRetryAfter bounds the wait a server's Retry-After may ask for.
+const MaxRetryAfter = time.Minute
+
+// busyError is a refusal that said when to come back (503 or 429 with
+// Retry-After: a Leader whose seed queue is full).
+type busyError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *busyError) Error() string { return e.err.Error() }
+func (e *busyError) Unwrap() error { return e.err }
+
+// retryAfter reads a Retry-After of whole seconds (the form sower and
+// Conjur send), bounded by MaxRetryAfter; zero when absent or not seconds.
+func retryAfter(resp *http.Response) time.Duration {
+	if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusTooManyRequests {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After")))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return min(time.Duration(n)*time.Second, MaxRetryAfter)
+}
+
+// retry makes attempts until one succeeds or the deadline passes, with
+// exponential backoff and jitter; a refusal with Retry-After waits at
+// least that long, plus up to a quarter more so a storm of fetchers told
+// the same second does not come back at once.
+func (c *Config) retry(ctx context.Context, hc *http.Client) (*Result, error) {
 	delay := c.Backoff
 	for attempt := 1; ; attempt++ {
 		m, err := c.once(ctx, hc)
@@ -93,6 +128,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		// Retry until the deadline: in a cluster starting up, the Leader,
 		// its policy or the network may simply not be there yet.
 		wait := delay/2 + rand.N(delay/2+1)
+		if be, ok := errors.AsType[*busyError](err); ok {
+			wait = max(wait, be.after+rand.N(be.after/4+1))
+		}
 		c.Logger.Warn("seed fetch failed; retrying", "attempt", attempt, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 		select {
 		case <-ctx.Done():
@@ -185,7 +223,11 @@ func (c *Config) once(ctx context.Context, hc *http.Client) (archive.Manifest, e
 		return archive.Manifest{}, fmt.Errorf("read the seed: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return archive.Manifest{}, fmt.Errorf("request the seed: %s%s", resp.Status, errorMessage(body))
+		err := fmt.Errorf("request the seed: %s%s", resp.Status, errorMessage(body))
+		if after := retryAfter(resp); after > 0 {
+			return archive.Manifest{}, &busyError{err: err, after: after}
+		}
+		return archive.Manifest{}, err
 	}
 	m, err := archive.Unpack(bytes.NewReader(body), c.Dir, c.Pin, id)
 	if err != nil {
