@@ -188,4 +188,3 @@ func EventToProto(e audit.Event) *sowerv1.AuditEvent {
 	}
 	return out
 }
-
