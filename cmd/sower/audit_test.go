@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,6 +158,48 @@ func TestAuditAnswersWhoReadAndWhichSeeds(t *testing.T) {
 	code, out = runSower(t, as("auditor"), withLogin("auditor", "audit", "--kind", "seed", "--identity", "acme:host:follower-0")...)
 	if code != 0 || !strings.Contains(out, "TIME") || !strings.Contains(out, "RESOURCE") || !strings.Contains(out, seedID) {
 		t.Fatalf("table: exit %d\n%s", code, out)
+	}
+
+	// --follow prints new events as they are stored. The stream starts
+	// at the current end of the trail, so app reads until a line arrives
+	// (bounded).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fcmd := exec.CommandContext(ctx, testutil.BuildSower(t), withLogin("auditor", "audit", "--follow", "--json", "--kind", "secret-read", "--identity", "acme:host:app")...)
+	fcmd.Env = append(os.Environ(), as("auditor")...)
+	stdout, err := fcmd.StdoutPipe()
+	must(t, err)
+	must(t, fcmd.Start())
+	defer func() { _ = fcmd.Process.Kill(); _ = fcmd.Wait() }()
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	var followed auditEvent
+wait:
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("audit --follow ended before printing an event")
+			}
+			must(t, json.Unmarshal([]byte(line), &followed))
+			break wait
+		case <-tick.C:
+			_, err := app.RetrieveSecret("acme:variable:db/password")
+			must(t, err)
+		case <-ctx.Done():
+			t.Fatal("audit --follow printed no event in 30s")
+		}
+	}
+	if followed.Identity != "acme:host:app" || followed.Kind != "secret-read" || followed.At <= reads[0].At {
+		t.Fatalf("followed: %+v (the newest listed read is at %s)", followed, reads[0].At)
 	}
 
 	// A bad --since is a usage error (exit 2) saying what to give.
