@@ -47,7 +47,9 @@ func TestStandbyAnswersAuditQueries(t *testing.T) {
 		t.Fatalf("read: %d %s %v", code, body, err)
 	}
 	q := "/v1/audit/events?filter.kind=secret-read&filter.identity=" + account + ":user:admin"
-	var listed struct{ Events []struct{ Node, Resource string } }
+	var listed struct {
+		Events []struct{ Node, Resource string }
+	}
 	waitFor(t, "the Standby to list the read", func() bool {
 		code, _, body, err := s1.req(http.MethodGet, q, tok, "")
 		if err != nil || code != http.StatusOK {

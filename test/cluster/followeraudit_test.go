@@ -339,7 +339,9 @@ func TestFollowerAudit(t *testing.T) {
 	}
 	q := "/v1/audit/events?page_size=1000&filter.kind=secret-read&filter.node=" + node1
 	code, _, body, err = l1.req(http.MethodGet, q, admin, "")
-	var listed struct{ Events []struct{ Node, Identity string } }
+	var listed struct {
+		Events []struct{ Node, Identity string }
+	}
 	if err != nil || code != http.StatusOK || json.Unmarshal([]byte(body), &listed) != nil {
 		t.Fatalf("GET %s on the Leader: %d %s %v", q, code, body, err)
 	}
