@@ -222,21 +222,21 @@ func TestListAuditEvents(t *testing.T) {
 // wrong, naming the limit.
 func TestListAuditEventsBadFilters(t *testing.T) {
 	auditor, _, _, _ := setup(t)
-	for _, tc := range []struct {
+	for name, tc := range map[string]struct {
 		q    url.Values
 		want string
 	}{
-		{url.Values{"filter.kind": {"bogus"}}, "secret-read"},
-		{url.Values{"filter.outcome": {"maybe"}}, "success"},
-		{url.Values{"filter.since": {"yesterday"}}, "RFC 3339"},
-		{url.Values{"filter.until": {"2026-13-01"}}, "RFC 3339"},
-		{url.Values{"filter.since": {"2026-02-01T00:00:00Z"}, "filter.until": {"2026-01-01T00:00:00Z"}}, "not before"},
-		{url.Values{"page_size": {"1001"}}, "1000"},
-		{url.Values{"page_token": {"garbage"}}, "page_token"},
+		"unknown kind":                      {url.Values{"filter.kind": {"bogus"}}, "secret-read"},
+		"unknown outcome":                   {url.Values{"filter.outcome": {"maybe"}}, "success"},
+		"since not RFC 3339":                {url.Values{"filter.since": {"yesterday"}}, "RFC 3339"},
+		"until not a date":                  {url.Values{"filter.until": {"2026-13-01"}}, "RFC 3339"},
+		"since after until":                 {url.Values{"filter.since": {"2026-02-01T00:00:00Z"}, "filter.until": {"2026-01-01T00:00:00Z"}}, "not before"},
+		"page size over the limit":          {url.Values{"page_size": {"1001"}}, "1000"},
+		"page token not made by the server": {url.Values{"page_token": {"garbage"}}, "page_token"},
 	} {
 		code, _, body := auditor.list(tc.q)
 		if code != http.StatusBadRequest || !strings.Contains(body, tc.want) {
-			t.Errorf("%v: %d %s (want 400 naming %q)", tc.q, code, body, tc.want)
+			t.Errorf("%s (%v): %d %s (want 400 naming %q)", name, tc.q, code, body, tc.want)
 		}
 	}
 }
