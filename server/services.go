@@ -11,6 +11,7 @@ import (
 	"github.com/sowerproject/sower/replica"
 	"github.com/sowerproject/sower/seed"
 	"github.com/sowerproject/sower/seed/archive"
+	auditapi "github.com/sowerproject/sower/server/api/audit"
 	authnapi "github.com/sowerproject/sower/server/api/authn"
 	policyapi "github.com/sowerproject/sower/server/api/policy"
 	secretsapi "github.com/sowerproject/sower/server/api/secrets"
@@ -99,7 +100,13 @@ func (s *Server) services(d serviceDeps) ([]apiService, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []apiService{st, au, pol, sd, cl, sec, ca, rp}, nil
+	// The audit trail is the quorum's (never replicated): Leader and
+	// Standbys answer queries of it, Followers do not build this list.
+	ad, err := auditapi.New(auditapi.Config{Account: s.c.Account, Trail: d.authn.trail, Allowed: seed.GraphPolicy{Graph: d.policies.Graph}.Allowed, Logger: s.lg})
+	if err != nil {
+		return nil, err
+	}
+	return []apiService{st, au, pol, sd, cl, sec, ca, rp, ad}, nil
 }
 
 // seedService wires the seed Issuer: the policy graph decides, the cluster

@@ -25,7 +25,7 @@ and read-only Followers that start from a seed the Leader issues.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{err: err}
 	})
-	root.AddCommand(newServerCommand(), newConfigCommand(), newCACommand(), newSeedCommand(), newPolicyCommand(), newKeysCommand(),
+	root.AddCommand(newServerCommand(), newConfigCommand(), newCACommand(), newSeedCommand(), newAuditCommand(), newPolicyCommand(), newKeysCommand(),
 		newClusterCommand(), newStandbyCommand(), newFollowerCommand())
 	return root
 }

@@ -163,6 +163,14 @@ func TestFollowerAudit(t *testing.T) {
   role: !host app
   privileges: [read, execute]
   resource: !variable db/password
+- !policy
+  id: sower
+  body:
+  - !webservice audit
+- !permit
+  role: !user admin
+  privilege: read
+  resource: !webservice sower/audit
 `
 	code, body, err := h.loadPolicy(l1.url(), admin, pol)
 	if err != nil || code != http.StatusCreated {
@@ -323,6 +331,27 @@ func TestFollowerAudit(t *testing.T) {
 		if strings.Contains(v, secretValue) || strings.Contains(v, appKey) {
 			t.Errorf("the trail holds a secret: %s", v)
 		}
+	}
+
+	// The quorum answers queries of the trail, the Followers' pushed
+	// events included; a Follower serves none (the trail is not
+	// replicated).
+	if admin, err = h.authenticate(l1.url()); err != nil {
+		t.Fatal(err)
+	}
+	q := "/v1/audit/events?page_size=1000&filter.kind=secret-read&filter.node=" + node1
+	code, _, body, err = l1.req(http.MethodGet, q, admin, "")
+	var listed struct {
+		Events []struct{ Node, Identity string }
+	}
+	if err != nil || code != http.StatusOK || json.Unmarshal([]byte(body), &listed) != nil {
+		t.Fatalf("GET %s on the Leader: %d %s %v", q, code, body, err)
+	}
+	if len(listed.Events) != served1/2 || listed.Events[0].Node != node1 || listed.Events[0].Identity != account+":host:app" {
+		t.Errorf("reads on %s listed by the Leader: %+v, want %d", node1, listed.Events, served1/2)
+	}
+	if code, _, body, err = f1.req(http.MethodGet, q, admin, ""); err != nil || code != http.StatusNotFound {
+		t.Errorf("GET %s on a Follower: %d %s %v, want 404", q, code, body, err)
 	}
 
 	t.Run("the export holds every Follower event forwarded since, as slog JSON lines, and no secret", func(t *testing.T) {
