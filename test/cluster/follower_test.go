@@ -642,6 +642,11 @@ func followSnapshot(h *harness, who, node *proc, kind string) ([]string, error) 
 		return nil, err
 	}
 	if err := st.Send(&sowerv1.FollowRequest{}); err != nil {
+		if errors.Is(err, io.EOF) {
+			// The server ended the stream first (a refusal): gRPC gives
+			// its status to Recv, not to Send.
+			_, err = st.Recv()
+		}
 		return nil, err
 	}
 	var keys []string
