@@ -290,6 +290,15 @@ func (d *Disk) dbSize() (size, quota int64) {
 	return d.e.e.Server.Backend().Size(), quota
 }
 
+// Start runs Run on a goroutine of its own until the returned stop is
+// called; stop waits for it to end.
+func (d *Disk) Start(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
 // Run reads free space every Interval (and when a write found it low) and
 // keeps this member's NOSPACE alarm in step, until ctx ends. Errors of the
 // alarm requests are logged and tried again; they never stop the node.

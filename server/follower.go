@@ -333,10 +333,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	diskCtx, stopDisk := context.WithCancel(ctx)
-	diskDone := make(chan struct{})
-	go func() { defer close(diskDone); disk.Run(diskCtx) }()
-	defer func() { stopDisk(); <-diskDone }()
+	defer disk.Start(ctx)()
 
 	// The audit queue lives on the data dir itself, not in the copy: the
 	// copy is thrown away after a crash, the queue must not be.

@@ -213,10 +213,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	diskCtx, stopDisk := context.WithCancel(ctx)
-	diskDone := make(chan struct{})
-	go func() { defer close(diskDone); disk.Run(diskCtx) }()
-	defer func() { stopDisk(); <-diskDone }()
+	defer disk.Start(ctx)()
 	if err := s.waitVoter(ctx, etcd); err != nil {
 		if ctx.Err() != nil {
 			return nil
