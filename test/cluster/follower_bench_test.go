@@ -204,6 +204,7 @@ func benchFollowerTarget(b *testing.B, fb *followerBench, f *proc, pid int, name
 		b.ReportMetric(r.P50ms, "p50-ms")
 		b.ReportMetric(r.P99ms, "p99-ms")
 		b.ReportMetric(float64(cpu)*10/float64(r.Requests)*1000, "follower-cpu-µs/req")
+		b.ReportMetric(r.clientCPUPerRequest(), "loadgen-cpu-µs/req")
 	})
 }
 

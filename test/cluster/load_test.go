@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 // loadPlan and loadTarget are test/loadgen's Plan and Target (its input).
@@ -60,6 +61,19 @@ type loadReport struct {
 	Errors  []string               `json:"errors"`
 	Start   string                 `json:"start"`
 	End     string                 `json:"end"`
+
+	// ClientCPU is the load generator's own CPU time (user and system)
+	// over its whole run: it shares the machine's cores with the servers
+	// it measures, so a benchmark reports it per request beside theirs.
+	ClientCPU time.Duration `json:"-"`
+}
+
+// clientCPUPerRequest is the load generator's CPU per request, in µs.
+func (r loadReport) clientCPUPerRequest() float64 {
+	if r.Requests == 0 {
+		return 0
+	}
+	return float64(r.ClientCPU.Microseconds()) / float64(r.Requests)
 }
 
 var (
@@ -112,6 +126,7 @@ func startLoad(tb testing.TB, plan loadPlan) (wait func() loadReport) {
 		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 			tb.Fatalf("loadgen's report: %v: %s", err, out.String())
 		}
+		r.ClientCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		return r
 	}
 }

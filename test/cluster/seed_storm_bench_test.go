@@ -168,6 +168,7 @@ func measureStorm(b *testing.B, pid int, plan loadPlan) stormFigures {
 	b.ReportMetric(f.cpuPerReq, "server-cpu-µs/req")
 	b.ReportMetric(float64(cpu)/100/r.Seconds, "server-cores")
 	b.ReportMetric(load0, "loadavg-1m")
+	b.ReportMetric(r.clientCPUPerRequest(), "loadgen-cpu-µs/req")
 	return f
 }
 
