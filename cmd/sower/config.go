@@ -41,6 +41,7 @@ type nodeConfig struct {
 	Cluster           string `yaml:"cluster"`
 	FailoverTTL       string `yaml:"failover-ttl"`
 	MemoryLimit       string `yaml:"memory-limit"`
+	GCPercent         string `yaml:"gc-percent"`
 	TrustedProxies    string `yaml:"trusted-proxies"`
 	PolicyLoadTimeout string `yaml:"policy-load-timeout"`
 	MinFreeDisk       string `yaml:"min-free-disk"`
@@ -76,6 +77,7 @@ func nodeFlags(fs *pflag.FlagSet) {
 	fs.String("shutdown-timeout", "5s", "how long in-flight requests may run after SIGTERM")
 	fs.String("cluster", "", `auto-failover cluster name, policy conjur/cluster/<name> (default: the cluster's own, "default" for a new one)`)
 	fs.String("memory-limit", "auto", "soft memory limit of the node: auto (85% of the container's cgroup limit, or GOMEMLIMIT), none, or a size such as 900MiB")
+	fs.String("gc-percent", "auto", gcPercentUsage)
 	fs.String("policy-load-timeout", policyapi.DefaultLoadTimeout.String(), "longest time one policy load may hold the node's policy lock before it is stopped (nothing stored)")
 	fs.String("min-free-disk", "auto", "free space the data dir's file system keeps: below it writes are refused (507) until space is freed; auto is a tenth of the file system, at least 93MiB and at most 256MiB, or give a size such as 512MiB")
 	fs.String("trusted-proxies", "", "comma-separated addresses or CIDR networks of the proxies in front of the node whose X-Forwarded-For is believed (default none: the client is the connection's address)")
@@ -95,7 +97,7 @@ func nodeFlags(fs *pflag.FlagSet) {
 
 // configKeys are the keys a config file may hold.
 var configKeys = []string{"data-dir", "account", "name", "grpc-addr", "http-addr", "etcd-client-addr",
-	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl", "memory-limit",
+	"etcd-peer-addr", "log-format", "log-level", "shutdown-timeout", "cluster", "failover-ttl", "memory-limit", "gc-percent",
 	"policy-load-timeout", "min-free-disk", "trusted-proxies", "authn-burst", "authn-refill", "authn-source-burst", "authn-source-refill",
 	"authn-global-burst", "authn-global-refill", "authn-max-entries", "pprof", "pprof-allow-remote",
 	"audit-max-age", "audit-max-events", "audit-export"}
@@ -150,7 +152,7 @@ func loadNodeConfig(fs *pflag.FlagSet) (nodeConfig, error) {
 		LogFormat: v.GetString("log-format"), LogLevel: v.GetString("log-level"),
 		ShutdownTimeout: v.GetString("shutdown-timeout"),
 		Cluster:         v.GetString("cluster"), FailoverTTL: v.GetString("failover-ttl"),
-		MemoryLimit: v.GetString("memory-limit"), TrustedProxies: v.GetString("trusted-proxies"),
+		MemoryLimit: v.GetString("memory-limit"), GCPercent: v.GetString("gc-percent"), TrustedProxies: v.GetString("trusted-proxies"),
 		PolicyLoadTimeout: v.GetString("policy-load-timeout"), MinFreeDisk: v.GetString("min-free-disk"),
 		AuthnBurst: v.GetString("authn-burst"), AuthnRefill: v.GetString("authn-refill"),
 		AuthnSourceBurst: v.GetString("authn-source-burst"), AuthnSourceRefill: v.GetString("authn-source-refill"),
@@ -203,6 +205,9 @@ func (c nodeConfig) serverConfig(logOut io.Writer) (server.Config, error) {
 		return server.Config{}, &usageError{fmt.Errorf("shutdown-timeout %q: give a positive duration such as 5s or 1m", c.ShutdownTimeout)}
 	}
 	if _, err := parseMemoryLimit(c.MemoryLimit); err != nil {
+		return server.Config{}, &usageError{err}
+	}
+	if _, err := parseGCPercent(c.GCPercent); err != nil {
 		return server.Config{}, &usageError{err}
 	}
 	var ttl time.Duration

@@ -58,6 +58,8 @@ keeps its copy between starts; it is never an etcd member.`,
 	fs.Int("audit-queue-max-events", queue.DefaultMaxEvents, "most audit events queued and not yet stored by the quorum")
 	fs.String("audit-queue-max-bytes", "64MiB", "most bytes of audit events queued and not yet stored by the quorum (at least 33KiB)")
 	fs.String("audit-queue-full", string(queue.DropOldest), "when the audit queue is full: drop-oldest (drop the oldest events, counted in sower_audit_queue_dropped_total) or refuse (answer authentication and secret reads 503 until the quorum takes events)")
+	fs.String("memory-limit", envOr("SOWER_MEMORY_LIMIT", "auto"), "soft memory limit of the Follower: auto (85% of the pod's cgroup limit, or GOMEMLIMIT), none, or a size such as 900MiB (env SOWER_MEMORY_LIMIT)")
+	fs.String("gc-percent", envOr("SOWER_GC_PERCENT", "auto"), gcPercentUsage+" (env SOWER_GC_PERCENT)")
 	fs.String("log-format", envOr("SOWER_LOG_FORMAT", "text"), "log format: text or json")
 	fs.String("log-level", envOr("SOWER_LOG_LEVEL", "info"), "log level: debug, info, warn or error")
 	pprofFlags(fs)
@@ -71,6 +73,12 @@ func runFollowerCommand(cmd *cobra.Command, _ []string) error {
 	lg, err := newLogger(cmd.ErrOrStderr(), str("log-format"), str("log-level"))
 	if err != nil {
 		return &usageError{err}
+	}
+	if err := applyMemoryLimit(str("memory-limit"), lg); err != nil {
+		return err
+	}
+	if err := applyGCPercent(str("gc-percent"), lg); err != nil {
+		return err
 	}
 	minFree, err := parseMinFreeDisk(str("min-free-disk"))
 	if err != nil {

@@ -109,3 +109,47 @@ func applyMemoryLimit(setting string, lg *slog.Logger) error {
 	lg.Info("memory limit set", "memory_limit_bytes", limit, "source", cgroupMemoryMax)
 	return nil
 }
+
+// defaultGCPercent is the collector's target when neither --gc-percent nor
+// GOGC says otherwise: the heap may grow to three times the live data
+// before a collection, not Go's two. A seed storm allocates about 150 KB
+// per seed and a Follower's read path a few KB per request, all short
+// lived: at Go's default the collector took 15–20 % of a Leader's CPU in
+// a storm (docs/benchmarks.md). The memory limit (--memory-limit, or 85 %
+// of a container's) still bounds the heap: near it, the collector runs
+// as often as it must.
+const defaultGCPercent = 200
+
+// parseGCPercent reads the gc-percent setting: "auto" (or empty) for 0,
+// or a percentage from 25 to 2000.
+func parseGCPercent(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || strings.EqualFold(s, "auto") {
+		return 0, nil
+	}
+	p, err := strconv.Atoi(strings.TrimSuffix(s, "%"))
+	if err != nil || p < 25 || p > 2000 {
+		return 0, fmt.Errorf("gc-percent %q: give auto (GOGC, else %d) or a percentage from 25 to 2000, such as 100 (Go's default)", s, defaultGCPercent)
+	}
+	return p, nil
+}
+
+// applyGCPercent sets the collector's target: the setting, or with "auto"
+// GOGC from the environment when there is one, else defaultGCPercent.
+func applyGCPercent(setting string, lg *slog.Logger) error {
+	p, err := parseGCPercent(setting)
+	if err != nil {
+		return &usageError{err}
+	}
+	if p == 0 {
+		if os.Getenv("GOGC") != "" {
+			return nil
+		}
+		p = defaultGCPercent
+	}
+	debug.SetGCPercent(p)
+	lg.Debug("garbage collector target set", "gc_percent", p)
+	return nil
+}
+
+const gcPercentUsage = "garbage collector target, Go's GOGC: auto (GOGC from the environment, else 200: the heap may grow to 3× the live data between collections, trading memory for CPU; --memory-limit still bounds it) or a percentage from 25 to 2000"

@@ -70,3 +70,50 @@ func TestApplyMemoryLimitFromCgroup(t *testing.T) {
 		t.Fatalf("limit after none = %d", got)
 	}
 }
+
+func TestParseGCPercent(t *testing.T) {
+	for in, want := range map[string]int{"auto": 0, "": 0, "AUTO": 0, "100": 100, "200%": 200, "25": 25, "2000": 2000} {
+		got, err := parseGCPercent(in)
+		if err != nil || got != want {
+			t.Errorf("parseGCPercent(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"off", "-1", "0", "24", "2001", "lots", "1e3"} {
+		if _, err := parseGCPercent(in); err == nil {
+			t.Errorf("parseGCPercent(%q) accepted", in)
+		}
+	}
+}
+
+// auto leaves a GOGC from the environment alone and otherwise sets
+// defaultGCPercent; a number wins over GOGC.
+func TestApplyGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	lg := slog.New(slog.NewTextHandler(io.Discard, nil))
+	t.Setenv("GOGC", "")
+	os.Unsetenv("GOGC")
+	debug.SetGCPercent(100)
+	if err := applyGCPercent("auto", lg); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetGCPercent(100); got != defaultGCPercent {
+		t.Fatalf("auto without GOGC: %d, want %d", got, defaultGCPercent)
+	}
+	t.Setenv("GOGC", "150")
+	debug.SetGCPercent(150)
+	if err := applyGCPercent("auto", lg); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetGCPercent(100); got != 150 {
+		t.Fatalf("auto with GOGC=150: %d", got)
+	}
+	if err := applyGCPercent("400", lg); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetGCPercent(100); got != 400 {
+		t.Fatalf("explicit 400: %d", got)
+	}
+	if err := applyGCPercent("off", lg); err == nil {
+		t.Fatal("off accepted")
+	}
+}

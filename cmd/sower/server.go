@@ -57,6 +57,9 @@ func runNodeCommand(cmd *cobra.Command, needSeed bool) error {
 	if err := applyMemoryLimit(nc.MemoryLimit, sc.Logger); err != nil {
 		return err
 	}
+	if err := applyGCPercent(nc.GCPercent, sc.Logger); err != nil {
+		return err
+	}
 	remote, _ := nc.pprofRemote() // checked by loadNodeConfig
 	_, stopPprof, err := startPprof(nc.Pprof, remote, sc.Logger)
 	if err != nil {
