@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -82,6 +83,20 @@ type Secrets struct {
 
 	mu        sync.Mutex
 	listeners []func(resourceID string)
+
+	// writing serializes this node's writes to one resource (striped by
+	// the resource id's hash): version numbers are taken optimistically
+	// (read the head, create head+1 if absent), and without it a burst of
+	// concurrent writers to one secret lost the race over and over until
+	// some ran out of retries.
+	writing [64]sync.Mutex
+}
+
+// writeLock is the lock of resourceID's stripe.
+func (s *Secrets) writeLock(resourceID string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(resourceID))
+	return &s.writing[h.Sum32()%uint32(len(s.writing))]
 }
 
 // NewSecrets returns the store; sealer is required.
@@ -156,6 +171,9 @@ func (s *Secrets) notify(resourceID string) {
 // version, never the value.
 func (s *Secrets) Put(ctx context.Context, resourceID, by string, value []byte) (int64, error) {
 	prefix := SecretPrefix(resourceID)
+	l := s.writeLock(resourceID)
+	l.Lock()
+	defer l.Unlock()
 	for range 16 {
 		head, err := s.head(ctx, resourceID)
 		if err != nil {
