@@ -22,6 +22,7 @@ import (
 var (
 	benchFollowers = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
 	auditOff       = flag.Bool("follower-audit-off", false, "BenchmarkFollowerReads: also run the load on a second Follower started with --audit=false, for the cost of recording reads")
+	leaderProfile  = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag: write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
 	inProcess      = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads, BenchmarkReplicationLag: run the (first) Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
 )
 
@@ -62,6 +63,8 @@ type followerBench struct {
 	followers []*proc
 	admin     string
 	appKey    string
+	// pprof is the Leader's --pprof listener, with -leader-cpuprofile.
+	pprof string
 }
 
 func newFollowerBench(b *testing.B, n int) *followerBench {
@@ -73,7 +76,13 @@ func newFollowerBench(b *testing.B, n int) *followerBench {
 func newFollowerCluster(b *testing.B, n, standbys, ttl int) *followerBench {
 	h := newHarness(b, "bench", ttl)
 	l1 := h.node("leader-1", "127.0.0.2")
-	if err := l1.start("--cluster", "bench"); err != nil {
+	args := []string{"--cluster", "bench"}
+	var pprofAddr string
+	if *leaderProfile != "" {
+		pprofAddr = freePorts(b, "127.0.0.2", 1)[0]
+		args = append(args, "--pprof", pprofAddr)
+	}
+	if err := l1.start(args...); err != nil {
 		b.Fatal(err)
 	}
 	admin, err := h.authenticate(l1.url())
@@ -97,7 +106,7 @@ func newFollowerCluster(b *testing.B, n, standbys, ttl int) *followerBench {
 	if _, err := setSecret(l1, admin, "bench-secret"); err != nil {
 		b.Fatal(err)
 	}
-	fb := &followerBench{h: h, leader: l1, admin: admin, appKey: key}
+	fb := &followerBench{h: h, leader: l1, admin: admin, appKey: key, pprof: pprofAddr}
 	for i := range standbys {
 		p := h.node(quorum[i+1], fmt.Sprintf("127.0.0.%d", i+3))
 		if err := h.join(l1.url(), p); err != nil {
@@ -235,6 +244,9 @@ func BenchmarkReplicationLag(b *testing.B) {
 	fcpu0 := followersCPU()
 	cpu0 := cpuTicks(fb.leader.cmd.Process.Pid)
 	start := time.Now()
+	if *leaderProfile != "" {
+		defer cpuProfile(b, fb.pprof, *leaderProfile, *stormProfileSeconds)()
+	}
 	b.ResetTimer()
 	// Open loop: a write is due every 10 ms whether or not the last one
 	// was acknowledged (as independent writers do), so the rate is 100/s

@@ -105,10 +105,16 @@ func newSeedStorm(b *testing.B) *seedStorm {
 // profile asks the Leader's --pprof listener for a CPU profile of the
 // next seconds and writes it to path.
 func (s *seedStorm) profile(b *testing.B, path string, seconds int) (wait func()) {
+	return cpuProfile(b, s.pprof, path, seconds)
+}
+
+// cpuProfile asks the --pprof listener at addr for a CPU profile of the
+// next seconds and writes it to path; wait returns once it is written.
+func cpuProfile(b *testing.B, addr, path string, seconds int) (wait func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.pprof, seconds))
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds))
 		if err != nil {
 			b.Errorf("CPU profile: %v", err)
 			return
