@@ -423,7 +423,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		return errors.Join(err, g.Wait())
 	}
 
-	serveErr := f.serve(gctx, g, local, policies, dataKey, ft, grpcLis, httpLis)
+	serveErr := f.serve(gctx, g, local, etcd.Revision, policies, dataKey, ft, grpcLis, httpLis)
 	if serveErr != nil {
 		return errors.Join(serveErr, g.Wait())
 	}
@@ -506,7 +506,7 @@ func (f *Follower) refuseWrites(ctx context.Context, req any, info *grpc.UnarySe
 }
 
 // serve opens the node's stores over the local copy and serves.
-func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3.Client, policies *etcdstore.Policies, dataKey *pki.Keyring, ft *followerTLS, grpcLis, httpLis net.Listener) error {
+func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3.Client, revision func() int64, policies *etcdstore.Policies, dataKey *pki.Keyring, ft *followerTLS, grpcLis, httpLis net.Listener) error {
 	m := f.manifest
 	pepper, err := readPepper(ctx, local, dataKey)
 	if err != nil {
@@ -523,7 +523,7 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 	if err := tokens.Load(ctx); err != nil {
 		return fmt.Errorf("server: token signing keys: %w", err)
 	}
-	secrets, err := etcdstore.NewSecrets(local, dataKey, etcdstore.SecretsConfig{Logger: f.lg, Serializable: true})
+	secrets, err := etcdstore.NewSecrets(local, dataKey, etcdstore.SecretsConfig{Logger: f.lg, Serializable: true, Revision: revision})
 	if err != nil {
 		return err
 	}

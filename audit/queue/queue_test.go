@@ -341,3 +341,34 @@ func FuzzReadSegment(f *testing.F) {
 		}
 	})
 }
+
+// The newest events are handed out as Record kept them, older ones (and
+// any after a restart) decoded from their records: both must be the
+// same events.
+func TestPeekFromMemoryAndFromDiskAgree(t *testing.T) {
+	dir := t.TempDir()
+	q := start(t, Config{Dir: dir, Node: "f1"})
+	n := keepDecoded + 10
+	for i := range n {
+		e := read(i)
+		e.Reason, e.Count, e.Last = "a <reason> & \"quotes\"", int64(i), time.Unix(1765000000, int64(i)).In(time.FixedZone("x", 3600))
+		q.Record(e)
+	}
+	waitSynced(t, q.Queue, uint64(n))
+	mem, _ := q.Peek(n, 1<<30)
+	q.stop(t)
+	disk, _ := start(t, Config{Dir: dir, Node: "f1"}).Peek(n, 1<<30)
+	if len(mem) != n || len(disk) != n {
+		t.Fatalf("%d events from memory, %d from disk, want %d", len(mem), len(disk), n)
+	}
+	for i := range mem {
+		a, b := mem[i], disk[i]
+		if !a.At.Equal(b.At) || !a.Last.Equal(b.Last) {
+			t.Fatalf("event %d: times %v/%v in memory, %v/%v from disk", i, a.At, a.Last, b.At, b.Last)
+		}
+		a.At, a.Last, b.At, b.Last = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+		if a != b {
+			t.Fatalf("event %d:\nmemory %+v\ndisk   %+v", i, a, b)
+		}
+	}
+}

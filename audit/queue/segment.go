@@ -34,12 +34,13 @@ var ErrCorrupt = errors.New("audit queue: corrupt record")
 
 // appendRecord encodes one record onto buf.
 func appendRecord(buf []byte, seq uint64, data []byte) []byte {
-	payload := make([]byte, seqBytes+len(data))
-	binary.BigEndian.PutUint64(payload, seq)
-	copy(payload[seqBytes:], data)
-	buf = binary.BigEndian.AppendUint32(buf, uint32(len(payload)))
-	buf = binary.BigEndian.AppendUint32(buf, crc32.Checksum(payload, castagnoli))
-	return append(buf, payload...)
+	start := len(buf)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(seqBytes+len(data)))
+	buf = append(buf, 0, 0, 0, 0) // the checksum, once the payload is in place
+	buf = binary.BigEndian.AppendUint64(buf, seq)
+	buf = append(buf, data...)
+	binary.BigEndian.PutUint32(buf[start+4:], crc32.Checksum(buf[start+headerBytes:], castagnoli))
+	return buf
 }
 
 // recordSize is the bytes a record of data takes in a segment.

@@ -54,6 +54,7 @@ func (e *MissingSecretError) Error() string {
 func (e *MissingSecretError) Is(target error) bool { return target == ErrNoSecret }
 
 // Sealer seals values under the data key; *pki.Keyring implements it.
+// Open must not modify sealed (a Follower's store opens cached values).
 type Sealer interface {
 	Seal(aad string, plaintext []byte) ([]byte, error)
 	Open(aad string, sealed []byte) ([]byte, error)
@@ -69,6 +70,14 @@ type SecretsConfig struct {
 	// linearizable round trip: right for a single-member etcd whose every
 	// acknowledged write is already applied (a Follower's private copy).
 	Serializable bool
+	// Revision, when set, is the store's current revision on a
+	// single-member etcd (cluster.Etcd.Revision of a Follower's private
+	// copy, which only the replica writes): values read are then kept,
+	// sealed as stored, with the revision they were read at, and served
+	// again without a read of etcd while the revision has not moved. On a
+	// member of a quorum it must stay nil (its revision can move before
+	// its own reads see the change).
+	Revision func() int64
 }
 
 // Secrets keeps secret values in etcd, sealed. Run follows changes made by
@@ -83,6 +92,8 @@ type Secrets struct {
 
 	mu        sync.Mutex
 	listeners []func(resourceID string)
+
+	cache *valueCache // with SecretsConfig.Revision
 
 	// writing serializes this node's writes to one resource (striped by
 	// the resource id's hash): version numbers are taken optimistically
@@ -110,7 +121,11 @@ func NewSecrets(cli *clientv3.Client, sealer Sealer, c SecretsConfig) (*Secrets,
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Secrets{cli: cli, sealer: sealer, c: c}, nil
+	s := &Secrets{cli: cli, sealer: sealer, c: c}
+	if c.Revision != nil {
+		s.cache = &valueCache{}
+	}
+	return s, nil
 }
 
 // FenceWrites sends every write of the store through w from now on: the
@@ -229,12 +244,21 @@ func parseVersion(prefix, key string) (int64, error) {
 // Get returns the resource's value at version (0: the latest) and that
 // version's number, or a *MissingSecretError.
 func (s *Secrets) Get(ctx context.Context, resourceID string, version int64) ([]byte, int64, error) {
+	if s.cache != nil {
+		if kv, ok := s.cache.get(resourceID, version, s.c.Revision()); ok {
+			return s.openKV(resourceID, kv.key, kv.sealed)
+		}
+	}
 	op := s.getOp(resourceID, version)
 	resp, err := s.cli.Do(ctx, op)
 	if err != nil {
 		return nil, 0, fmt.Errorf("etcdstore: read the value of %s: %w", resourceID, err)
 	}
-	return s.open(resourceID, version, resp.Get())
+	g := resp.Get()
+	if s.cache != nil && g != nil && len(g.Kvs) > 0 {
+		s.cache.put(resourceID, version, g.Header.GetRevision(), string(g.Kvs[0].Key), g.Kvs[0].Value)
+	}
+	return s.open(resourceID, version, g)
 }
 
 // Versions returns the version numbers kept of a resource's value, oldest
@@ -276,16 +300,75 @@ func (s *Secrets) open(resourceID string, version int64, resp *clientv3.GetRespo
 	if resp == nil || len(resp.Kvs) == 0 {
 		return nil, 0, &MissingSecretError{ResourceID: resourceID, Version: version}
 	}
-	kv := resp.Kvs[0]
-	v, err := parseVersion(SecretPrefix(resourceID), string(kv.Key))
+	return s.openKV(resourceID, string(resp.Kvs[0].Key), resp.Kvs[0].Value)
+}
+
+func (s *Secrets) openKV(resourceID, key string, sealed []byte) ([]byte, int64, error) {
+	v, err := parseVersion(SecretPrefix(resourceID), key)
 	if err != nil {
 		return nil, 0, err
 	}
-	value, err := s.sealer.Open(string(kv.Key), kv.Value)
+	value, err := s.sealer.Open(key, sealed)
 	if err != nil {
 		return nil, 0, fmt.Errorf("etcdstore: open the value of %s version %d (is data.key the cluster's?): %w", resourceID, v, err)
 	}
 	return value, v, nil
+}
+
+// Bounds of the value cache (SecretsConfig.Revision).
+const (
+	cacheMaxEntries = 4096
+	cacheMaxBytes   = 16 << 20
+)
+
+// valueCache holds sealed values read at one revision of a single-member
+// etcd. A read at a later revision starts it afresh; a lookup at any
+// other revision misses. So an entry is served only while nothing can
+// have changed since it was read, and the cache needs no invalidation by
+// key: the revision moving is the invalidation. Values stay sealed (as
+// stored) and are opened on each read, so no plaintext is kept.
+type valueCache struct {
+	mu      sync.RWMutex
+	rev     int64
+	entries map[valueKey]sealedKV
+	bytes   int
+}
+
+type valueKey struct {
+	resourceID string
+	version    int64 // 0: the latest
+}
+
+type sealedKV struct {
+	key    string
+	sealed []byte
+}
+
+func (c *valueCache) get(resourceID string, version, rev int64) (sealedKV, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if rev != c.rev {
+		return sealedKV{}, false
+	}
+	kv, ok := c.entries[valueKey{resourceID, version}]
+	return kv, ok
+}
+
+func (c *valueCache) put(resourceID string, version, rev int64, key string, sealed []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case rev < c.rev:
+		return // read before a change the cache has already seen
+	case rev > c.rev:
+		c.rev, c.entries, c.bytes = rev, make(map[valueKey]sealedKV), 0
+	}
+	n := len(key) + len(sealed)
+	if len(c.entries) >= cacheMaxEntries || c.bytes+n > cacheMaxBytes {
+		return
+	}
+	c.entries[valueKey{resourceID, version}] = sealedKV{key: key, sealed: sealed}
+	c.bytes += n
 }
 
 // GetMany returns the latest value of each resource, read at one etcd

@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/pki"
 )
 
@@ -233,5 +236,91 @@ func TestOnChangeHearsLocalAndRemoteWrites(t *testing.T) {
 	}
 	if id := <-changes; id != dbPassword {
 		t.Fatalf("watched local change %q", id)
+	}
+}
+
+// A Follower's store keeps what it read while its private etcd's revision
+// stays put, and reads again once anything is written: a new version, a
+// deleted one, an unrelated key.
+func TestValuesAreServedFromTheCacheOnlyAtTheRevisionTheyWereRead(t *testing.T) {
+	ctx := context.Background()
+	e, err := cluster.StartPrivateEtcd(ctx, cluster.PrivateEtcdConfig{Dir: filepath.Join(t.TempDir(), "copy")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	cli := e.Client()
+	writer := newSecrets(t, cli)
+	var reads atomic.Int64
+	rev := func() int64 { reads.Add(1); return e.Revision() }
+	s, err := NewSecrets(cli, writer.sealer, SecretsConfig{Serializable: true, Revision: rev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(version int64, want string, wantVersion int64) {
+		t.Helper()
+		v, n, err := s.Get(ctx, dbPassword, version)
+		if err != nil || string(v) != want || n != wantVersion {
+			t.Fatalf("Get(%d) = %q, %d, %v; want %q, %d", version, v, n, err, want, wantVersion)
+		}
+	}
+	if _, err := writer.Put(ctx, dbPassword, "acme:user:admin", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	get(0, "one", 1)
+	if s.cache.rev != e.Revision() || len(s.cache.entries) != 1 {
+		t.Fatalf("cache at %d with %d entries after a read at %d", s.cache.rev, len(s.cache.entries), e.Revision())
+	}
+	// Served again: the entry is what the cache hands out, sealed.
+	sealed := s.cache.entries[valueKey{dbPassword, 0}].sealed
+	if bytes.Contains(sealed, []byte("one")) {
+		t.Fatal("the cache holds the value in the clear")
+	}
+	get(0, "one", 1)
+
+	if _, err := writer.Put(ctx, dbPassword, "acme:user:admin", []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	get(0, "two", 2)
+	get(1, "one", 1)
+	get(1, "one", 1)
+	if len(s.cache.entries) != 2 {
+		t.Fatalf("%d entries, want the latest and version 1", len(s.cache.entries))
+	}
+	// Any write moves the revision, and the next read goes to etcd.
+	if _, err := cli.Put(ctx, "/sower/unrelated", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Delete(ctx, SecretPrefix(dbPassword), clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Get(ctx, dbPassword, 0); !errors.Is(err, ErrNoSecret) {
+		t.Fatalf("after the delete: %v, want ErrNoSecret", err)
+	}
+	if len(s.cache.entries) != 2 || s.cache.rev == e.Revision() {
+		t.Fatal("a missing value was cached")
+	}
+	if reads.Load() == 0 {
+		t.Fatal("Revision was never asked")
+	}
+}
+
+// A read that started before a change and ends after it cannot put its
+// older value over what the cache has from the newer revision.
+func TestValueCacheKeepsTheNewestRevision(t *testing.T) {
+	var c valueCache
+	c.put("a", 0, 7, "k7", []byte("v7"))
+	c.put("a", 0, 6, "k6", []byte("v6"))
+	if kv, ok := c.get("a", 0, 7); !ok || kv.key != "k7" {
+		t.Fatalf("get at 7 = %+v %v, want k7", kv, ok)
+	}
+	if _, ok := c.get("a", 0, 8); ok {
+		t.Fatal("an entry served at a revision it was not read at")
+	}
+	for i := range cacheMaxEntries + 10 {
+		c.put(fmt.Sprint(i), 0, 9, "k", []byte("v"))
+	}
+	if len(c.entries) != cacheMaxEntries {
+		t.Fatalf("%d entries, want the bound %d", len(c.entries), cacheMaxEntries)
 	}
 }
