@@ -140,7 +140,11 @@ type caState struct {
 	rootKey crypto.Signer       // key of the anchor when held (bootstrap, root import)
 	auth    *authority.Authority
 	cas     *softcas.SoftCAS
-	pin     Pin
+	// leaf signs certificates whose key the CA made without crypto/x509's
+	// re-verification (leafsign.go); nil when the issuing key is not one
+	// it handles, and then the soft CAS signs them.
+	leaf *leafSigner
+	pin  Pin
 }
 
 func newCA(cfg Config, opts []Option) (*CA, error) {
@@ -473,6 +477,7 @@ func (ca *CA) newState(chain []*x509.Certificate, signer, rootKey crypto.Signer)
 		rootKey: rootKey,
 		auth:    auth,
 		cas:     cas,
+		leaf:    newLeafSigner(chain[0], signer),
 		pin:     PinOf(chain[len(chain)-1]),
 	}, nil
 }

@@ -174,8 +174,10 @@ func NewCSR(req Request, kt KeyType) (crypto.Signer, *x509.CertificateRequest, e
 // With a CSR, signing goes through smallstep's embedded authority, which
 // checks the CSR's proof of possession and the CA's name constraints. Without
 // one, the CA generates the key itself, so there is nothing to prove: the
-// template goes straight to the authority's signer (smallstep's soft CAS),
-// skipping two signature verifications that would double the cost.
+// certificate is encoded and signed directly (leafsign.go), without the
+// authority's CSR checks nor crypto/x509's verification of the signature it
+// has just made; an issuing key or a field that path does not handle goes
+// to the authority's signer (smallstep's soft CAS) instead.
 func (ca *CA) Issue(ctx context.Context, profile ProfileName, req Request) (*Issued, error) {
 	p, ok := ca.profiles[profile]
 	if !ok {
@@ -200,21 +202,19 @@ func (ca *CA) Issue(ctx context.Context, profile ProfileName, req Request) (*Iss
 		return nil, fmt.Errorf("%w: the CA's issuing certificate expired at %s; rotate the intermediate or import a new CA",
 			ErrExpired, st.chain[0].NotAfter.UTC().Format(time.RFC3339))
 	}
-	tmpl := &x509.Certificate{
-		Subject: pkix.Name{
-			CommonName:         n.commonName,
-			OrganizationalUnit: []string{profileOUPrefix + string(p.Name)},
-		},
-		DNSNames:              n.dns,
-		IPAddresses:           n.ips,
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              notAfter,
-		KeyUsage:              p.KeyUsage,
-		ExtKeyUsage:           slices.Clone(p.ExtKeyUsage),
-		BasicConstraintsValid: true,
+	spec := leafSpec{
+		commonName:  n.commonName,
+		ou:          profileOUPrefix + string(p.Name),
+		dns:         n.dns,
+		ips:         n.ips,
+		notBefore:   now.Add(-backdate),
+		notAfter:    notAfter,
+		keyUsage:    p.KeyUsage,
+		extKeyUsage: p.ExtKeyUsage,
 	}
 
 	if req.CSR != nil {
+		tmpl := spec.template()
 		if _, isRSA := req.CSR.PublicKey.(*rsa.PublicKey); isRSA {
 			tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
 		}
@@ -234,19 +234,31 @@ func (ca *CA) Issue(ctx context.Context, profile ProfileName, req Request) (*Iss
 		return nil, err
 	}
 	if _, isRSA := key.Public().(*rsa.PublicKey); isRSA {
-		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+		spec.keyUsage |= x509.KeyUsageKeyEncipherment
 	}
-	tmpl.PublicKey = key.Public()
+	spec.pub = key.Public()
+	chain := make([]*x509.Certificate, 1, 1+len(st.chain))
+	if st.leaf != nil {
+		// The CA made the key: nothing to prove, so no need for
+		// crypto/x509's check of its own signature (leafsign.go).
+		leaf, err := st.leaf.sign(&spec)
+		switch {
+		case err == nil:
+			chain[0] = leaf
+			return &Issued{Chain: append(chain, st.chain...), Key: key}, nil
+		case !errors.Is(err, errDecline):
+			return nil, fmt.Errorf("pki: issue %s certificate for %q: %w", p.Name, n.commonName, err)
+		}
+	}
 	resp, err := st.cas.CreateCertificate(&casapi.CreateCertificateRequest{
-		Template: tmpl,
+		Template: spec.template(),
 		Lifetime: lifetime,
 		Backdate: backdate,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pki: issue %s certificate for %q: %w", p.Name, n.commonName, err)
 	}
-	chain := make([]*x509.Certificate, 0, 1+len(resp.CertificateChain))
-	chain = append(chain, resp.Certificate)
+	chain[0] = resp.Certificate
 	chain = append(chain, resp.CertificateChain...)
 	return &Issued{Chain: chain, Key: key}, nil
 }
