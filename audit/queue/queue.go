@@ -665,13 +665,7 @@ func (q *Queue) sync() error {
 		q.mu.Unlock()
 		q.unsynced = nil
 		q.fsize = q.syncedSize
-		if terr := q.f.Truncate(q.fsize); terr != nil {
-			q.f.Close()
-			q.f = nil
-		} else if _, serr := q.f.Seek(q.fsize, io.SeekStart); serr != nil {
-			q.f.Close()
-			q.f = nil
-		}
+		q.cutBack()
 		seg := &q.segs[len(q.segs)-1]
 		seg.last = max(q.Synced(), seg.first-1)
 		return fmt.Errorf("audit queue: sync: %w", err)
@@ -685,6 +679,19 @@ func (q *Queue) sync() error {
 	q.changedLocked()
 	q.mu.Unlock()
 	return nil
+}
+
+// cutBack cuts the current segment back to q.fsize, so that later records
+// follow whole ones; if that fails, the segment is closed and the next
+// write starts a new one (the reader stops this one at the tear).
+func (q *Queue) cutBack() {
+	if err := q.f.Truncate(q.fsize); err == nil {
+		if _, err = q.f.Seek(q.fsize, io.SeekStart); err == nil {
+			return
+		}
+	}
+	q.f.Close()
+	q.f = nil
 }
 
 // write appends batch to the current segment (starting one if needed,
@@ -727,13 +734,7 @@ func (q *Queue) write(batch []rec) error {
 		// Cut a torn write off so later records follow whole ones; if that
 		// fails too, the next write starts a new segment (the reader stops
 		// this one at the tear).
-		if terr := q.f.Truncate(q.fsize); terr != nil {
-			q.f.Close()
-			q.f = nil
-		} else if _, serr := q.f.Seek(q.fsize, io.SeekStart); serr != nil {
-			q.f.Close()
-			q.f = nil
-		}
+		q.cutBack()
 		return fmt.Errorf("audit queue: write: %w", err)
 	}
 	q.fsize += int64(len(buf))
