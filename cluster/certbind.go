@@ -98,9 +98,9 @@ func BindCerts(ctx context.Context, cli *clientv3.Client, name string, serials .
 func (v *memberView) bound(src *memberSource, name, serial string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), gateReadTimeout)
 	defer cancel()
-	resp, err := src.cli.Get(ctx, certKey(name), clientv3.WithSerializable())
+	resp, err := src.get(ctx, certKey(name), clientv3.WithSerializable())
 	if err != nil {
-		return fmt.Errorf("%w: %q: cannot read its certificate record: %v", ErrCertNotBound, name, err)
+		return fmt.Errorf("%w: %q: cannot read its certificate record: %w", ErrCertNotBound, name, err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil

@@ -67,3 +67,25 @@ func TestBindCerts(t *testing.T) {
 		t.Errorf("record after enrollment: %s", resp.Kvs[0].Value)
 	}
 }
+
+// TestGateReadAfterStop: a member that stops on its own (removed from the
+// cluster) closes its backend while the gates may still recheck open
+// connections; their reads must answer an error, not reach the closed
+// backend (where a serializable range panics).
+func TestGateReadAfterStop(t *testing.T) {
+	e := startMember(t, newSpec(t, "n1"))
+	src := &memberSource{srv: e.e.Server, cli: e.Client()}
+	v := &memberView{}
+	if err := v.bound(src, "n1", "aa"); err != nil {
+		t.Fatalf("before the stop: %v", err)
+	}
+	e.e.Server.Stop()
+	<-e.e.Server.StopNotify()
+	err := v.bound(src, "n1", "aa")
+	if !errors.Is(err, ErrCertNotBound) || !errors.Is(err, errMemberStopped) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("after the stop: %v, want a refusal saying the member stopped", err)
+	}
+	if v.joining(src, "n1") {
+		t.Fatal("a stopped member's join records admitted a name")
+	}
+}

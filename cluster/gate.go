@@ -99,6 +99,43 @@ type memberSource struct {
 	cli *clientv3.Client
 }
 
+// errMemberStopped is what a read of a stopped member's store answers.
+var errMemberStopped = errors.New("the local etcd member has stopped")
+
+// get reads the local member's store as one of the server's attached
+// goroutines: etcd waits for those before it closes its backend, and a
+// serializable read that reaches a closed backend panics. A member stops
+// on its own (removed from the cluster) while the gates still recheck
+// connections, so every gate read goes through here.
+func (src *memberSource) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	var (
+		resp *clientv3.GetResponse
+		err  error
+	)
+	ran := make(chan struct{})
+	src.srv.GoAttach(func() {
+		defer close(ran)
+		resp, err = src.cli.Get(ctx, key, opts...)
+	})
+	select {
+	case <-ran:
+		return resp, err
+	case <-src.srv.StopNotify():
+		// GoAttach skipped the read (the server was stopping), or it ran
+		// and the server stopped after it: etcd closes StopNotify only
+		// once every attached goroutine has returned.
+		select {
+		case <-ran:
+			return resp, err
+		default:
+			return nil, errMemberStopped
+		}
+	case <-ctx.Done():
+		// The read keeps its goroutine until the client gives up on ctx.
+		return nil, ctx.Err()
+	}
+}
+
 // openGates binds the public listeners (before etcd starts, so a port in
 // use fails early) and picks the private socket paths. Serving starts with
 // start, once etcd runs.
@@ -479,7 +516,7 @@ func (v *memberView) admit(name, serial string) error {
 func (v *memberView) joining(src *memberSource, name string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	resp, err := src.cli.Get(ctx, JoinsPrefix, clientv3.WithPrefix(), clientv3.WithSerializable())
+	resp, err := src.get(ctx, JoinsPrefix, clientv3.WithPrefix(), clientv3.WithSerializable())
 	if err != nil {
 		return false
 	}
