@@ -9,19 +9,24 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
-// localConn lets the node's own REST front ends (the Conjur adapter) call
-// its gRPC services in process: the same handlers behind the same
-// interceptor chain (recovery, metrics, authentication, the Leader check)
-// as a call over the network, without the TLS records, HTTP/2 frames and
-// protobuf encoding of a loopback connection, which cost a seed request
-// about a tenth of its time. Streaming calls, which the front ends do not
-// make in process, go to the network connection.
+// localConn lets the node's own REST front ends (the /v1 gateway and the
+// Conjur adapter) call its gRPC services in process: the same handlers
+// behind the same interceptor chain (recovery, metrics, authentication,
+// the Leader check) as a call over the network, without the TLS records,
+// HTTP/2 frames and protobuf encoding of a loopback connection, which cost
+// a seed request about a tenth of its time. The hop also made a REST call
+// wait in the scheduler's run queue four more times (the gateway's HTTP/2
+// writer, the gRPC server's reader and handler, and back): under a seed
+// storm, /v1/status spent most of its time there. Streaming calls go to
+// the network connection.
 type localConn struct {
 	methods map[string]localMethod
 	chain   grpc.UnaryServerInterceptor
@@ -29,6 +34,9 @@ type localConn struct {
 	// handler sees is this node, as it is on the loopback connection.
 	self    func() []*x509.Certificate
 	network grpc.ClientConnInterface
+	// maxBytes is the network connection's message size limit, kept
+	// both ways in process.
+	maxBytes int
 }
 
 type localMethod struct {
@@ -40,7 +48,7 @@ var _ grpc.ClientConnInterface = (*localConn)(nil)
 var _ grpc.ServiceRegistrar = (*localConn)(nil)
 
 func newLocalConn(network grpc.ClientConnInterface, self func() []*x509.Certificate, interceptors ...grpc.UnaryServerInterceptor) *localConn {
-	return &localConn{methods: map[string]localMethod{}, chain: chainUnary(interceptors), self: self, network: network}
+	return &localConn{methods: map[string]localMethod{}, chain: chainUnary(interceptors), self: self, network: network, maxBytes: maxMessageBytes}
 }
 
 // RegisterService implements grpc.ServiceRegistrar: services register
@@ -67,6 +75,9 @@ func (c *localConn) Invoke(ctx context.Context, method string, args, reply any, 
 	if !ok1 || !ok2 {
 		return fmt.Errorf("server: in-process call %s: messages must be protobuf", method)
 	}
+	if n := proto.Size(in); n > c.maxBytes {
+		return status.Errorf(codes.ResourceExhausted, "the request is %d bytes, larger than the limit of %d", n, c.maxBytes)
+	}
 	md, _ := metadata.FromOutgoingContext(ctx)
 	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
 	ctx = peer.NewContext(ctx, &peer.Peer{Addr: localAddr, LocalAddr: localAddr, AuthInfo: credentials.TLSInfo{
@@ -82,6 +93,9 @@ func (c *localConn) Invoke(ctx context.Context, method string, args, reply any, 
 	st.deliver(opts)
 	if err != nil {
 		return err
+	}
+	if n := proto.Size(resp.(proto.Message)); n > c.maxBytes {
+		return status.Errorf(codes.ResourceExhausted, "the response is %d bytes, larger than the limit of %d", n, c.maxBytes)
 	}
 	proto.Reset(out)
 	proto.Merge(out, resp.(proto.Message))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -97,5 +98,28 @@ func TestLocalConn(t *testing.T) {
 	}
 	if len(fb.methods) != 1 || fb.methods[0] != "/other.Service/Call" {
 		t.Fatalf("network connection got %v", fb.methods)
+	}
+}
+
+// In process, messages keep the network connection's size limit both
+// ways: what the gRPC listener would refuse is refused here too.
+func TestLocalConnMessageLimit(t *testing.T) {
+	c := newLocalConn(&fallbackConn{}, func() []*x509.Certificate { return nil })
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(c, hs)
+	hs.SetServingStatus("a-service-name", healthpb.HealthCheckResponse_SERVING)
+	c.maxBytes = len("a-service-name") + 2 // the request's size, tag and length included
+	resp, err := healthpb.NewHealthClient(c).Check(context.Background(), &healthpb.HealthCheckRequest{Service: "a-service-name"})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("a request at the limit: %v, %v", resp, err)
+	}
+	_, err = healthpb.NewHealthClient(c).Check(context.Background(), &healthpb.HealthCheckRequest{Service: "a-service-name-longer"})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "request is 23 bytes") {
+		t.Fatalf("a request over the limit: %v, want ResourceExhausted", err)
+	}
+	c.maxBytes = 1 // the SERVING response is 2 bytes
+	_, err = healthpb.NewHealthClient(c).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "response is 2 bytes") {
+		t.Fatalf("a response over the limit: %v, want ResourceExhausted", err)
 	}
 }
