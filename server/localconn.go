@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // localConn lets the node's own REST front ends (the /v1 gateway and the
@@ -97,9 +98,29 @@ func (c *localConn) Invoke(ctx context.Context, method string, args, reply any, 
 	if n := proto.Size(resp.(proto.Message)); n > c.maxBytes {
 		return status.Errorf(codes.ResourceExhausted, "the response is %d bytes, larger than the limit of %d", n, c.maxBytes)
 	}
-	proto.Reset(out)
-	proto.Merge(out, resp.(proto.Message))
+	moveMessage(out, resp.(proto.Message))
 	return nil
+}
+
+// moveMessage sets dst's fields to src's without copying them: a
+// response's large fields (a seed's archive, a policy dump) would
+// otherwise be copied once more on their way to the front end, which only
+// reads them. src must not be used after.
+func moveMessage(dst, src proto.Message) {
+	d, s := dst.ProtoReflect(), src.ProtoReflect()
+	if d.Descriptor() != s.Descriptor() {
+		proto.Reset(dst)
+		proto.Merge(dst, src)
+		return
+	}
+	proto.Reset(dst)
+	s.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		d.Set(fd, v)
+		return true
+	})
+	if u := s.GetUnknown(); len(u) > 0 {
+		d.SetUnknown(u)
+	}
 }
 
 // NewStream sends streaming calls over the network connection.
