@@ -230,6 +230,7 @@ func loadAverage() float64 {
 //
 //	go test ./test/cluster -run '^$' -bench SeedStorm -benchtime 3000x
 //	go test ./test/cluster -run '^$' -bench 'SeedStorm/rate-1000' -benchtime 5000x -storm-cpuprofile /tmp/storm
+//	go test ./test/cluster -run '^$' -bench 'SeedStorm/rate-1000' -benchtime 4000x -storm-trace /tmp/storm -storm-profile-seconds 2
 //	go test ./test/cluster -run '^$' -bench SeedStorm -benchtime 3000x -stepca /tmp/stepca/step-ca
 func BenchmarkSeedStorm(b *testing.B) {
 	s := newSeedStorm(b)
