@@ -263,3 +263,15 @@ func BenchmarkSeedStorm(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRESTStatus is GET /v1/status from test/loadgen's process, 16
+// connections always busy, against an idle Leader: what one /v1 call
+// costs the Leader (server-cpu-µs/req) through the REST gateway, without
+// a storm around it. b.N is the number of requests.
+//
+//	go test ./test/cluster -run '^$' -bench RESTStatus -benchtime 20000x
+func BenchmarkRESTStatus(b *testing.B) {
+	s := newSeedStorm(b)
+	plan := loadPlan{CAFile: s.h.caFile(), Clients: 16, Requests: b.N, Timeout: "60s", Targets: []loadTarget{s.status.loadTarget}}
+	measureStorm(b, s.leader.cmd.Process.Pid, plan)
+}
