@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -647,6 +648,13 @@ func parsePrivateKeyPEM(data, password []byte) (crypto.Signer, error) {
 }
 
 func encodePrivateKeyPEM(k crypto.Signer) ([]byte, error) {
+	if ec, ok := k.(*ecdsa.PrivateKey); ok {
+		var buf [p256PKCS8Len]byte
+		if der, ok := appendP256PKCS8(buf[:0], ec); ok {
+			defer clear(buf[:])
+			return appendPEM(make([]byte, 0, pemSize("PRIVATE KEY", len(der))), "PRIVATE KEY", der), nil
+		}
+	}
 	block, err := pemutil.Serialize(k, pemutil.WithPKCS8(true))
 	if err != nil {
 		return nil, fmt.Errorf("pki: encode private key: %w", err)

@@ -597,15 +597,15 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group, local *clientv3
 		return fmt.Errorf("server: gateway connection: %w", err)
 	}
 	defer conn.Close()
-	gw := newGatewayMux()
-	for _, svc := range svcs {
-		if err := svc.RegisterGateway(ctx, gw, conn); err != nil {
-			return fmt.Errorf("server: register gateway: %w", err)
-		}
-	}
 	lc := newLocalConn(conn, func() []*x509.Certificate { return nil }, unary...)
 	for _, svc := range svcs {
 		svc.Register(lc)
+	}
+	gw := newGatewayMux()
+	for _, svc := range svcs {
+		if err := svc.RegisterGateway(ctx, gw, lc); err != nil {
+			return fmt.Errorf("server: register gateway: %w", err)
+		}
 	}
 	cj, err := conjur.New(lc)
 	if err != nil {

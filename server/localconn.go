@@ -9,19 +9,25 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// localConn lets the node's own REST front ends (the Conjur adapter) call
-// its gRPC services in process: the same handlers behind the same
-// interceptor chain (recovery, metrics, authentication, the Leader check)
-// as a call over the network, without the TLS records, HTTP/2 frames and
-// protobuf encoding of a loopback connection, which cost a seed request
-// about a tenth of its time. Streaming calls, which the front ends do not
-// make in process, go to the network connection.
+// localConn lets the node's own REST front ends (the /v1 gateway and the
+// Conjur adapter) call its gRPC services in process: the same handlers
+// behind the same interceptor chain (recovery, metrics, authentication,
+// the Leader check) as a call over the network, without the TLS records,
+// HTTP/2 frames and protobuf encoding of a loopback connection, which cost
+// a seed request about a tenth of its time. The hop also made a REST call
+// wait in the scheduler's run queue four more times (the gateway's HTTP/2
+// writer, the gRPC server's reader and handler, and back): under a seed
+// storm, /v1/status spent most of its time there. Streaming calls go to
+// the network connection.
 type localConn struct {
 	methods map[string]localMethod
 	chain   grpc.UnaryServerInterceptor
@@ -29,6 +35,9 @@ type localConn struct {
 	// handler sees is this node, as it is on the loopback connection.
 	self    func() []*x509.Certificate
 	network grpc.ClientConnInterface
+	// maxBytes is the network connection's message size limit, kept
+	// both ways in process.
+	maxBytes int
 }
 
 type localMethod struct {
@@ -40,7 +49,7 @@ var _ grpc.ClientConnInterface = (*localConn)(nil)
 var _ grpc.ServiceRegistrar = (*localConn)(nil)
 
 func newLocalConn(network grpc.ClientConnInterface, self func() []*x509.Certificate, interceptors ...grpc.UnaryServerInterceptor) *localConn {
-	return &localConn{methods: map[string]localMethod{}, chain: chainUnary(interceptors), self: self, network: network}
+	return &localConn{methods: map[string]localMethod{}, chain: chainUnary(interceptors), self: self, network: network, maxBytes: maxMessageBytes}
 }
 
 // RegisterService implements grpc.ServiceRegistrar: services register
@@ -67,6 +76,9 @@ func (c *localConn) Invoke(ctx context.Context, method string, args, reply any, 
 	if !ok1 || !ok2 {
 		return fmt.Errorf("server: in-process call %s: messages must be protobuf", method)
 	}
+	if n := proto.Size(in); n > c.maxBytes {
+		return status.Errorf(codes.ResourceExhausted, "the request is %d bytes, larger than the limit of %d", n, c.maxBytes)
+	}
 	md, _ := metadata.FromOutgoingContext(ctx)
 	ctx = metadata.NewIncomingContext(metadata.NewOutgoingContext(ctx, nil), md)
 	ctx = peer.NewContext(ctx, &peer.Peer{Addr: localAddr, LocalAddr: localAddr, AuthInfo: credentials.TLSInfo{
@@ -83,9 +95,32 @@ func (c *localConn) Invoke(ctx context.Context, method string, args, reply any, 
 	if err != nil {
 		return err
 	}
-	proto.Reset(out)
-	proto.Merge(out, resp.(proto.Message))
+	if n := proto.Size(resp.(proto.Message)); n > c.maxBytes {
+		return status.Errorf(codes.ResourceExhausted, "the response is %d bytes, larger than the limit of %d", n, c.maxBytes)
+	}
+	moveMessage(out, resp.(proto.Message))
 	return nil
+}
+
+// moveMessage sets dst's fields to src's without copying them: a
+// response's large fields (a seed's archive, a policy dump) would
+// otherwise be copied once more on their way to the front end, which only
+// reads them. src must not be used after.
+func moveMessage(dst, src proto.Message) {
+	d, s := dst.ProtoReflect(), src.ProtoReflect()
+	if d.Descriptor() != s.Descriptor() {
+		proto.Reset(dst)
+		proto.Merge(dst, src)
+		return
+	}
+	proto.Reset(dst)
+	s.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		d.Set(fd, v)
+		return true
+	})
+	if u := s.GetUnknown(); len(u) > 0 {
+		d.SetUnknown(u)
+	}
 }
 
 // NewStream sends streaming calls over the network connection.

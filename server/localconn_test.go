@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 type fallbackConn struct{ methods []string }
@@ -97,5 +99,52 @@ func TestLocalConn(t *testing.T) {
 	}
 	if len(fb.methods) != 1 || fb.methods[0] != "/other.Service/Call" {
 		t.Fatalf("network connection got %v", fb.methods)
+	}
+}
+
+// In process, messages keep the network connection's size limit both
+// ways: what the gRPC listener would refuse is refused here too.
+func TestLocalConnMessageLimit(t *testing.T) {
+	c := newLocalConn(&fallbackConn{}, func() []*x509.Certificate { return nil })
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(c, hs)
+	hs.SetServingStatus("a-service-name", healthpb.HealthCheckResponse_SERVING)
+	c.maxBytes = len("a-service-name") + 2 // the request's size, tag and length included
+	resp, err := healthpb.NewHealthClient(c).Check(context.Background(), &healthpb.HealthCheckRequest{Service: "a-service-name"})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("a request at the limit: %v, %v", resp, err)
+	}
+	_, err = healthpb.NewHealthClient(c).Check(context.Background(), &healthpb.HealthCheckRequest{Service: "a-service-name-longer"})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "request is 23 bytes") {
+		t.Fatalf("a request over the limit: %v, want ResourceExhausted", err)
+	}
+	c.maxBytes = 1 // the SERVING response is 2 bytes
+	_, err = healthpb.NewHealthClient(c).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "response is 2 bytes") {
+		t.Fatalf("a response over the limit: %v, want ResourceExhausted", err)
+	}
+}
+
+// A response reaches the caller without its fields being copied: the
+// caller's message holds the handler's bytes (a seed's archive is not
+// copied again), and every field, unknown fields included, arrives.
+func TestMoveMessage(t *testing.T) {
+	src := &healthpb.HealthCheckRequest{Service: "a service"}
+	src.ProtoReflect().SetUnknown([]byte{0xf8, 0x01, 0x01}) // field 31, varint 1
+	dst := &healthpb.HealthCheckRequest{Service: "overwritten"}
+	moveMessage(dst, src)
+	if dst.GetService() != "a service" || string(dst.ProtoReflect().GetUnknown()) != "\xf8\x01\x01" {
+		t.Fatalf("moved %v", dst)
+	}
+	archive := &wrapperspb.BytesValue{Value: []byte("a seed's archive")}
+	var got wrapperspb.BytesValue
+	moveMessage(&got, archive)
+	if &got.Value[0] != &archive.Value[0] {
+		t.Fatal("the bytes were copied")
+	}
+	empty := &healthpb.HealthCheckRequest{}
+	moveMessage(dst, empty)
+	if dst.GetService() != "" || len(dst.ProtoReflect().GetUnknown()) != 0 {
+		t.Fatalf("an empty message moved as %v", dst)
 	}
 }

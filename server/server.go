@@ -328,25 +328,25 @@ func (s *Server) Run(ctx context.Context) error {
 		svc.Register(gs)
 	}
 
-	// The gateway dials this node's own gRPC listener over mTLS, so every
-	// REST call runs the same interceptors as a gRPC call.
+	// The REST gateway and the Conjur adapter call the services in
+	// process, behind the same interceptors as a gRPC call (see
+	// localConn); streaming calls go over this connection to the node's
+	// own gRPC listener, over mTLS.
 	conn, err := grpc.NewClient(dialTarget(grpcLis.Addr()), grpc.WithTransportCredentials(credentials.NewTLS(gatewayTLS)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)))
 	if err != nil {
 		return fmt.Errorf("server: gateway connection: %w", err)
 	}
 	defer conn.Close()
-	gw := newGatewayMux()
-	for _, svc := range svcs {
-		if err := svc.RegisterGateway(ctx, gw, conn); err != nil {
-			return fmt.Errorf("server: register gateway: %w", err)
-		}
-	}
-	// The Conjur adapter calls the services in process, behind the same
-	// interceptors (see localConn).
 	local := newLocalConn(conn, func() []*x509.Certificate { return np.node.Current().Chain }, unary...)
 	for _, svc := range svcs {
 		svc.Register(local)
+	}
+	gw := newGatewayMux()
+	for _, svc := range svcs {
+		if err := svc.RegisterGateway(ctx, gw, local); err != nil {
+			return fmt.Errorf("server: register gateway: %w", err)
+		}
 	}
 	cj, err := conjur.New(local)
 	if err != nil {

@@ -24,8 +24,9 @@ import (
 type apiService interface {
 	// Register adds the service to the gRPC server.
 	Register(grpc.ServiceRegistrar)
-	// RegisterGateway maps its /v1 REST paths, calling through conn.
-	RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error
+	// RegisterGateway maps its /v1 REST paths, calling through conn (the
+	// node's localConn: unary calls in process, streams over the network).
+	RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error
 }
 
 // serviceDeps is what services are built from.

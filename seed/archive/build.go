@@ -43,9 +43,9 @@ func ParseRecipient(s string) (*age.X25519Recipient, error) {
 	return r, nil
 }
 
-// Seal writes a seed encrypted to recipient: the archive is streamed through
-// age into w, so the seed is never in the clear outside this process. It
-// returns the manifest it signed.
+// Seal writes a seed encrypted to recipient, as an age file, into w: the
+// seed is never in the clear outside this process. It returns the manifest
+// it signed.
 func (b *Builder) Seal(w io.Writer, recipient age.Recipient, md Metadata, files []File) (Manifest, error) {
 	if x, ok := recipient.(*age.X25519Recipient); recipient == nil || ok && x == nil {
 		return Manifest{}, ErrNoRecipient
@@ -54,19 +54,9 @@ func (b *Builder) Seal(w io.Writer, recipient age.Recipient, md Metadata, files 
 	if err != nil {
 		return Manifest{}, err
 	}
-	enc, err := age.Encrypt(w, recipient)
-	if err != nil {
-		return Manifest{}, fmt.Errorf("seed/archive: seal seed %q: %w", md.SeedID, err)
-	}
-	// The tar is staged, then handed to age in two writes: age collects
-	// a chunk in a bytes.Buffer, which the tar's many small writes would
-	// grow by doubling, copying each time. A first write of just over half
-	// makes the second grow the buffer once, to at least the whole tar
-	// plus the 16-byte tag age adds when it seals the chunk (a single
-	// write would leave no room for the tag: tar sizes are multiples of
-	// 512, as are the allocator's size classes there). The staging buffer
-	// is reused across seeds and wiped before it is put back, as it held
-	// the seed in the clear.
+	// The tar is staged, then sealed from the staging buffer straight into
+	// w (seal.go). The staging buffer is reused across seeds and wiped
+	// before it is put back, as it held the seed in the clear.
 	tb, _ := b.tarBuffers.Get().(*bytes.Buffer)
 	if tb == nil {
 		tb = new(bytes.Buffer)
@@ -79,18 +69,26 @@ func (b *Builder) Seal(w io.Writer, recipient age.Recipient, md Metadata, files 
 	if err := writeTar(tb, m, manifest, sig, files); err != nil {
 		return Manifest{}, err
 	}
-	raw := tb.Bytes()
-	half := min(len(raw), len(raw)/2+64)
-	if _, err := enc.Write(raw[:half]); err != nil {
-		return Manifest{}, fmt.Errorf("seed/archive: seal seed %q: %w", md.SeedID, err)
-	}
-	if _, err := enc.Write(raw[half:]); err != nil {
-		return Manifest{}, fmt.Errorf("seed/archive: seal seed %q: %w", md.SeedID, err)
-	}
-	if err := enc.Close(); err != nil {
+	if err := seal(w, recipient, tb.Bytes()); err != nil {
 		return Manifest{}, fmt.Errorf("seed/archive: seal seed %q: %w", md.SeedID, err)
 	}
 	return m.clone(), nil
+}
+
+// seal encrypts plaintext to recipient as an age file. Recipients with
+// labels (which age checks across recipients) go through age.Encrypt.
+func seal(w io.Writer, recipient age.Recipient, plaintext []byte) error {
+	if _, labelled := recipient.(age.RecipientWithLabels); !labelled {
+		return sealAge(w, recipient, plaintext)
+	}
+	enc, err := age.Encrypt(w, recipient)
+	if err != nil {
+		return err
+	}
+	if _, err := enc.Write(plaintext); err != nil {
+		return err
+	}
+	return enc.Close()
 }
 
 // WritePlain writes the seed as a plain, unencrypted tar. It is for the one

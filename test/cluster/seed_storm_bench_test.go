@@ -15,7 +15,8 @@ import (
 
 var (
 	stormProfile        = flag.String("storm-cpuprofile", "", "BenchmarkSeedStorm: write a CPU profile of the Leader during each storm (taken through its --pprof listener) to <this prefix>-<variant>.pprof")
-	stormProfileSeconds = flag.Int("storm-profile-seconds", 5, "BenchmarkSeedStorm: how long each CPU profile runs (from the storm's start)")
+	stormProfileSeconds = flag.Int("storm-profile-seconds", 5, "BenchmarkSeedStorm: how long each CPU profile or trace runs (from the storm's start)")
+	stormTrace          = flag.String("storm-trace", "", "BenchmarkSeedStorm: write an execution trace of the Leader during each storm (taken through its --pprof listener) to <this prefix>-<variant>.trace, for go tool trace")
 )
 
 // stormPolicy lets host seed-fetcher ask for Follower seeds named
@@ -108,21 +109,33 @@ func (s *seedStorm) profile(b *testing.B, path string, seconds int) (wait func()
 	return cpuProfile(b, s.pprof, path, seconds)
 }
 
+// trace asks the Leader's --pprof listener for an execution trace of the
+// next seconds and writes it to path.
+func (s *seedStorm) trace(b *testing.B, path string, seconds int) (wait func()) {
+	return pprofGet(b, fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", s.pprof, seconds), path)
+}
+
 // cpuProfile asks the --pprof listener at addr for a CPU profile of the
 // next seconds and writes it to path; wait returns once it is written.
 func cpuProfile(b *testing.B, addr, path string, seconds int) (wait func()) {
+	return pprofGet(b, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds), path)
+}
+
+// pprofGet fetches a profile or trace from a --pprof listener in the
+// background and writes it to path; wait returns once it is written.
+func pprofGet(b *testing.B, u, path string) (wait func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds))
+		resp, err := http.Get(u)
 		if err != nil {
-			b.Errorf("CPU profile: %v", err)
+			b.Errorf("%s: %v", u, err)
 			return
 		}
 		defer resp.Body.Close()
 		raw, err := io.ReadAll(resp.Body)
 		if err != nil || resp.StatusCode != http.StatusOK {
-			b.Errorf("CPU profile: %d %v", resp.StatusCode, err)
+			b.Errorf("%s: %d %v", u, resp.StatusCode, err)
 			return
 		}
 		if err := os.WriteFile(path, raw, 0o644); err != nil {
@@ -145,6 +158,9 @@ func (s *seedStorm) run(b *testing.B, name string, clients int, rate float64) st
 		Targets: []loadTarget{s.seed}, Probes: []loadProbe{s.status}}
 	if *stormProfile != "" {
 		defer s.profile(b, *stormProfile+"-"+name+".pprof", *stormProfileSeconds)()
+	}
+	if *stormTrace != "" {
+		defer s.trace(b, *stormTrace+"-"+name+".trace", *stormProfileSeconds)()
 	}
 	return measureStorm(b, s.leader.cmd.Process.Pid, plan)
 }
@@ -214,6 +230,7 @@ func loadAverage() float64 {
 //
 //	go test ./test/cluster -run '^$' -bench SeedStorm -benchtime 3000x
 //	go test ./test/cluster -run '^$' -bench 'SeedStorm/rate-1000' -benchtime 5000x -storm-cpuprofile /tmp/storm
+//	go test ./test/cluster -run '^$' -bench 'SeedStorm/rate-1000' -benchtime 4000x -storm-trace /tmp/storm -storm-profile-seconds 2
 //	go test ./test/cluster -run '^$' -bench SeedStorm -benchtime 3000x -stepca /tmp/stepca/step-ca
 func BenchmarkSeedStorm(b *testing.B) {
 	s := newSeedStorm(b)
@@ -245,4 +262,16 @@ func BenchmarkSeedStorm(b *testing.B) {
 			b.ReportMetric(sower.cpuPerReq/f.cpuPerReq, "sower/stepca-cpu")
 		})
 	}
+}
+
+// BenchmarkRESTStatus is GET /v1/status from test/loadgen's process, 16
+// connections always busy, against an idle Leader: what one /v1 call
+// costs the Leader (server-cpu-µs/req) through the REST gateway, without
+// a storm around it. b.N is the number of requests.
+//
+//	go test ./test/cluster -run '^$' -bench RESTStatus -benchtime 20000x
+func BenchmarkRESTStatus(b *testing.B) {
+	s := newSeedStorm(b)
+	plan := loadPlan{CAFile: s.h.caFile(), Clients: 16, Requests: b.N, Timeout: "60s", Targets: []loadTarget{s.status.loadTarget}}
+	measureStorm(b, s.leader.cmd.Process.Pid, plan)
 }

@@ -58,8 +58,8 @@ func New(c Config) (*Service, error) {
 func (s *Service) Register(g grpc.ServiceRegistrar) { sowerv1.RegisterAuditServiceServer(g, s) }
 
 // RegisterGateway maps the /v1 REST paths.
-func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return sowerv1.RegisterAuditServiceHandler(ctx, mux, conn)
+func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+	return sowerv1.RegisterAuditServiceHandlerClient(ctx, mux, sowerv1.NewAuditServiceClient(conn))
 }
 
 func (s *Service) authorize(ctx context.Context) (string, error) {

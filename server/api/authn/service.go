@@ -120,8 +120,8 @@ func New(c Config) (*Service, error) {
 func (s *Service) Register(g grpc.ServiceRegistrar) { sowerv1.RegisterAuthnServiceServer(g, s) }
 
 // RegisterGateway maps the /v1 REST paths.
-func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return sowerv1.RegisterAuthnServiceHandler(ctx, mux, conn)
+func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+	return sowerv1.RegisterAuthnServiceHandlerClient(ctx, mux, sowerv1.NewAuthnServiceClient(conn))
 }
 
 // errUnauthenticated is the one answer to every refused credential.

@@ -64,8 +64,8 @@ func New(c Config) (*Service, error) {
 func (s *Service) Register(g grpc.ServiceRegistrar) { sowerv1.RegisterCAServiceServer(g, s) }
 
 // RegisterGateway maps the /v1 REST paths.
-func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return sowerv1.RegisterCAServiceHandler(ctx, mux, conn)
+func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+	return sowerv1.RegisterCAServiceHandlerClient(ctx, mux, sowerv1.NewCAServiceClient(conn))
 }
 
 func (s *Service) admin(ctx context.Context) (authn.Identity, error) {

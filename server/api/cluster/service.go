@@ -102,8 +102,8 @@ func New(c Config) (*Service, error) {
 func (s *Service) Register(g grpc.ServiceRegistrar) { sowerv1.RegisterClusterServiceServer(g, s) }
 
 // RegisterGateway maps the /v1 REST paths.
-func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return sowerv1.RegisterClusterServiceHandler(ctx, mux, conn)
+func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+	return sowerv1.RegisterClusterServiceHandlerClient(ctx, mux, sowerv1.NewClusterServiceClient(conn))
 }
 
 // ListMembers lists the members.

@@ -77,8 +77,8 @@ func New(c Config) (*Service, error) {
 func (s *Service) Register(g grpc.ServiceRegistrar) { sowerv1.RegisterReplicationServiceServer(g, s) }
 
 // RegisterGateway maps the service's REST paths onto mux, calling through conn.
-func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return sowerv1.RegisterReplicationServiceHandler(ctx, mux, conn)
+func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+	return sowerv1.RegisterReplicationServiceHandlerClient(ctx, mux, sowerv1.NewReplicationServiceClient(conn))
 }
 
 // FollowMethod is the full method name of Follow: authenticated by its

@@ -54,8 +54,8 @@ func New(c Config) (*Service, error) {
 func (s *Service) Register(g grpc.ServiceRegistrar) { sowerv1.RegisterSeedServiceServer(g, s) }
 
 // RegisterGateway maps the /v1 REST paths.
-func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return sowerv1.RegisterSeedServiceHandler(ctx, mux, conn)
+func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+	return sowerv1.RegisterSeedServiceHandlerClient(ctx, mux, sowerv1.NewSeedServiceClient(conn))
 }
 
 func (s *Service) caller(ctx context.Context, account string) (authn.Identity, error) {

@@ -53,8 +53,8 @@ func New(c Config) (*Service, error) {
 func (s *Service) Register(g grpc.ServiceRegistrar) { sowerv1.RegisterStatusServiceServer(g, s) }
 
 // RegisterGateway maps the service's REST paths onto mux, calling through conn.
-func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return sowerv1.RegisterStatusServiceHandler(ctx, mux, conn)
+func (s *Service) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+	return sowerv1.RegisterStatusServiceHandlerClient(ctx, mux, sowerv1.NewStatusServiceClient(conn))
 }
 
 // GetStatus reports the node's identity and its view of the quorum.
