@@ -108,6 +108,7 @@ const (
 type Etcd struct {
 	e       *embed.Etcd
 	client  *clientv3.Client
+	seen    *revisionSeen
 	gates   *gates // nil without EtcdConfig.Gate
 	closing *atomic.Bool
 	once    sync.Once
@@ -151,7 +152,8 @@ func StartEtcd(ctx context.Context, c EtcdConfig) (*Etcd, error) {
 			g.close()
 		}
 	}
-	cli := retryReads(v3client.New(e.Server))
+	seen := &revisionSeen{}
+	cli := retryReads(v3client.New(e.Server), seen)
 	if g != nil {
 		// Peers may connect as soon as etcd runs (a joining member needs
 		// them before it is ready); until now they waited in the backlog.
@@ -172,7 +174,7 @@ func StartEtcd(ctx context.Context, c EtcdConfig) (*Etcd, error) {
 		stop()
 		return nil, fmt.Errorf("cluster: waiting for etcd to become ready: %w", ctx.Err())
 	}
-	return &Etcd{e: e, client: cli, gates: g, closing: closing}, nil
+	return &Etcd{e: e, client: cli, seen: seen, gates: g, closing: closing}, nil
 }
 
 // startEmbed starts etcd, asking again while a joining member's view of

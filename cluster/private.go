@@ -131,7 +131,8 @@ func StartPrivateEtcd(ctx context.Context, c PrivateEtcdConfig) (*Etcd, error) {
 		stop()
 		return nil, fmt.Errorf("cluster: waiting for the private etcd: %w", ctx.Err())
 	}
-	out := &Etcd{e: e, client: retryReads(v3client.New(e.Server)), closing: closing, discarded: discarded, rebuildable: c.Rebuildable}
+	seen := &revisionSeen{}
+	out := &Etcd{e: e, client: retryReads(v3client.New(e.Server), seen), seen: seen, closing: closing, discarded: discarded, rebuildable: c.Rebuildable}
 	if c.Rebuildable {
 		out.afterClose = func() error { return putCleanMark(c.Dir) }
 	}
@@ -206,6 +207,20 @@ func syncDir(dir string) error {
 // Revision is the member's current etcd revision (its store's, without a
 // round trip): what a write answered before this call is at or below.
 func (e *Etcd) Revision() int64 { return e.e.Server.KV().Rev() }
+
+// SeenRevision is the highest revision an answer or a watch event of the
+// member's Client carried: at least the revision of anything the node
+// wrote or read through it, without Revision's wait for the backend's
+// read lock (held through each backend commit and its fsync). Before the
+// client has seen any answer it is Revision.
+func (e *Etcd) SeenRevision() int64 {
+	if r := e.seen.v.Load(); r > 0 {
+		return r
+	}
+	rev := e.Revision()
+	e.seen.observe(rev)
+	return rev
+}
 
 // ErrNotRebuildable is returned by BulkPut on an etcd whose data is not a
 // rebuildable cache.

@@ -7,6 +7,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 )
 
 // failingKV fails its first fails Gets with err.
@@ -51,5 +52,56 @@ func TestRetryKVGivesUp(t *testing.T) {
 	f = &failingKV{fails: 1000, err: rpctypes.ErrLeaderChanged}
 	if _, err := (retryKV{KV: f}).Get(context.Background(), "k"); err == nil || f.calls != readRetries {
 		t.Errorf("an election that never ends: got %v after %d calls, want the refusal after %d", err, f.calls, readRetries)
+	}
+}
+
+// TestSeenRevision: the revision stamped on a node's answers is at least
+// the revision of every write the node made and every watch event it was
+// given, before the watcher sees the event, and never goes back.
+func TestSeenRevision(t *testing.T) {
+	e := startMember(t, newSpec(t, "n1"))
+	cli := e.Client()
+	ctx := context.Background()
+	put, err := cli.Put(ctx, "/t/a", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.SeenRevision(); got < put.Header.Revision {
+		t.Fatalf("after a put at %d: seen %d", put.Header.Revision, got)
+	}
+	txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.Version("/t/a"), ">", 0)).Then(clientv3.OpPut("/t/b", "2")).Commit()
+	if err != nil || !txn.Succeeded {
+		t.Fatalf("txn: %v %v", txn, err)
+	}
+	if got := e.SeenRevision(); got < txn.Header.Revision {
+		t.Fatalf("after a txn at %d: seen %d", txn.Header.Revision, got)
+	}
+	// A write the node's client did not make (another member's, here a
+	// second client on the server) reaches the node through a watch.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wc := cli.Watch(wctx, "/t/c")
+	other := v3client.New(e.e.Server)
+	defer other.Close()
+	op, err := other.Put(ctx, "/t/c", "3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := <-wc
+	if len(ev.Events) != 1 || ev.Events[0].Kv.ModRevision != op.Header.Revision {
+		t.Fatalf("watch: %+v", ev)
+	}
+	if got := e.SeenRevision(); got < op.Header.Revision {
+		t.Fatalf("after a watch event at %d: seen %d", op.Header.Revision, got)
+	}
+	before := e.SeenRevision()
+	if _, err := cli.Get(ctx, "/t/a", clientv3.WithRev(put.Header.Revision)); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.SeenRevision(); got < before {
+		t.Fatalf("an old read took the revision back from %d to %d", before, got)
+	}
+	cancel()
+	for range wc {
 	}
 }

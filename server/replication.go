@@ -124,7 +124,7 @@ func withReplication(next http.Handler, gs *grpc.Server, etcd *cluster.Etcd) htt
 			gs.ServeHTTP(w, r)
 			return
 		}
-		next.ServeHTTP(&revisionWriter{ResponseWriter: w, rev: etcd.Revision}, r)
+		next.ServeHTTP(&revisionWriter{ResponseWriter: w, rev: etcd.SeenRevision}, r)
 	})
 }
 
