@@ -22,6 +22,12 @@ type LocalConfig struct {
 	// guard names a revision of the store it is in, which a copy must
 	// translate into its own).
 	Rewrite func(key string, value []byte, local LocalView) []byte
+	// Rewrites, when set, names the keys Rewrite may change; others are
+	// stored as they come without calling it, and a batch of revisions
+	// (ApplyBatch) is one transaction as long as none of them puts one.
+	// Without it every revision is its own transaction when Rewrite is
+	// set (Rewrite reads the copy as it is just before that revision).
+	Rewrites func(key string) bool
 	// FirstBatch is how many keys one transaction of the very first load
 	// holds (default 10,000); nothing serves before it ends, so it need
 	// not be one transaction. Later snapshots are one transaction.
@@ -102,10 +108,14 @@ func (v localView) Get(key string) []byte {
 
 func (s *LocalStore) put(ctx context.Context, kv KV) clientv3.Op {
 	v := kv.Value
-	if s.c.Rewrite != nil {
+	if s.rewrites(kv.Key) {
 		v = s.c.Rewrite(kv.Key, v, localView{ctx: ctx, cli: s.cli})
 	}
 	return clientv3.OpPut(kv.Key, string(v))
+}
+
+func (s *LocalStore) rewrites(key string) bool {
+	return s.c.Rewrite != nil && (s.c.Rewrites == nil || s.c.Rewrites(key))
 }
 
 // Apply implements Store: one transaction with the cursor.
@@ -120,6 +130,79 @@ func (s *LocalStore) Apply(ctx context.Context, c Change) error {
 	ops = append(ops, clientv3.OpPut(AppliedKey, strconv.FormatInt(c.Revision, 10)))
 	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("replica: apply revision %d locally: %w", c.Revision, err)
+	}
+	return nil
+}
+
+var _ Batcher = (*LocalStore)(nil)
+
+// ApplyBatch implements Batcher: consecutive revisions in one transaction
+// with the cursor at the last; a key several of them write is written
+// once, as the last of them left it. A revision that puts a key Rewrite
+// may change is applied on its own (Rewrite reads the copy as it is just
+// before it), between transactions of the others.
+func (s *LocalStore) ApplyBatch(ctx context.Context, cs []Change) error {
+	from := 0
+	for i := range cs {
+		if !s.rewritesAny(cs[i]) {
+			continue
+		}
+		if err := s.applyMerged(ctx, cs[from:i]); err != nil {
+			return err
+		}
+		if err := s.Apply(ctx, cs[i]); err != nil {
+			return err
+		}
+		from = i + 1
+	}
+	return s.applyMerged(ctx, cs[from:])
+}
+
+func (s *LocalStore) rewritesAny(c Change) bool {
+	for _, kv := range c.Puts {
+		if s.rewrites(kv.Key) {
+			return true
+		}
+	}
+	return false
+}
+
+// applyMerged writes cs, none of which Rewrite changes, in one
+// transaction: etcd refuses a transaction that writes a key twice, so
+// each key is written once, by the last revision that wrote it.
+func (s *LocalStore) applyMerged(ctx context.Context, cs []Change) error {
+	switch len(cs) {
+	case 0:
+		return nil
+	case 1:
+		return s.Apply(ctx, cs[0])
+	}
+	n := 1
+	for _, c := range cs {
+		n += len(c.Puts) + len(c.Deletes)
+	}
+	ops := make([]clientv3.Op, 0, n)
+	at := make(map[string]int, n)
+	set := func(key string, op clientv3.Op) {
+		if i, ok := at[key]; ok {
+			ops[i] = op
+			return
+		}
+		at[key] = len(ops)
+		ops = append(ops, op)
+	}
+	for _, c := range cs {
+		for _, k := range c.Deletes {
+			set(k, clientv3.OpDelete(k))
+		}
+		for _, kv := range c.Puts {
+			set(kv.Key, clientv3.OpPut(kv.Key, string(kv.Value)))
+		}
+	}
+	last := cs[len(cs)-1].Revision
+	ops = append(ops, clientv3.OpPut(AppliedKey, strconv.FormatInt(last, 10)))
+	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("replica: apply revisions %d-%d locally: %w", cs[0].Revision, last, err)
 	}
 	return nil
 }
@@ -214,7 +297,7 @@ func (s *LocalStore) LoadPage(ctx context.Context, kvs []KV) error {
 				continue
 			}
 			v := kv.Value
-			if s.c.Rewrite != nil {
+			if s.rewrites(kv.Key) {
 				v = s.c.Rewrite(kv.Key, v, localView{ctx: ctx, cli: s.cli})
 			}
 			keys, values = append(keys, kv.Key), append(values, v)
