@@ -9,15 +9,30 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/sowerproject/sower/replica"
 )
 
 // A batch of revisions is one local transaction that leaves every key as
 // the last of them left it, and the cursor at the last.
 func TestApplyBatchIsOneTransactionOfTheLastState(t *testing.T) {
-	dst := etcdOf(t).Client()
+	forEachWriter(t, testApplyBatchIsOneTransaction)
+}
+
+// forEachWriter runs test over a copy written through transactions and
+// over a rebuildable one written directly, as a Follower's is.
+func forEachWriter(t *testing.T, test func(t *testing.T, dst *clientv3.Client, lc replica.LocalConfig)) {
+	t.Run("transactions", func(t *testing.T) { test(t, etcdOf(t).Client(), replica.LocalConfig{}) })
+	t.Run("direct writes", func(t *testing.T) {
+		e := etcdOf(t, true)
+		test(t, e.Client(), replica.LocalConfig{Direct: e})
+	})
+}
+
+func testApplyBatchIsOneTransaction(t *testing.T, dst *clientv3.Client, lc replica.LocalConfig) {
 	ctx := context.Background()
-	st := replica.NewLocalStore(dst, replica.LocalConfig{})
+	st := replica.NewLocalStore(dst, lc)
 	if err := st.Apply(ctx, replica.Change{Revision: 5, Puts: []replica.KV{{Key: "/sower/policy/gone", Value: []byte("x")}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -43,17 +58,19 @@ func TestApplyBatchIsOneTransactionOfTheLastState(t *testing.T) {
 // batch: Rewrite sees the copy with the revisions before it and without
 // those after it.
 func TestApplyBatchRewritesAtTheRevisionsPlace(t *testing.T) {
-	dst := etcdOf(t).Client()
+	forEachWriter(t, testApplyBatchRewrites)
+}
+
+func testApplyBatchRewrites(t *testing.T, dst *clientv3.Client, lc replica.LocalConfig) {
 	ctx := context.Background()
 	const guard = "/sower/policy/guard"
 	var seen []string
-	st := replica.NewLocalStore(dst, replica.LocalConfig{
-		Rewrite: func(key string, value []byte, local replica.LocalView) []byte {
-			seen = append(seen, key)
-			return fmt.Appendf(nil, "%s after x=%s", value, local.Get("/sower/policy/x"))
-		},
-		Rewrites: func(key string) bool { return key == guard },
-	})
+	lc.Rewrite = func(key string, value []byte, local replica.LocalView) []byte {
+		seen = append(seen, key)
+		return fmt.Appendf(nil, "%s after x=%s at a later revision: %v", value, local.Get("/sower/policy/x"), local.Revision() > 1)
+	}
+	lc.Rewrites = func(key string) bool { return key == guard }
+	st := replica.NewLocalStore(dst, lc)
 	cs := []replica.Change{
 		{Revision: 2, Puts: []replica.KV{{Key: "/sower/policy/x", Value: []byte("1")}}},
 		{Revision: 3, Puts: []replica.KV{{Key: "/sower/policy/y", Value: []byte("1")}}},
@@ -63,7 +80,7 @@ func TestApplyBatchRewritesAtTheRevisionsPlace(t *testing.T) {
 	if err := st.ApplyBatch(ctx, cs); err != nil {
 		t.Fatal(err)
 	}
-	sameMaps(t, dump(t, dst), map[string]string{"/sower/policy/x": "2", "/sower/policy/y": "1", guard: "claim after x=1"})
+	sameMaps(t, dump(t, dst), map[string]string{"/sower/policy/x": "2", "/sower/policy/y": "1", guard: "claim after x=1 at a later revision: true"})
 	if !slices.Equal(seen, []string{guard}) {
 		t.Fatalf("Rewrite was called for %v, want only the guard", seen)
 	}
@@ -148,7 +165,6 @@ func (l *batchLog) ApplyBatch(ctx context.Context, cs []replica.Change) error {
 // writes a key Config.Alone names: it is applied by itself and observed
 // before anything after it is applied.
 func TestReplicaBatchesChangesThatArriveTogether(t *testing.T) {
-	dst := etcdOf(t).Client()
 	const key = "/sower/pki/data-keyring"
 	script := []replica.Message{{SnapshotStart: 1, Head: 1}, {Snapshot: []replica.KV{{Key: "/sower/policy/a", Value: []byte("0")}}, Head: 1}, {SnapshotEnd: true, Head: 1}}
 	for rev := int64(2); rev <= 40; rev++ {
@@ -158,7 +174,9 @@ func TestReplicaBatchesChangesThatArriveTogether(t *testing.T) {
 		}
 		script = append(script, replica.Message{Change: c, Head: 40})
 	}
-	local := replica.NewLocalStore(dst, replica.LocalConfig{})
+	e := etcdOf(t, true)
+	dst := e.Client()
+	local := replica.NewLocalStore(dst, replica.LocalConfig{Direct: e})
 	log := &batchLog{Store: local, b: local, release: make(chan struct{})}
 	var mu sync.Mutex
 	var observedAt int64 // the copy's cursor when the key was observed

@@ -35,6 +35,17 @@ type LocalConfig struct {
 	// Bulk, when set, writes the pages of a first load (Loader) straight
 	// into the copy's store instead of through transactions.
 	Bulk BulkWriter
+	// Direct, when set, writes each applied revision (Apply, ApplyBatch)
+	// straight into the copy's store, one revision as a transaction would
+	// make, without the transaction's trip through the consensus log.
+	Direct DirectWriter
+}
+
+// DirectWriter writes one revision into the local copy's store outside
+// its consensus log (cluster.Etcd's WriteDirect on a rebuildable private
+// etcd). The Replica's loop is the only writer of the replicated keys.
+type DirectWriter interface {
+	WriteDirect(deletes, keys []string, values [][]byte) (int64, error)
 }
 
 // BulkWriter writes keys into the local copy's store outside its
@@ -120,6 +131,20 @@ func (s *LocalStore) rewrites(key string) bool {
 
 // Apply implements Store: one transaction with the cursor.
 func (s *LocalStore) Apply(ctx context.Context, c Change) error {
+	if s.c.Direct != nil {
+		w := newWriteSet(len(c.Puts) + len(c.Deletes) + 1)
+		for _, k := range c.Deletes {
+			w.del(k)
+		}
+		for _, kv := range c.Puts {
+			v := kv.Value
+			if s.rewrites(kv.Key) {
+				v = s.c.Rewrite(kv.Key, v, localView{ctx: ctx, cli: s.cli})
+			}
+			w.put(kv.Key, v)
+		}
+		return s.writeDirect(w, c.Revision, c.Revision)
+	}
 	ops := make([]clientv3.Op, 0, len(c.Puts)+len(c.Deletes)+1)
 	for _, k := range c.Deletes {
 		ops = append(ops, clientv3.OpDelete(k))
@@ -130,6 +155,60 @@ func (s *LocalStore) Apply(ctx context.Context, c Change) error {
 	ops = append(ops, clientv3.OpPut(AppliedKey, strconv.FormatInt(c.Revision, 10)))
 	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("replica: apply revision %d locally: %w", c.Revision, err)
+	}
+	return nil
+}
+
+// writeSet is what one local revision writes, each key once (the last
+// write of it wins): etcd refuses a transaction that writes a key twice.
+type writeSet struct {
+	keys   []string
+	values [][]byte // nil: delete
+	at     map[string]int
+}
+
+func newWriteSet(n int) *writeSet {
+	return &writeSet{keys: make([]string, 0, n), values: make([][]byte, 0, n)}
+}
+
+func (w *writeSet) set(key string, value []byte) {
+	if w.at != nil {
+		if i, ok := w.at[key]; ok {
+			w.values[i] = value
+			return
+		}
+		w.at[key] = len(w.keys)
+	}
+	w.keys, w.values = append(w.keys, key), append(w.values, value)
+}
+
+func (w *writeSet) put(key string, value []byte) {
+	if value == nil {
+		value = []byte{}
+	}
+	w.set(key, value)
+}
+
+func (w *writeSet) del(key string) { w.set(key, nil) }
+
+// writeDirect writes w and the cursor at revision to as one revision of
+// the copy's store.
+func (s *LocalStore) writeDirect(w *writeSet, from, to int64) error {
+	var deletes []string
+	keys, values := make([]string, 0, len(w.keys)+1), make([][]byte, 0, len(w.keys)+1)
+	for i, k := range w.keys {
+		if w.values[i] == nil {
+			deletes = append(deletes, k)
+		} else {
+			keys, values = append(keys, k), append(values, w.values[i])
+		}
+	}
+	keys, values = append(keys, AppliedKey), append(values, strconv.AppendInt(nil, to, 10))
+	if _, err := s.c.Direct.WriteDirect(deletes, keys, values); err != nil {
+		if from == to {
+			return fmt.Errorf("replica: apply revision %d locally: %w", to, err)
+		}
+		return fmt.Errorf("replica: apply revisions %d-%d locally: %w", from, to, err)
 	}
 	return nil
 }
@@ -181,25 +260,28 @@ func (s *LocalStore) applyMerged(ctx context.Context, cs []Change) error {
 	for _, c := range cs {
 		n += len(c.Puts) + len(c.Deletes)
 	}
-	ops := make([]clientv3.Op, 0, n)
-	at := make(map[string]int, n)
-	set := func(key string, op clientv3.Op) {
-		if i, ok := at[key]; ok {
-			ops[i] = op
-			return
-		}
-		at[key] = len(ops)
-		ops = append(ops, op)
-	}
+	w := newWriteSet(n)
+	w.at = make(map[string]int, n)
 	for _, c := range cs {
 		for _, k := range c.Deletes {
-			set(k, clientv3.OpDelete(k))
+			w.del(k)
 		}
 		for _, kv := range c.Puts {
-			set(kv.Key, clientv3.OpPut(kv.Key, string(kv.Value)))
+			w.put(kv.Key, kv.Value)
 		}
 	}
 	last := cs[len(cs)-1].Revision
+	if s.c.Direct != nil {
+		return s.writeDirect(w, cs[0].Revision, last)
+	}
+	ops := make([]clientv3.Op, 0, len(w.keys)+1)
+	for i, k := range w.keys {
+		if w.values[i] == nil {
+			ops = append(ops, clientv3.OpDelete(k))
+		} else {
+			ops = append(ops, clientv3.OpPut(k, string(w.values[i])))
+		}
+	}
 	ops = append(ops, clientv3.OpPut(AppliedKey, strconv.FormatInt(last, 10)))
 	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("replica: apply revisions %d-%d locally: %w", cs[0].Revision, last, err)

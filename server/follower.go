@@ -371,7 +371,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	defer feed.Close()
 	f.feed = feed
 	rep, err := replica.New(ctx, replica.Config{
-		Store: replica.NewLocalStore(local, replica.LocalConfig{Rewrite: etcdstore.RebaseGuard, Rewrites: etcdstore.IsGuardKey, Bulk: etcd}),
+		Store: replica.NewLocalStore(local, replica.LocalConfig{Rewrite: etcdstore.RebaseGuard, Rewrites: etcdstore.IsGuardKey, Bulk: etcd, Direct: etcd}),
 		Feed:  feed,
 		// Revisions that arrive together are applied together, but
 		// never across a data-key rotation (taken before what it seals)
