@@ -236,3 +236,83 @@ func TestReplicaBatchesChangesThatArriveTogether(t *testing.T) {
 		t.Errorf("%s was observed with the copy at %d, want 20", key, observedAt)
 	}
 }
+
+// recorder is a Serve send function that keeps what it was sent.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []replica.Message
+	more chan struct{}
+}
+
+func (r *recorder) send(m replica.Message) error {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, m)
+	r.mu.Unlock()
+	select {
+	case r.more <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// waitFor returns what was sent once ok holds for the last message.
+func (r *recorder) waitFor(t *testing.T, what string, ok func(replica.Message) bool) []replica.Message {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		r.mu.Lock()
+		if n := len(r.msgs); n > 0 && ok(r.msgs[n-1]) {
+			out := slices.Clone(r.msgs)
+			r.mu.Unlock()
+			return out
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.more:
+		case <-deadline:
+			t.Fatalf("never sent %s", what)
+		}
+	}
+}
+
+// Revisions that change nothing replicated (the audit trail's) are not a
+// message each: a change sent within the delay covers them, and otherwise
+// one progress mark does.
+func TestHubHoldsBackProgressMarks(t *testing.T) {
+	for name, delay := range map[string]time.Duration{"a change covers them": time.Hour, "one mark after the delay": 10 * time.Millisecond} {
+		t.Run(name, func(t *testing.T) {
+			src := etcdOf(t).Client()
+			hub, err := replica.NewHub(replica.HubConfig{Client: src, Idle: time.Hour, ProgressDelay: delay})
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, hub.Run)
+			rec := &recorder{more: make(chan struct{}, 1)}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- hub.Serve(ctx, replica.Peer{Name: "f"}, 0, rec.send, nil) }()
+			defer func() { cancel(); <-done }()
+			attached := rec.waitFor(t, "the snapshot and the first mark", func(m replica.Message) bool { return m.Progress > 0 })
+			var last int64
+			for i := range 3 {
+				last = put(t, src, clientv3.OpPut(fmt.Sprintf("/sower/audit/events/%d", i), "e"))
+			}
+			if delay == time.Hour {
+				last = put(t, src, clientv3.OpPut("/sower/policy/a", "1"))
+				got := rec.waitFor(t, "the change", func(m replica.Message) bool { return m.Change != nil && m.Change.Revision == last })
+				if after := got[len(attached):]; len(after) != 1 {
+					t.Fatalf("sent %+v after attaching, want only the change", after)
+				}
+				return
+			}
+			// How many marks depends on how fast the puts came; that one
+			// comes without an idle mark (an hour away) is what counts.
+			got := rec.waitFor(t, "a mark past the audit revisions", func(m replica.Message) bool { return m.Progress >= last })
+			for _, m := range got[len(attached):] {
+				if m.Progress == 0 {
+					t.Errorf("sent %+v, want only progress marks", m)
+				}
+			}
+		})
+	}
+}
