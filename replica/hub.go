@@ -38,6 +38,13 @@ type HubConfig struct {
 	// Idle is how long the hub waits without a change before it sends a
 	// progress mark (default 1s).
 	Idle time.Duration
+	// ProgressDelay is how long the hub holds back the progress mark of
+	// revisions that changed nothing replicated (the audit trail's, a
+	// seed's) before it sends one mark for all of them (default 20ms);
+	// a change sent meanwhile makes it unneeded. Without it every such
+	// revision was a message to every Follower: with Followers' reads
+	// audited, as many as the replicated writes themselves.
+	ProgressDelay time.Duration
 	// PageSize is how many keys one snapshot message holds (default
 	// 10,000).
 	PageSize int
@@ -63,6 +70,10 @@ type Hub struct {
 	advanced  chan struct{} // closed and replaced when pos grows
 	subs      map[*subscriber]struct{}
 	stopped   chan struct{}
+	// told is the last revision broadcast (a change or a mark); marking
+	// is set while a held-back progress mark is due.
+	told    int64
+	marking bool
 }
 
 type subscriber struct {
@@ -115,6 +126,9 @@ func NewHub(c HubConfig) (*Hub, error) {
 	}
 	if c.PageSize <= 0 {
 		c.PageSize = 10_000
+	}
+	if c.ProgressDelay <= 0 {
+		c.ProgressDelay = 20 * time.Millisecond
 	}
 	if c.WaitBehind <= 0 {
 		c.WaitBehind = 5 * time.Second
@@ -282,21 +296,25 @@ func (h *Hub) publish(c *Change) {
 		return
 	}
 	h.pos = c.Revision
-	var m Message
 	if c.empty() {
-		m = Message{Progress: c.Revision, Head: c.Revision}
-	} else {
-		h.ring = append(h.ring, c)
-		h.ringAt = append(h.ringAt, time.Now())
-		if len(h.ring) > h.c.RingSize {
-			h.base = h.ring[0].Revision
-			h.ring[0] = nil
-			h.ring = h.ring[1:]
-			h.ringAt = h.ringAt[1:]
+		// Held back: one mark for every such revision within the delay,
+		// or none when a change (whose revision covers them) goes first.
+		if !h.marking {
+			h.marking = true
+			time.AfterFunc(h.c.ProgressDelay, h.heldProgress)
 		}
-		m = Message{Change: c, Head: c.Revision}
+		h.signalLocked()
+		return
 	}
-	h.broadcastLocked(m)
+	h.ring = append(h.ring, c)
+	h.ringAt = append(h.ringAt, time.Now())
+	if len(h.ring) > h.c.RingSize {
+		h.base = h.ring[0].Revision
+		h.ring[0] = nil
+		h.ring = h.ring[1:]
+		h.ringAt = h.ringAt[1:]
+	}
+	h.broadcastLocked(Message{Change: c, Head: c.Revision})
 	h.signalLocked()
 }
 
@@ -310,7 +328,22 @@ func (h *Hub) progress(rev int64) {
 	h.broadcastLocked(Message{Progress: h.pos, Head: h.pos})
 }
 
+// heldProgress sends the progress mark publish held back, unless a change
+// or another mark already told every Follower.
+func (h *Hub) heldProgress() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.marking = false
+	if h.ready && h.pos > h.told {
+		h.broadcastLocked(Message{Progress: h.pos, Head: h.pos})
+	}
+}
+
 func (h *Hub) broadcastLocked(m Message) {
+	h.told = max(h.told, m.Progress, m.Head)
+	if m.Change != nil {
+		h.told = max(h.told, m.Change.Revision)
+	}
 	for s := range h.subs {
 		select {
 		case s.ch <- m:

@@ -22,6 +22,12 @@ type LocalConfig struct {
 	// guard names a revision of the store it is in, which a copy must
 	// translate into its own).
 	Rewrite func(key string, value []byte, local LocalView) []byte
+	// Rewrites, when set, names the keys Rewrite may change; others are
+	// stored as they come without calling it, and a batch of revisions
+	// (ApplyBatch) is one transaction as long as none of them puts one.
+	// Without it every revision is its own transaction when Rewrite is
+	// set (Rewrite reads the copy as it is just before that revision).
+	Rewrites func(key string) bool
 	// FirstBatch is how many keys one transaction of the very first load
 	// holds (default 10,000); nothing serves before it ends, so it need
 	// not be one transaction. Later snapshots are one transaction.
@@ -29,6 +35,17 @@ type LocalConfig struct {
 	// Bulk, when set, writes the pages of a first load (Loader) straight
 	// into the copy's store instead of through transactions.
 	Bulk BulkWriter
+	// Direct, when set, writes each applied revision (Apply, ApplyBatch)
+	// straight into the copy's store, one revision as a transaction would
+	// make, without the transaction's trip through the consensus log.
+	Direct DirectWriter
+}
+
+// DirectWriter writes one revision into the local copy's store outside
+// its consensus log (cluster.Etcd's WriteDirect on a rebuildable private
+// etcd). The Replica's loop is the only writer of the replicated keys.
+type DirectWriter interface {
+	WriteDirect(deletes, keys []string, values [][]byte) (int64, error)
 }
 
 // BulkWriter writes keys into the local copy's store outside its
@@ -102,14 +119,32 @@ func (v localView) Get(key string) []byte {
 
 func (s *LocalStore) put(ctx context.Context, kv KV) clientv3.Op {
 	v := kv.Value
-	if s.c.Rewrite != nil {
+	if s.rewrites(kv.Key) {
 		v = s.c.Rewrite(kv.Key, v, localView{ctx: ctx, cli: s.cli})
 	}
 	return clientv3.OpPut(kv.Key, string(v))
 }
 
+func (s *LocalStore) rewrites(key string) bool {
+	return s.c.Rewrite != nil && (s.c.Rewrites == nil || s.c.Rewrites(key))
+}
+
 // Apply implements Store: one transaction with the cursor.
 func (s *LocalStore) Apply(ctx context.Context, c Change) error {
+	if s.c.Direct != nil {
+		w := newWriteSet(len(c.Puts) + len(c.Deletes) + 1)
+		for _, k := range c.Deletes {
+			w.del(k)
+		}
+		for _, kv := range c.Puts {
+			v := kv.Value
+			if s.rewrites(kv.Key) {
+				v = s.c.Rewrite(kv.Key, v, localView{ctx: ctx, cli: s.cli})
+			}
+			w.put(kv.Key, v)
+		}
+		return s.writeDirect(w, c.Revision, c.Revision)
+	}
 	ops := make([]clientv3.Op, 0, len(c.Puts)+len(c.Deletes)+1)
 	for _, k := range c.Deletes {
 		ops = append(ops, clientv3.OpDelete(k))
@@ -120,6 +155,136 @@ func (s *LocalStore) Apply(ctx context.Context, c Change) error {
 	ops = append(ops, clientv3.OpPut(AppliedKey, strconv.FormatInt(c.Revision, 10)))
 	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("replica: apply revision %d locally: %w", c.Revision, err)
+	}
+	return nil
+}
+
+// writeSet is what one local revision writes, each key once (the last
+// write of it wins): etcd refuses a transaction that writes a key twice.
+type writeSet struct {
+	keys   []string
+	values [][]byte // nil: delete
+	at     map[string]int
+}
+
+func newWriteSet(n int) *writeSet {
+	return &writeSet{keys: make([]string, 0, n), values: make([][]byte, 0, n)}
+}
+
+func (w *writeSet) set(key string, value []byte) {
+	if w.at != nil {
+		if i, ok := w.at[key]; ok {
+			w.values[i] = value
+			return
+		}
+		w.at[key] = len(w.keys)
+	}
+	w.keys, w.values = append(w.keys, key), append(w.values, value)
+}
+
+func (w *writeSet) put(key string, value []byte) {
+	if value == nil {
+		value = []byte{}
+	}
+	w.set(key, value)
+}
+
+func (w *writeSet) del(key string) { w.set(key, nil) }
+
+// writeDirect writes w and the cursor at revision to as one revision of
+// the copy's store.
+func (s *LocalStore) writeDirect(w *writeSet, from, to int64) error {
+	var deletes []string
+	keys, values := make([]string, 0, len(w.keys)+1), make([][]byte, 0, len(w.keys)+1)
+	for i, k := range w.keys {
+		if w.values[i] == nil {
+			deletes = append(deletes, k)
+		} else {
+			keys, values = append(keys, k), append(values, w.values[i])
+		}
+	}
+	keys, values = append(keys, AppliedKey), append(values, strconv.AppendInt(nil, to, 10))
+	if _, err := s.c.Direct.WriteDirect(deletes, keys, values); err != nil {
+		if from == to {
+			return fmt.Errorf("replica: apply revision %d locally: %w", to, err)
+		}
+		return fmt.Errorf("replica: apply revisions %d-%d locally: %w", from, to, err)
+	}
+	return nil
+}
+
+var _ Batcher = (*LocalStore)(nil)
+
+// ApplyBatch implements Batcher: consecutive revisions in one transaction
+// with the cursor at the last; a key several of them write is written
+// once, as the last of them left it. A revision that puts a key Rewrite
+// may change is applied on its own (Rewrite reads the copy as it is just
+// before it), between transactions of the others.
+func (s *LocalStore) ApplyBatch(ctx context.Context, cs []Change) error {
+	from := 0
+	for i := range cs {
+		if !s.rewritesAny(cs[i]) {
+			continue
+		}
+		if err := s.applyMerged(ctx, cs[from:i]); err != nil {
+			return err
+		}
+		if err := s.Apply(ctx, cs[i]); err != nil {
+			return err
+		}
+		from = i + 1
+	}
+	return s.applyMerged(ctx, cs[from:])
+}
+
+func (s *LocalStore) rewritesAny(c Change) bool {
+	for _, kv := range c.Puts {
+		if s.rewrites(kv.Key) {
+			return true
+		}
+	}
+	return false
+}
+
+// applyMerged writes cs, none of which Rewrite changes, in one
+// transaction: etcd refuses a transaction that writes a key twice, so
+// each key is written once, by the last revision that wrote it.
+func (s *LocalStore) applyMerged(ctx context.Context, cs []Change) error {
+	switch len(cs) {
+	case 0:
+		return nil
+	case 1:
+		return s.Apply(ctx, cs[0])
+	}
+	n := 1
+	for _, c := range cs {
+		n += len(c.Puts) + len(c.Deletes)
+	}
+	w := newWriteSet(n)
+	w.at = make(map[string]int, n)
+	for _, c := range cs {
+		for _, k := range c.Deletes {
+			w.del(k)
+		}
+		for _, kv := range c.Puts {
+			w.put(kv.Key, kv.Value)
+		}
+	}
+	last := cs[len(cs)-1].Revision
+	if s.c.Direct != nil {
+		return s.writeDirect(w, cs[0].Revision, last)
+	}
+	ops := make([]clientv3.Op, 0, len(w.keys)+1)
+	for i, k := range w.keys {
+		if w.values[i] == nil {
+			ops = append(ops, clientv3.OpDelete(k))
+		} else {
+			ops = append(ops, clientv3.OpPut(k, string(w.values[i])))
+		}
+	}
+	ops = append(ops, clientv3.OpPut(AppliedKey, strconv.FormatInt(last, 10)))
+	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("replica: apply revisions %d-%d locally: %w", cs[0].Revision, last, err)
 	}
 	return nil
 }
@@ -214,7 +379,7 @@ func (s *LocalStore) LoadPage(ctx context.Context, kvs []KV) error {
 				continue
 			}
 			v := kv.Value
-			if s.c.Rewrite != nil {
+			if s.rewrites(kv.Key) {
 				v = s.c.Rewrite(kv.Key, v, localView{ctx: ctx, cli: s.cli})
 			}
 			keys, values = append(keys, kv.Key), append(values, v)

@@ -21,6 +21,15 @@ type Store interface {
 	Replace(ctx context.Context, rev int64, kvs []KV) error
 }
 
+// Batcher is a Store that can apply several consecutive source revisions
+// at once, when they arrive together (a Follower catching up): one local
+// transaction instead of one each. The batch is atomic as a whole and
+// records the last revision as applied, so a reader sees the copy at one
+// of the source's revisions, never part of one.
+type Batcher interface {
+	ApplyBatch(ctx context.Context, cs []Change) error
+}
+
 // Loader is a Store that can take a snapshot into a copy that holds no
 // whole snapshot yet (nothing serves from it) page by page, as the pages
 // arrive, instead of collecting the whole snapshot for one Replace: the
@@ -69,6 +78,15 @@ type Config struct {
 	// (the data-key rotation must be taken before values sealed under the
 	// new key arrive).
 	Observe func(puts []KV)
+	// Alone, when set, names keys whose revisions are applied on their
+	// own when the Store is a Batcher: never in one local transaction
+	// with the revisions before or after them, and observed before the
+	// next one is applied (the data-key rotation; the policy guard,
+	// which the policy store reads one transaction at a time).
+	Alone func(key string) bool
+	// MaxBatch bounds how many revisions one ApplyBatch takes (default
+	// 256).
+	MaxBatch int
 	// Backoff is the first wait after a failed stream (default 100ms),
 	// doubled up to 2s.
 	Backoff time.Duration
@@ -120,6 +138,9 @@ func New(ctx context.Context, c Config) (*Replica, error) {
 	}
 	if c.Backoff <= 0 {
 		c.Backoff = 100 * time.Millisecond
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 256
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -222,7 +243,6 @@ func (r *Replica) follow(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer st.Close()
 	r.setState(StateStreaming)
 	ack := func() {}
 	if a, ok := st.(Acker); ok {
@@ -230,8 +250,21 @@ func (r *Replica) follow(ctx context.Context) (bool, error) {
 	}
 	var snap *snapshot
 	defer func() { snap.stop() }()
+	// Messages are read ahead on a goroutine of their own, so that the
+	// changes that arrived while one was applied can be applied together.
+	recvd, stopRecv := receive(st)
+	defer stopRecv()
+	batcher, _ := r.c.Store.(Batcher)
+	var batch []Change
+	var held *received // read while draining a batch, not yet handled
 	for {
-		m, err := st.Recv()
+		var in received
+		if held != nil {
+			in, held = *held, nil
+		} else {
+			in = <-recvd
+		}
+		m, err := in.m, in.err
 		if err != nil {
 			return r.Applied() > start, err
 		}
@@ -302,11 +335,24 @@ func (r *Replica) follow(ctx context.Context) (bool, error) {
 			if m.Change.Revision <= r.Applied() {
 				continue // sent again after a reconnect
 			}
-			if err := r.c.Store.Apply(ctx, *m.Change); err != nil {
-				return false, fmt.Errorf("replica: apply revision %d: %w", m.Change.Revision, err)
+			batch = append(batch[:0], *m.Change)
+			if batcher != nil && !r.alone(m.Change) {
+				batch, held = r.drain(recvd, batch)
 			}
-			r.observe(m.Change.Puts)
-			r.advance(m.Change.Revision, false)
+			last := batch[len(batch)-1].Revision
+			if len(batch) == 1 {
+				err = r.c.Store.Apply(ctx, batch[0])
+			} else {
+				err = batcher.ApplyBatch(ctx, batch)
+			}
+			if err != nil {
+				return false, fmt.Errorf("replica: apply revisions %d-%d: %w", batch[0].Revision, last, err)
+			}
+			for _, c := range batch {
+				r.observe(c.Puts)
+			}
+			clear(batch) // the values are the store's now
+			r.advance(last, false)
 			ack()
 		case m.Progress > 0:
 			if snap == nil && r.Loaded() {
@@ -315,6 +361,78 @@ func (r *Replica) follow(ctx context.Context) (bool, error) {
 			}
 		}
 	}
+}
+
+// received is one Recv's result.
+type received struct {
+	m   Message
+	err error
+}
+
+// recvQueue is how many messages are read ahead of the apply loop.
+const recvQueue = 256
+
+// receive reads st on a goroutine of its own until it fails; stop closes
+// st and waits for that goroutine.
+func receive(st Stream) (<-chan received, func()) {
+	ch, quit, done := make(chan received, recvQueue), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			m, err := st.Recv()
+			select {
+			case ch <- received{m, err}:
+			case <-quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch, func() {
+		close(quit)
+		st.Close()
+		<-done
+	}
+}
+
+// drain adds to batch the changes already received that follow it, up to
+// MaxBatch; it stops at anything else (returned as held, to be handled
+// next) and at a change that must be applied alone.
+func (r *Replica) drain(recvd <-chan received, batch []Change) ([]Change, *received) {
+	for len(batch) < r.c.MaxBatch {
+		select {
+		case in := <-recvd:
+			c := in.m.Change
+			if in.err != nil || c == nil || r.alone(c) || c.Revision <= batch[len(batch)-1].Revision {
+				return batch, &in
+			}
+			r.contact(in.m.Head)
+			batch = append(batch, *c)
+		default:
+			return batch, nil
+		}
+	}
+	return batch, nil
+}
+
+// alone reports whether c writes a key Config.Alone names.
+func (r *Replica) alone(c *Change) bool {
+	if r.c.Alone == nil {
+		return false
+	}
+	for _, kv := range c.Puts {
+		if r.c.Alone(kv.Key) {
+			return true
+		}
+	}
+	for _, k := range c.Deletes {
+		if r.c.Alone(k) {
+			return true
+		}
+	}
+	return false
 }
 
 // snapshot is a snapshot being received: collected in kvs for one

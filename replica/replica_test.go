@@ -146,7 +146,7 @@ type side struct {
 	hub      *replica.Hub
 	feed     *localFeed
 	// bulk: the copy is a rebuildable etcd that takes a first load's
-	// pages outside raft, as a Follower's is.
+	// pages and the applied revisions outside raft, as a Follower's is.
 	bulk bool
 }
 
@@ -168,7 +168,7 @@ func (s *side) replica(t *testing.T) (*replica.Replica, context.CancelFunc) {
 	t.Helper()
 	lc := replica.LocalConfig{}
 	if s.bulk {
-		lc.Bulk = s.dst
+		lc.Bulk, lc.Direct = s.dst, s.dst
 	}
 	r, err := replica.New(context.Background(), replica.Config{Store: replica.NewLocalStore(s.dst.Client(), lc), Feed: s.feed, Backoff: 5 * time.Millisecond})
 	if err != nil {

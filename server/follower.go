@@ -371,8 +371,12 @@ func (f *Follower) Run(ctx context.Context) error {
 	defer feed.Close()
 	f.feed = feed
 	rep, err := replica.New(ctx, replica.Config{
-		Store: replica.NewLocalStore(local, replica.LocalConfig{Rewrite: etcdstore.RebaseGuard, Bulk: etcd}),
+		Store: replica.NewLocalStore(local, replica.LocalConfig{Rewrite: etcdstore.RebaseGuard, Rewrites: etcdstore.IsGuardKey, Bulk: etcd, Direct: etcd}),
 		Feed:  feed,
+		// Revisions that arrive together are applied together, but
+		// never across a data-key rotation (taken before what it seals)
+		// or the policy guard.
+		Alone: func(key string) bool { return key == keyringKey || etcdstore.IsGuardKey(key) },
 		Observe: func(puts []replica.KV) {
 			for _, kv := range puts {
 				if kv.Key == keyringKey {

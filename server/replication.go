@@ -60,8 +60,10 @@ func (s *Server) replicationService(d serviceDeps) (*replication.Service, error)
 		Dial: dialer.dial,
 		// Followers' events: stored once each, on whichever quorum
 		// node they replicate from.
-		Audit:  etcdstore.NewAuditTrail(d.etcd.Client(), etcdstore.TrailConfig{}),
-		Logger: s.lg,
+		Audit: etcdstore.NewAuditTrail(d.etcd.Client(), etcdstore.TrailConfig{}),
+		// The node's gRPC server runs replication.Codec (server.go).
+		SharedEncoding: true,
+		Logger:         s.lg,
 	})
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/sowerproject/sower/cluster"
 	"github.com/sowerproject/sower/seed"
 	"github.com/sowerproject/sower/seed/archive"
+	"github.com/sowerproject/sower/server/api/replication"
 	"github.com/sowerproject/sower/server/conjur"
 	"github.com/sowerproject/sower/server/etcdstore"
 )
@@ -303,6 +304,9 @@ func (s *Server) Run(ctx context.Context) error {
 		grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(recoverStream(s.lg), m.stream, auth.stream),
+		// The proto codec, plus the replication feed's messages encoded
+		// once for every Follower (replication.Config.SharedEncoding).
+		grpc.ForceServerCodecV2(replication.Codec{}),
 	)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

@@ -36,6 +36,12 @@ func RebaseGuard(key string, value []byte, local replica.LocalView) []byte {
 	return []byte(g.encode())
 }
 
+// IsGuardKey reports whether key is the policy guard: the only key
+// RebaseGuard changes (replica.LocalConfig.Rewrites), and one whose
+// transactions the policy store's watch reads whole, so a Follower
+// applies a revision that writes it on its own (replica.Config.Alone).
+func IsGuardKey(key string) bool { return key == guardKey }
+
 // PolicySnapshotRevision is a replica.HubConfig.SnapshotAt: while a large
 // load is half written at rev, a snapshot is taken at the load's Base
 // (the state before it), so that a Follower never copies half a load; the

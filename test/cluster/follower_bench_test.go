@@ -20,10 +20,12 @@ import (
 )
 
 var (
-	benchFollowers = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
-	auditOff       = flag.Bool("follower-audit-off", false, "BenchmarkFollowerReads: also run the load on a second Follower started with --audit=false, for the cost of recording reads")
-	leaderProfile  = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag: write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
-	inProcess      = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads, BenchmarkReplicationLag: run the (first) Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
+	benchFollowers  = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
+	auditOff        = flag.Bool("follower-audit-off", false, "BenchmarkFollowerReads: also run the load on a second Follower started with --audit=false, for the cost of recording reads")
+	leaderProfile   = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag: write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
+	followerProfile = flag.String("follower-cpuprofile", "", "BenchmarkReplicationLag: start the first Follower with --pprof and write its CPU profile over the run's first -storm-profile-seconds to this file (and over the idle window to this file + .idle)")
+	idleSeconds     = flag.Int("idle-seconds", 2, "BenchmarkReplicationLag: how long the idle CPU of the Leader and the Followers is measured before the writes (0: not measured)")
+	inProcess       = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads, BenchmarkReplicationLag: run the (first) Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
 )
 
 // inProcessFollower stops the Follower process p and runs the same
@@ -63,8 +65,9 @@ type followerBench struct {
 	followers []*proc
 	admin     string
 	appKey    string
-	// pprof is the Leader's --pprof listener, with -leader-cpuprofile.
-	pprof string
+	// pprof is the Leader's --pprof listener, with -leader-cpuprofile;
+	// followerPprof the first Follower's, with -follower-cpuprofile.
+	pprof, followerPprof string
 }
 
 func newFollowerBench(b *testing.B, n int) *followerBench {
@@ -119,7 +122,12 @@ func newFollowerCluster(b *testing.B, n, standbys, ttl int) *followerBench {
 	}
 	for i := range n {
 		p, _ := h.followerNode(l1.url(), fmt.Sprintf("follower-%d", i+1), fmt.Sprintf("127.0.1.%d", i+1))
-		if err := p.start(); err != nil {
+		var extra []string
+		if i == 0 && *followerProfile != "" {
+			fb.followerPprof = freePorts(b, p.ip, 1)[0]
+			extra = append(extra, "--pprof", fb.followerPprof)
+		}
+		if err := p.start(extra...); err != nil {
 			b.Fatal(err)
 		}
 		fb.followers = append(fb.followers, p)
@@ -241,11 +249,31 @@ func BenchmarkReplicationLag(b *testing.B) {
 	var mu sync.Mutex
 	var lags []time.Duration
 	var wg sync.WaitGroup
+	// What the cluster costs with nothing written (raft ticks, progress
+	// marks, acknowledgements, timers): a measuring window, not a wait.
+	var idleF, idleL float64
+	if *idleSeconds > 0 {
+		var wait func()
+		if *followerProfile != "" {
+			wait = cpuProfile(b, fb.followerPprof, *followerProfile+".idle", *idleSeconds)
+		}
+		f0, l0, t0 := followersCPU(), cpuTicks(fb.leader.cmd.Process.Pid), time.Now()
+		time.Sleep(time.Duration(*idleSeconds) * time.Second)
+		if wait != nil {
+			wait()
+		}
+		el := time.Since(t0).Seconds()
+		idleF = float64(followersCPU()-f0) * 10 / el / float64(len(pids))
+		idleL = float64(cpuTicks(fb.leader.cmd.Process.Pid)-l0) * 10 / el
+	}
 	fcpu0 := followersCPU()
 	cpu0 := cpuTicks(fb.leader.cmd.Process.Pid)
 	start := time.Now()
 	if *leaderProfile != "" {
 		defer cpuProfile(b, fb.pprof, *leaderProfile, *stormProfileSeconds)()
+	}
+	if *followerProfile != "" {
+		defer cpuProfile(b, fb.followerPprof, *followerProfile, *stormProfileSeconds)()
 	}
 	b.ResetTimer()
 	// Open loop: a write is due every 10 ms whether or not the last one
@@ -286,6 +314,10 @@ func BenchmarkReplicationLag(b *testing.B) {
 	b.ReportMetric(float64(percentile(lags, 0.99).Microseconds())/1000, "lag-p99-ms")
 	b.ReportMetric(float64(b.N)/el.Seconds(), "writes/s")
 	b.ReportMetric(float64(cpu)*10/el.Seconds()/float64(len(fb.followers))*1000/1000, "leader-cpu-ms/s-per-follower")
+	if *idleSeconds > 0 {
+		b.ReportMetric(idleF, "follower-idle-cpu-ms/s")
+		b.ReportMetric(idleL, "leader-idle-cpu-ms/s")
+	}
 }
 
 // vmHWM is a process's peak resident memory in MiB (VmHWM).

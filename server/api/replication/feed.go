@@ -42,6 +42,10 @@ type FeedConfig struct {
 	Logger   *slog.Logger
 }
 
+// feedWindow is the feed connection's HTTP/2 flow-control window, for the
+// stream and the connection: gRPC's largest (a snapshot page is megabytes).
+const feedWindow = 16 << 20
+
 // Feed is replica.Feed over gRPC: each Open tries the next node, so a
 // Follower whose node died continues from its cursor on another one.
 type Feed struct {
@@ -113,7 +117,12 @@ func (f *Feed) conn(endpoint string) (*grpc.ClientConn, error) {
 	c, err := grpc.NewClient(net.JoinHostPort(host, port),
 		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, MaxDelay: 2 * time.Second}, MinConnectTimeout: 2 * time.Second}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+		// Fixed windows, as large as gRPC's estimator would grow them:
+		// the estimator pings the node on every received message when
+		// messages are a few milliseconds apart (a change per write), a
+		// ping the node reads and answers, both ends' CPU per change.
+		grpc.WithStaticStreamWindowSize(feedWindow), grpc.WithStaticConnWindowSize(feedWindow))
 	if err != nil {
 		return nil, fmt.Errorf("replication feed: %s: %w", endpoint, err)
 	}

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sowerproject/sower/audit"
 	"github.com/sowerproject/sower/pki"
@@ -46,14 +47,19 @@ type Config struct {
 	Dial   func(url string) (sowerv1.ReplicationServiceClient, error)
 	// Audit is the trail PushAudit stores Followers' events in; without
 	// it PushAudit is Unavailable.
-	Audit  audit.Trail
-	Logger *slog.Logger
+	Audit audit.Trail
+	// SharedEncoding says the gRPC server runs Codec: each change and
+	// progress mark is then encoded once for all the Followers it goes
+	// to, not once per Follower.
+	SharedEncoding bool
+	Logger         *slog.Logger
 }
 
 // Service implements sowerv1.ReplicationServiceServer.
 type Service struct {
 	sowerv1.UnsafeReplicationServiceServer
-	c Config
+	c   Config
+	enc encodings
 }
 
 // New checks the dependencies and returns the service.
@@ -148,9 +154,20 @@ func (s *Service) Follow(stream grpc.BidiStreamingServer[sowerv1.FollowRequest, 
 		}
 	}()
 	err = s.c.Hub.Serve(ctx, p, req.GetCursor(), func(m replica.Message) error {
-		resp := MessageToProto(m)
-		resp.LeaderName, resp.LeaderUrl = s.c.Leader()
-		return stream.Send(resp)
+		name, url := s.c.Leader()
+		toProto := func() *sowerv1.FollowResponse {
+			resp := MessageToProto(m)
+			resp.LeaderName, resp.LeaderUrl = name, url
+			return resp
+		}
+		if !s.c.SharedEncoding {
+			return stream.Send(toProto())
+		}
+		e, err := s.enc.get(m, name, url, func() ([]byte, error) { return proto.Marshal(toProto()) })
+		if err != nil {
+			return status.Errorf(codes.Internal, "encode a feed message: %v", err)
+		}
+		return stream.SendMsg(e)
 	}, acks)
 	s.c.Logger.Info("follower detached", "follower", p.Name, "addr", p.Addr, "err", err)
 	return toStatus(err)
