@@ -100,6 +100,9 @@ const maxLearners = 3
 // snapshotCount and snapshotCatchUpEntries bound the raft log etcd keeps
 // in memory (see newEtcdConfig).
 const (
+	// historyRetention is how far back a quorum member keeps the history
+	// of its keys (etcd's periodic auto-compaction).
+	historyRetention       = "1h"
 	snapshotCount          = 1000
 	snapshotCatchUpEntries = 200
 )
@@ -287,6 +290,15 @@ func (c EtcdConfig) embedConfig(closing *atomic.Bool) (*embed.Config, error) {
 	// which for sower's data is no larger than the entries would be.
 	cfg.SnapshotCount = snapshotCount
 	cfg.SnapshotCatchUpEntries = snapshotCatchUpEntries
+	// etcd keeps every revision of every key until it is compacted: each
+	// secret version, audit event and seed record stays in the database
+	// after it is deleted or overwritten, until the quota stops all
+	// writes. The history is compacted to the last hour (etcd's periodic
+	// mode; Kubernetes compacts every 5 minutes): a Follower away for
+	// less than that resumes from its revision, one away longer takes a
+	// snapshot, as after any compaction.
+	cfg.AutoCompactionMode = embed.CompactorModePeriodic
+	cfg.AutoCompactionRetention = historyRetention
 	// etcd's metrics would otherwise register into the default Prometheus
 	// registry twice in tests that run two members in one process.
 	cfg.Metrics = "basic"

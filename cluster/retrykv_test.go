@@ -105,3 +105,14 @@ func TestSeenRevision(t *testing.T) {
 	for range wc {
 	}
 }
+
+// TestQuorumHistoryCompacted: a quorum member compacts its history (etcd
+// keeps every overwritten and deleted value until it does, and the
+// database would grow to its quota).
+func TestQuorumHistoryCompacted(t *testing.T) {
+	e := startMember(t, newSpec(t, "n1"))
+	cfg := e.e.Config()
+	if cfg.AutoCompactionMode != "periodic" || cfg.AutoCompactionRetention != historyRetention {
+		t.Fatalf("auto-compaction %q %q, want periodic %s", cfg.AutoCompactionMode, cfg.AutoCompactionRetention, historyRetention)
+	}
+}
