@@ -22,7 +22,7 @@ import (
 var (
 	benchFollowers = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
 	auditOff       = flag.Bool("follower-audit-off", false, "BenchmarkFollowerReads: also run the load on a second Follower started with --audit=false, for the cost of recording reads")
-	leaderProfile  = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag: write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
+	leaderProfile  = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag, BenchmarkFollowerColdStart (its first Follower): write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
 	inProcess      = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads, BenchmarkReplicationLag: run the (first) Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
 )
 
@@ -374,12 +374,17 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 		b.StopTimer()
 		p, _ := fb.h.followerNode(fb.leader.url(), fmt.Sprintf("cold-%d", i+1), fmt.Sprintf("127.0.1.%d", i+1))
 		cpu0 := cpuTicks(fb.leader.cmd.Process.Pid)
+		waitProfile := func() {}
+		if *leaderProfile != "" && i == 0 {
+			waitProfile = cpuProfile(b, fb.pprof, *leaderProfile, *stormProfileSeconds)
+		}
 		if *inProcess {
 			self0 := cpuTicks(os.Getpid())
 			d := coldStartInProcess(b, fb, p)
 			total += d
 			leaderCPU += cpuTicks(fb.leader.cmd.Process.Pid) - cpu0
 			followerCPU += cpuTicks(os.Getpid()) - self0
+			waitProfile()
 			continue
 		}
 		b.StartTimer()
@@ -393,6 +398,7 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 		hwm = max(hwm, vmHWM(p.cmd.Process.Pid))
 		followerCPU += cpuTicks(p.cmd.Process.Pid)
 		p.stop()
+		waitProfile()
 		b.StartTimer()
 	}
 	b.StopTimer()
