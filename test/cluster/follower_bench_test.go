@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,10 +21,11 @@ import (
 )
 
 var (
-	benchFollowers = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
-	auditOff       = flag.Bool("follower-audit-off", false, "BenchmarkFollowerReads: also run the load on a second Follower started with --audit=false, for the cost of recording reads")
-	leaderProfile  = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag, BenchmarkFollowerColdStart (its first Follower): write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
-	inProcess      = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads, BenchmarkReplicationLag: run the (first) Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
+	benchFollowers  = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
+	auditOff        = flag.Bool("follower-audit-off", false, "BenchmarkFollowerReads: also run the load on a second Follower started with --audit=false, for the cost of recording reads")
+	leaderProfile   = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag, BenchmarkFollowerColdStart (its first Follower): write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
+	followerProfile = flag.String("follower-cpuprofile", "", "BenchmarkFollowerColdStart: write a CPU profile of the first Follower process (through its --pprof listener, from its start) over -storm-profile-seconds to this file")
+	inProcess       = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads, BenchmarkReplicationLag: run the (first) Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
 )
 
 // inProcessFollower stops the Follower process p and runs the same
@@ -387,9 +389,16 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 			waitProfile()
 			continue
 		}
+		var extra []string
+		if *followerProfile != "" && i == 0 {
+			addr := freePorts(b, p.ip, 1)[0]
+			extra = []string{"--pprof", addr}
+			leaderWait, followerWait := waitProfile, startupProfile(b, addr, *followerProfile, *stormProfileSeconds)
+			waitProfile = func() { leaderWait(); followerWait() }
+		}
 		b.StartTimer()
 		start := time.Now()
-		if err := p.start(); err != nil {
+		if err := p.start(extra...); err != nil {
 			b.Fatal(err)
 		}
 		total += time.Since(start)
@@ -397,8 +406,8 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 		leaderCPU += cpuTicks(fb.leader.cmd.Process.Pid) - cpu0
 		hwm = max(hwm, vmHWM(p.cmd.Process.Pid))
 		followerCPU += cpuTicks(p.cmd.Process.Pid)
+		waitProfile() // the Leader's, or the Follower's: before it stops
 		p.stop()
-		waitProfile()
 		b.StartTimer()
 	}
 	b.StopTimer()
@@ -408,6 +417,24 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 	if !*inProcess {
 		b.ReportMetric(hwm, "peak-rss-MiB")
 	}
+}
+
+// startupProfile is cpuProfile for a process about to start: it asks
+// until the listener at addr answers.
+func startupProfile(b *testing.B, addr, path string, seconds int) (wait func()) {
+	done := make(chan func())
+	go func() {
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		done <- cpuProfile(b, addr, path, seconds)
+	}()
+	return func() { (<-done)() }
 }
 
 // coldStartInProcess unpacks p's seed and runs the Follower inside the
