@@ -126,6 +126,23 @@ func MarshalFact(f Fact) ([]byte, error) {
 // holds, and must be the key the decoded fact would have.
 func UnmarshalFact(key string, value []byte) (Fact, error) {
 	prefix, _, _ := strings.Cut(key, "/")
+	f, ok := decodeFactJSON(prefix, value)
+	if !ok {
+		var err error
+		if f, err = unmarshalFactReflect(prefix, key, value); err != nil {
+			return nil, err
+		}
+	}
+	var buf [keyBufSize]byte
+	if string(appendKey(buf[:0], f)) != key {
+		return nil, fmt.Errorf("%w: value stored under %q belongs under %q", ErrInvalidFact, key, f.Key())
+	}
+	return f, nil
+}
+
+// unmarshalFactReflect decodes value with encoding/json: what
+// decodeFactJSON does not take.
+func unmarshalFactReflect(prefix, key string, value []byte) (Fact, error) {
 	var (
 		f   Fact
 		err error
@@ -156,9 +173,6 @@ func UnmarshalFact(key string, value []byte) (Fact, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: decode %q: %w", ErrInvalidFact, key, err)
-	}
-	if f.Key() != key {
-		return nil, fmt.Errorf("%w: value stored under %q belongs under %q", ErrInvalidFact, key, f.Key())
 	}
 	return f, nil
 }

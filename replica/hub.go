@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -540,6 +541,54 @@ func (h *Hub) attach(ctx context.Context, peer Peer, applied, cursor int64) (*su
 	return s, replay, h.pos, nil
 }
 
+// snapshotRead is one range read of a snapshot, or why it failed.
+type snapshotRead struct {
+	kvs []*mvccpb.KeyValue
+	err error
+}
+
+// readSnapshot reads every replicated key at rev into out, in large
+// reads, and closes out; a failed read is its last.
+func (h *Hub) readSnapshot(ctx context.Context, rev int64, out chan<- snapshotRead) {
+	defer close(out)
+	put := func(rd snapshotRead) bool {
+		select {
+		case out <- rd:
+			return rd.err == nil
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for _, r := range Replicated {
+		key, end := r.Key, ""
+		if r.Prefix {
+			end = clientv3.GetPrefixRangeEnd(r.Key)
+		}
+		for {
+			// etcd walks the whole rest of the range to count it on every
+			// limited read, so reads are few and large (ten messages'
+			// worth): with 1,000 keys a read, 100,000 hosts and 18,000 variables took
+			// 47 s to a Follower's ready, 24 s with 100,000 (quiet machine).
+			opts := []clientv3.OpOption{clientv3.WithRev(rev), clientv3.WithLimit(int64(10 * h.c.PageSize))}
+			if end != "" {
+				opts = append(opts, clientv3.WithRange(end))
+			}
+			resp, err := h.c.Client.Get(ctx, key, opts...)
+			if err != nil {
+				put(snapshotRead{err: err})
+				return
+			}
+			if len(resp.Kvs) > 0 && !put(snapshotRead{kvs: resp.Kvs}) {
+				return
+			}
+			if !resp.More || len(resp.Kvs) == 0 || end == "" {
+				break
+			}
+			key = string(append(bytes.Clone(resp.Kvs[len(resp.Kvs)-1].Key), 0))
+		}
+	}
+}
+
 // sendSnapshot sends every replicated key at one revision and returns it.
 func (h *Hub) sendSnapshot(ctx context.Context, send func(Message) error, consistent bool) (int64, error) {
 	resp, err := h.c.Client.Get(ctx, watchPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
@@ -568,36 +617,29 @@ func (h *Hub) sendSnapshot(ctx context.Context, send func(Message) error, consis
 		page = make([]KV, 0, h.c.PageSize)
 		return err
 	}
-	for _, r := range Replicated {
-		key, end := r.Key, ""
-		if r.Prefix {
-			end = clientv3.GetPrefixRangeEnd(r.Key)
+	// The reads run one ahead of the sends: while a read's pages go out
+	// (and the Follower writes them), the next read is under way, so the
+	// Follower is not left idle for the length of every read. Unbuffered:
+	// at most two reads are held, the one being sent and the next.
+	rctx, stop := context.WithCancel(ctx)
+	reads := make(chan snapshotRead)
+	go h.readSnapshot(rctx, rev, reads)
+	defer func() {
+		stop()
+		for range reads { // until the reader has returned
 		}
-		for {
-			// etcd walks the whole rest of the range to count it on every
-			// limited read, so reads are few and large (ten messages'
-			// worth): with 1,000 keys a read, 100,000 hosts and 18,000 variables took
-			// 47 s to a Follower's ready, 24 s with 100,000 (quiet machine).
-			opts := []clientv3.OpOption{clientv3.WithRev(rev), clientv3.WithLimit(int64(10 * h.c.PageSize))}
-			if end != "" {
-				opts = append(opts, clientv3.WithRange(end))
-			}
-			resp, err := h.c.Client.Get(ctx, key, opts...)
-			if err != nil {
-				return 0, fmt.Errorf("replica: snapshot at %d: %w", rev, err)
-			}
-			for _, kv := range resp.Kvs {
-				page = append(page, KV{Key: string(kv.Key), Value: kv.Value})
-				if len(page) == cap(page) {
-					if err := flush(); err != nil {
-						return 0, err
-					}
+	}()
+	for rd := range reads {
+		if rd.err != nil {
+			return 0, fmt.Errorf("replica: snapshot at %d: %w", rev, rd.err)
+		}
+		for _, kv := range rd.kvs {
+			page = append(page, KV{Key: string(kv.Key), Value: kv.Value})
+			if len(page) == cap(page) {
+				if err := flush(); err != nil {
+					return 0, err
 				}
 			}
-			if !resp.More || len(resp.Kvs) == 0 || end == "" {
-				break
-			}
-			key = string(append(bytes.Clone(resp.Kvs[len(resp.Kvs)-1].Key), 0))
 		}
 	}
 	if err := flush(); err != nil {

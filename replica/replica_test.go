@@ -429,6 +429,58 @@ func testFirstLoad(t *testing.T, bulk bool) {
 	sameMaps(t, dump(t, dst), replicatedOf(dump(t, src)))
 }
 
+// A snapshot larger than one of the hub's range reads, over several
+// prefixes, arrives whole and in order; streams cut in the middle of it
+// (the hub's read-ahead abandoned) leave no reader behind (goleak) and the
+// next first load starts over cleanly.
+func TestHubSnapshotSpansManyReads(t *testing.T) {
+	s := newSide(t, replica.HubConfig{PageSize: 2}) // reads of 20 keys
+	s.dst.Close()
+	s.dst, s.bulk = etcdOf(t, true), true
+	src, dst := s.src.Client(), s.dst.Client()
+	var ops []clientv3.Op
+	for i := range 57 {
+		ops = append(ops, clientv3.OpPut(fmt.Sprintf("/sower/secrets/v/%03d", i), "sealed"))
+	}
+	for i := range 33 {
+		ops = append(ops, clientv3.OpPut(fmt.Sprintf("/sower/policy/facts/%03d", i), "{}"))
+	}
+	for i := range 21 {
+		ops = append(ops, clientv3.OpPut(fmt.Sprintf("/sower/authn/credentials/acme:host:h%03d", i), "hmac"))
+	}
+	ops = append(ops, clientv3.OpPut("/sower/seeds/s1", "never sent"))
+	last := put(t, src, ops...)
+	for deadline := time.Now().Add(20 * time.Second); s.hub.Revision() < last; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub is at %d, never reached %d", s.hub.Revision(), last)
+		}
+	}
+
+	// Streams cut after fewer messages than the snapshot holds.
+	s.feed.cutAfter = 20
+	r, stop := s.replica(t)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		s.feed.mu.Lock()
+		opens := len(s.feed.opens)
+		s.feed.mu.Unlock()
+		if opens >= 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d streams opened", opens)
+		}
+	}
+	stop()
+	if r.Loaded() && r.Applied() < last {
+		t.Fatalf("a cut snapshot counts as loaded at %d", r.Applied())
+	}
+
+	s.feed.cutAfter = 0
+	r2, _ := s.replica(t)
+	waitApplied(t, r2, last)
+	sameMaps(t, dump(t, dst), replicatedOf(dump(t, src)))
+}
+
 // A Follower that does not read its stream is cut off instead of holding
 // the hub back; it resumes from its cursor on its next stream.
 func TestHubCutsOffASlowFollower(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,8 +23,8 @@ import (
 var (
 	benchFollowers  = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
 	auditOff        = flag.Bool("follower-audit-off", false, "BenchmarkFollowerReads: also run the load on a second Follower started with --audit=false, for the cost of recording reads")
-	leaderProfile   = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag: write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
-	followerProfile = flag.String("follower-cpuprofile", "", "BenchmarkReplicationLag: start the first Follower with --pprof and write its CPU profile over the run's first -storm-profile-seconds to this file (and over the idle window to this file + .idle)")
+	leaderProfile   = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag, BenchmarkFollowerColdStart (its first Follower): write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
+	followerProfile = flag.String("follower-cpuprofile", "", "BenchmarkReplicationLag: start the first Follower with --pprof and write its CPU profile over the run's first -storm-profile-seconds to this file (and over the idle window to this file + .idle); BenchmarkFollowerColdStart: the first Follower process's profile from its start")
 	idleSeconds     = flag.Int("idle-seconds", 2, "BenchmarkReplicationLag: how long the idle CPU of the Leader and the Followers is measured before the writes (0: not measured)")
 	inProcess       = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads, BenchmarkReplicationLag: run the (first) Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
 )
@@ -406,17 +407,29 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 		b.StopTimer()
 		p, _ := fb.h.followerNode(fb.leader.url(), fmt.Sprintf("cold-%d", i+1), fmt.Sprintf("127.0.1.%d", i+1))
 		cpu0 := cpuTicks(fb.leader.cmd.Process.Pid)
+		waitProfile := func() {}
+		if *leaderProfile != "" && i == 0 {
+			waitProfile = cpuProfile(b, fb.pprof, *leaderProfile, *stormProfileSeconds)
+		}
 		if *inProcess {
 			self0 := cpuTicks(os.Getpid())
 			d := coldStartInProcess(b, fb, p)
 			total += d
 			leaderCPU += cpuTicks(fb.leader.cmd.Process.Pid) - cpu0
 			followerCPU += cpuTicks(os.Getpid()) - self0
+			waitProfile()
 			continue
+		}
+		var extra []string
+		if *followerProfile != "" && i == 0 {
+			addr := freePorts(b, p.ip, 1)[0]
+			extra = []string{"--pprof", addr}
+			leaderWait, followerWait := waitProfile, startupProfile(b, addr, *followerProfile, *stormProfileSeconds)
+			waitProfile = func() { leaderWait(); followerWait() }
 		}
 		b.StartTimer()
 		start := time.Now()
-		if err := p.start(); err != nil {
+		if err := p.start(extra...); err != nil {
 			b.Fatal(err)
 		}
 		total += time.Since(start)
@@ -424,6 +437,7 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 		leaderCPU += cpuTicks(fb.leader.cmd.Process.Pid) - cpu0
 		hwm = max(hwm, vmHWM(p.cmd.Process.Pid))
 		followerCPU += cpuTicks(p.cmd.Process.Pid)
+		waitProfile() // the Leader's, or the Follower's: before it stops
 		p.stop()
 		b.StartTimer()
 	}
@@ -434,6 +448,24 @@ func BenchmarkFollowerColdStart(b *testing.B) {
 	if !*inProcess {
 		b.ReportMetric(hwm, "peak-rss-MiB")
 	}
+}
+
+// startupProfile is cpuProfile for a process about to start: it asks
+// until the listener at addr answers.
+func startupProfile(b *testing.B, addr, path string, seconds int) (wait func()) {
+	done := make(chan func())
+	go func() {
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		done <- cpuProfile(b, addr, path, seconds)
+	}()
+	return func() { (<-done)() }
 }
 
 // coldStartInProcess unpacks p's seed and runs the Follower inside the
