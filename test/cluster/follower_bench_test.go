@@ -23,7 +23,7 @@ import (
 var (
 	benchFollowers  = flag.Int("followers", 3, "BenchmarkReplicationLag: Followers attached")
 	auditOff        = flag.Bool("follower-audit-off", false, "BenchmarkFollowerReads: also run the load on a second Follower started with --audit=false, for the cost of recording reads")
-	leaderProfile   = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag, BenchmarkFollowerColdStart (its first Follower): write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
+	leaderProfile   = flag.String("leader-cpuprofile", "", "BenchmarkReplicationLag, BenchmarkFollowerReads, BenchmarkFollowerColdStart (its first Follower): write a CPU profile of the Leader (through its --pprof listener) over the run's first -storm-profile-seconds to this file")
 	followerProfile = flag.String("follower-cpuprofile", "", "BenchmarkReplicationLag: start the first Follower with --pprof and write its CPU profile over the run's first -storm-profile-seconds to this file (and over the idle window to this file + .idle); BenchmarkFollowerColdStart: the first Follower process's profile from its start")
 	idleSeconds     = flag.Int("idle-seconds", 2, "BenchmarkReplicationLag: how long the idle CPU of the Leader and the Followers is measured before the writes (0: not measured)")
 	inProcess       = flag.Bool("follower-in-process", false, "BenchmarkFollowerReads, BenchmarkReplicationLag: run the (first) Follower inside the test process (after its first start as a process unpacked its seed), so that go test -cpuprofile profiles it; the load still comes from its own process")
@@ -210,11 +210,18 @@ func benchFollowerTarget(b *testing.B, fb *followerBench, f *proc, pid int, name
 	b.Run(name, func(b *testing.B) {
 		t.ServerName = f.serverName
 		plan := loadPlan{CAFile: fb.h.caFile(), Clients: 64, Requests: b.N, Targets: []loadTarget{t}}
-		cpu0 := cpuTicks(pid)
+		cpu0, lcpu0 := cpuTicks(pid), cpuTicks(fb.leader.cmd.Process.Pid)
 		b.ResetTimer()
-		r := runLoad(b, plan)
+		wait := startLoad(b, plan)
+		if *leaderProfile != "" {
+			// The Leader stores every audited read the Follower ships.
+			cpuProfile(b, fb.pprof, *leaderProfile+"-"+strings.ReplaceAll(b.Name(), "/", "-"), *stormProfileSeconds)()
+		}
+		r := wait()
 		b.StopTimer()
 		cpu := cpuTicks(pid) - cpu0
+		lcpu := cpuTicks(fb.leader.cmd.Process.Pid) - lcpu0
+		b.ReportMetric(float64(lcpu)*10/float64(r.Requests)*1000, "leader-cpu-µs/req")
 		if r.Failed > 0 {
 			b.Fatalf("%d of %d requests failed: %v", r.Failed, r.Requests, r.Errors)
 		}
