@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -73,32 +74,10 @@ func checkFactDecode(t *testing.T, kind string, value []byte) (taken bool) {
 	if !ok {
 		return false
 	}
-	var want Fact
-	var err error
-	switch kind {
-	case keyRole:
-		var v Role
-		err = json.Unmarshal(value, &v)
-		want = v
-	case keyResource:
-		var v Resource
-		err = json.Unmarshal(value, &v)
-		want = v
-	case keyMembership:
-		var v Membership
-		err = json.Unmarshal(value, &v)
-		want = v
-	case keyPermission:
-		var v Permission
-		err = json.Unmarshal(value, &v)
-		want = v
-	case keyAnnotation:
-		var v Annotation
-		err = json.Unmarshal(value, &v)
-		want = v
-	default:
+	if !slices.Contains([]string{keyRole, keyResource, keyMembership, keyPermission, keyAnnotation}, kind) {
 		t.Fatalf("decodeFactJSON took %q under the unknown kind %q", value, kind)
 	}
+	want, err := unmarshalFactReflect(kind, kind+"/…", value)
 	if err != nil {
 		t.Fatalf("decodeFactJSON took %s (%#v), encoding/json refuses it: %v", value, got, err)
 	}
