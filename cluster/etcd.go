@@ -120,8 +120,8 @@ type Etcd struct {
 	afterClose func() error
 	closeErr   error
 	discarded  bool
-	// bulk is held (read) by BulkPut and (write) by Close, so that no
-	// bulk write runs into a closed store; rebuildable allows BulkPut.
+	// bulk is held (read) by WriteDirect and (write) by Close, so that no
+	// direct write runs into a closed store; rebuildable allows them.
 	bulk        sync.RWMutex
 	rebuildable bool
 }

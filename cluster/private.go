@@ -12,12 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"go.etcd.io/etcd/pkg/v3/traceutil"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
-	"go.etcd.io/etcd/server/v3/lease"
 )
 
 // PrivateEtcdConfig is a single-member etcd that only its own process
@@ -252,43 +248,8 @@ var ErrNotRebuildable = errors.New("cluster: bulk writes outside raft are only f
 // copy, which nothing serves from until it is whole): the writes are
 // durable only through a clean Close, which a Rebuildable member needs
 // anyway (its data is thrown away otherwise), and they must not race
-// writes through the client to the same keys. It refuses while the
-// member's NOSPACE alarm is raised, as a write through raft would.
+// writes through the client to the same keys. It is WriteDirect without
+// deletes, with its refusals.
 func (e *Etcd) BulkPut(keys []string, values [][]byte) (int64, error) {
-	if !e.rebuildable {
-		return 0, ErrNotRebuildable
-	}
-	if len(keys) != len(values) {
-		return 0, fmt.Errorf("cluster: BulkPut of %d keys and %d values", len(keys), len(values))
-	}
-	e.bulk.RLock()
-	defer e.bulk.RUnlock()
-	select {
-	case <-e.e.Server.StopNotify():
-		return 0, ErrEtcdStopped
-	default:
-	}
-	if e.closing.Load() {
-		return 0, ErrEtcdStopped
-	}
-	for _, a := range e.e.Server.Alarms() {
-		if a.Alarm == etcdserverpb.AlarmType_NOSPACE {
-			return 0, rpctypes.ErrNoSpace
-		}
-	}
-	if len(keys) == 0 {
-		return e.Revision(), nil
-	}
-	// etcd's store records trace steps per put; a trace disables them
-	// inside StepWithFunction (else they are a third of the write).
-	tr := traceutil.TODO()
-	tw := e.e.Server.KV().Write(tr)
-	tr.StepWithFunction(func() {
-		for i, k := range keys {
-			tw.Put([]byte(k), values[i], lease.NoLease)
-		}
-	}, "bulk put")
-	rev := tw.Rev() + 1
-	tw.End()
-	return rev, nil
+	return e.WriteDirect(nil, keys, values)
 }
